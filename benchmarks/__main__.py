@@ -1,0 +1,3 @@
+from tinyexport.benchmarks.report_cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""``tinyreport``: params, MACs, peak activation and flash of a model vs board budgets.
+
+    tinyreport --model NAME [--resolution R] [--num-classes N] [--board B] [--json] [--plot F.png]
+    tinyreport --model NAME --train-memory [--batch-size 8] [--resolution R] [--num-classes N]
+    tinyreport FILE.tflite [--board B] [--measure] [--json] [--plot F.png]
+
+The model report uses the analytic MCUNet conventions (``tinyexport.benchmarks.profile``); a
+``.tflite`` file gets the TFLite Micro arena analysis of ``tinyexport.firmware_eval``; the training
+memory of the six TinyTL methods comes from ``tinyexport.train.tinytl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tinyexport.errors import UserError, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinyreport",
+        description="MAC / memory report of a zoo model or an int8 .tflite file against MCU budgets.")
+    parser.add_argument("target", nargs="?", help="a .tflite file to analyse (instead of --model)")
+    parser.add_argument("--model", help="registered model name (e.g. mcunet, mbv2-tiny)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="input resolution (default: the model's native one)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
+    parser.add_argument("--board", action="append", default=None,
+                        help="board profile for a fits / does-not-fit verdict (repeatable; "
+                             "'all' for every board)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--plot", metavar="FILE.png", help="write a per-layer memory plot")
+    parser.add_argument("--measure", action="store_true",
+                        help="(.tflite) also run the real TFLite Micro interpreter and measure")
+    parser.add_argument("--train-memory", action="store_true",
+                        help="training memory of the six TinyTL methods (analytic + measured)")
+    parser.add_argument("--batch-size", type=int, default=8, help="(--train-memory) batch size")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def _boards(requested: list[str] | None) -> list[str]:
+    from tinyexport.boards import BOARDS
+
+    if not requested:
+        return []
+    if any(b.lower() == "all" for b in requested):
+        return BOARDS.names()
+    return [BOARDS.canonical(b) for b in requested]
+
+
+def model_report(args: argparse.Namespace) -> dict:
+    """Profile the model and attach board verdicts (analytic peak activation, int8 weight bytes)."""
+    from tinyexport.benchmarks.profile import profile_zoo_model
+    from tinyexport.boards import verdict
+
+    prof = profile_zoo_model(args.model, resolution=args.resolution, num_classes=args.num_classes)
+    report = prof.as_dict()
+    report["boards"] = [verdict(b, prof.peak_activation_bytes, prof.weight_bytes_int8).as_dict()
+                        for b in _boards(args.board)]
+    report["conventions"] = (
+        "params include BN; MACs = conv+linear with BN folded (classifier included); peak "
+        "activation = MCUNet 'Act' (layer in+out, block input held at residual depthwise, "
+        "input image counted, int8); weight_bytes_int8 = int8 weights + int32 bias per channel")
+    return report
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def render_model_report(report: dict) -> str:
+    lines = [
+        f"model {report['model']} @ {report['resolution']}px, {report['num_classes']} classes",
+        f"  params               {report['params']:>14,}",
+        f"  MACs                 {report['macs']:>14,}",
+        f"  peak activation      {report['peak_activation_bytes']:>14,} B  "
+        f"({_kib(report['peak_activation_bytes'])}, int8)  at {report['bottleneck']}",
+        f"  int8 weight bytes    {report['weight_bytes_int8']:>14,} B  "
+        f"({_kib(report['weight_bytes_int8'])})",
+        "",
+        f"{'layer':<34} {'op':<7} {'input':>14} -> {'output':<14} {'MACs':>12} {'act B':>9}",
+    ]
+    for layer in report["layers"]:
+        shape_in = "x".join(map(str, layer["input_shape"]))
+        shape_out = "x".join(map(str, layer["output_shape"]))
+        mark = " *" if layer["name"] == report["bottleneck"] else ""
+        lines.append(f"{layer['name']:<34} {layer['op']:<7} {shape_in:>14} -> {shape_out:<14} "
+                     f"{layer['macs']:>12,} {layer['activation_bytes']:>9,}{mark}")
+    lines += render_verdicts(report.get("boards", []), "peak activation", "int8 weights")
+    return "\n".join(lines)
+
+
+def render_verdicts(verdicts: list[dict], sram_what: str, flash_what: str) -> list[str]:
+    if not verdicts:
+        return []
+    lines = ["", f"board verdicts ({sram_what} vs SRAM, {flash_what} vs flash):"]
+    for v in verdicts:
+        status = "fits" if v["fits"] else "DOES NOT FIT"
+        lines.append(f"  {v['board']:<14} {status:<13} SRAM {v['sram_needed']:>9,} / "
+                     f"{v['sram_budget']:>9,} B (margin {v['sram_margin']:+,})  flash "
+                     f"{v['flash_needed']:>9,} / {v['flash_budget']:>9,} B "
+                     f"(margin {v['flash_margin']:+,})")
+    return lines
+
+
+def plot_model_report(report: dict, path: str) -> None:
+    """Per-layer activation bytes as bars, with each requested board's SRAM as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tinyexport.atomic import atomic_path
+
+    values = [layer["activation_bytes"] / 1024 for layer in report["layers"]]
+    fig, ax = plt.subplots(figsize=(max(8, len(values) * 0.18), 4.5))
+    colors = ["tab:red" if layer["name"] == report["bottleneck"] else "tab:blue"
+              for layer in report["layers"]]
+    ax.bar(range(len(values)), values, color=colors)
+    for v in report.get("boards", []):
+        ax.axhline(v["sram_budget"] / 1024, linestyle="--", linewidth=1)
+        ax.text(len(values) - 0.5, v["sram_budget"] / 1024, f" {v['board']} SRAM",
+                va="bottom", ha="right", fontsize=8)
+    ax.set_xlabel("layer (conv / linear, in execution order)")
+    ax.set_ylabel("activation memory (KiB, int8)")
+    ax.set_title(f"{report['model']} @ {report['resolution']}px: peak "
+                 f"{report['peak_activation_bytes'] / 1024:.1f} KiB at {report['bottleneck']}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from tinyexport.train.models import MODELS
+
+    if args.target and args.model:
+        raise UserError("give either a .tflite file or --model, not both")
+    if not args.target and not args.model:
+        raise UserError("nothing to report: pass --model NAME or a FILE.tflite")
+    if args.model:
+        MODELS.canonical(args.model)
+    if args.num_classes < 1:
+        raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+    if args.resolution is not None and args.resolution < 32:
+        raise UserError(f"--resolution must be >= 32 (the nets downsample 32x), "
+                        f"got {args.resolution}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UserError(f"--plot writes a PNG; give a FILE.png, got {args.plot!r}")
+    _boards(args.board)
+
+
+def _run(args: argparse.Namespace) -> int:
+    _validate(args)
+    if args.target:
+        if not args.target.lower().endswith(".tflite"):
+            raise UserError(f"{args.target!r} is not a .tflite file; for a zoo model use --model")
+        from tinyexport.firmware_eval.report import run_tflite_report
+
+        return run_tflite_report(args)
+    if args.train_memory:
+        from tinyexport.train.tinytl.report import run_train_memory_report
+
+        return run_train_memory_report(args)
+    report = model_report(args)
+    if args.plot:
+        plot_model_report(report, args.plot)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_model_report(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tinyexport.log import setup_logging
+
+    setup_logging(args.verbose)
+    return run_cli(lambda: _run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

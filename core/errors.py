@@ -1,0 +1,52 @@
+"""User-facing errors: one clear message, a non-zero exit code, no traceback.
+
+Library code raises :class:`UserError` (or ``ValueError``/``FileNotFoundError``) for bad input;
+each CLI's ``main`` catches them through :func:`run_cli` and prints one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+_log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for (a value, a path, a file)."""
+
+    exit_code = EXIT_USAGE
+
+
+class StageError(Exception):
+    """A pipeline stage failed for a reason outside the user's input (converter, interpreter)."""
+
+    exit_code = EXIT_FAILURE
+
+
+def run_cli(body: Callable[[], int]) -> int:
+    """Run a CLI body; turn user mistakes into a one-line error and an exit code.
+
+    ``UserError``/``ValueError``/``FileNotFoundError``/``StageError`` become ``error: <message>``
+    on stderr; anything else is a bug and keeps its traceback.
+    """
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (UserError, StageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,250 @@
+"""Checkpoints: our own format, and the released NetAug / MCUNet-zoo / torchvision files.
+
+* ``load_checkpoint(model, path)`` loads a plain state_dict or ``{"state_dict": ...}`` (our own
+  payloads too) with ``weights_only=True``, maps foreign key names onto ours, and on mismatch
+  names the missing / unexpected keys and the shape mismatches.
+* Key mappings (``netaug_key_map``, ``mcunet_key_map``) are pure functions of the model: our key →
+  their key. NetAug's base models (mit-han-lab/tinyml ``netaug/models/base``) name layers
+  ``backbone.input_stem.op_list.*``, ``backbone.stages.<s>.op_list.<j>.conv.*``, ``head.op_list.*``
+  with ``norm`` for BN; the MCUNet zoo (``ProxylessNASNets``) names them ``first_conv``,
+  ``blocks.<i>.mobile_inverted_conv.{inverted_bottleneck,depth_conv,point_linear}``,
+  ``feature_mix_layer``, ``classifier.linear`` (ZeroLayer blocks keep their index there).
+* ``model_from_checkpoint(path, ...)`` rebuilds the model a checkpoint describes; our payloads name
+  their kind (``base``, ``netaug-supernet``, ``tinytl``) and each kind has a handler.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tinyexport.errors import UserError
+
+FORMAT = "tinyexport"
+FORMAT_VERSION = 1
+
+# kind -> "module:function(payload, **overrides) -> (nn.Module, dict meta)"; handlers live with
+# the code that knows the kind (NetAug supernet extraction, TinyTL adapters).
+KIND_HANDLERS: dict[str, str] = {
+    "base": "tinyexport.train.checkpoint:_base_from_payload",
+    "netaug-supernet": "tinyexport.train.netaug.checkpoint:base_model_from_payload",
+    "tinytl": "tinyexport.train.tinytl.checkpoint:model_from_payload",
+}
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    source_format: str  # tinyexport | netaug | mcunet-zoo | torchvision
+    loaded: int
+    skipped: tuple[str, ...] = field(default_factory=tuple)
+
+
+def read_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``; a bare state_dict becomes ``{"state_dict": sd}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise UserError(f"checkpoint {str(path)!r} cannot be read as a PyTorch file "
+                        f"(weights_only=True): {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, "
+                        "expected a state_dict or {'state_dict': ...}")
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return obj
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"state_dict": obj}
+    raise UserError(f"checkpoint {str(path)!r} has no 'state_dict' (keys: {sorted(obj)[:8]})")
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _layer_suffix(rest: str, norm_name: str) -> str:
+    return rest.replace("bn.", f"{norm_name}.", 1) if rest.startswith("bn.") else rest
+
+
+def netaug_key_map(model: nn.Module) -> dict[str, str]:
+    """Our key → NetAug base-model key (mit-han-lab/tinyml netaug/models/base), for ``MBNet``."""
+    spec = model.spec
+    groups = spec.stages()
+    position: dict[int, str] = {groups[0][0]: "backbone.input_stem.op_list.1.conv"}
+    for s, group in enumerate(groups[1:-1]):
+        for j, block in enumerate(group):
+            position[block] = f"backbone.stages.{s}.op_list.{j}.conv"
+    position[groups[-1][0]] = "head.op_list.0.conv"
+    sub = {"expand": "inverted_conv", "depthwise": "depth_conv", "project": "point_conv"}
+    classifier = "head.op_list.3.linear" if spec.final_conv else "head.op_list.2.linear"
+    mapping = {}
+    for key in model.state_dict():
+        head, _, rest = key.partition(".")
+        if head == "first_conv":
+            mapping[key] = "backbone.input_stem.op_list.0." + _layer_suffix(rest, "norm")
+        elif head == "blocks":
+            index, layer, tail = rest.split(".", 2)
+            mapping[key] = f"{position[int(index)]}.{sub[layer]}.{_layer_suffix(tail, 'norm')}"
+        elif head == "final_conv":
+            mapping[key] = "head.op_list.1." + _layer_suffix(rest, "norm")
+        elif head == "classifier":
+            mapping[key] = f"{classifier}.{rest}"
+    return mapping
+
+
+def mcunet_key_map(model: nn.Module) -> dict[str, str]:
+    """Our key → MCUNet-zoo (ProxylessNASNets) key, for ``MBNet``."""
+    sub = {"expand": "inverted_bottleneck", "depthwise": "depth_conv", "project": "point_linear"}
+    mapping = {}
+    for key in model.state_dict():
+        head, _, rest = key.partition(".")
+        if head == "first_conv":
+            mapping[key] = key
+        elif head == "blocks":
+            index, layer, tail = rest.split(".", 2)
+            source = model.spec.blocks[int(index)].source_index
+            mapping[key] = f"blocks.{source}.mobile_inverted_conv.{sub[layer]}.{tail}"
+        elif head == "final_conv":
+            mapping[key] = "feature_mix_layer." + rest
+        elif head == "classifier":
+            mapping[key] = "classifier.linear." + rest
+    return mapping
+
+
+def _detect_format(keys: set[str]) -> str:
+    if any(k.startswith("backbone.input_stem.") for k in keys):
+        return "netaug"
+    if any(".mobile_inverted_conv." in k for k in keys):
+        return "mcunet-zoo"
+    if any(k.startswith("features.0.0.") for k in keys):
+        return "torchvision"
+    return FORMAT
+
+
+def to_our_keys(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[dict, str]:
+    """Rename a foreign state_dict's keys to this model's names (pure)."""
+    sd = _strip_prefix(dict(sd))
+    fmt = _detect_format(set(sd))
+    if fmt in (FORMAT, "torchvision") or not hasattr(model, "spec"):
+        return sd, fmt
+    mapping = netaug_key_map(model) if fmt == "netaug" else mcunet_key_map(model)
+    reverse = {theirs: ours for ours, theirs in mapping.items()}
+    return {reverse.get(k, k): v for k, v in sd.items()}, fmt
+
+
+def _mismatch_message(model: nn.Module, sd: dict[str, torch.Tensor], fmt: str) -> str | None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    if not (missing or unexpected or shapes):
+        return None
+    name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+    parts = [f"checkpoint ({fmt} keys) does not match model {name!r}"]
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+    parts.append("check --model, --num-classes and --resolution against the checkpoint")
+    return "; ".join(parts)
+
+
+def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:
+    sd, fmt = to_our_keys(model, state_dict)
+    message = _mismatch_message(model, sd, fmt)
+    if message:
+        raise UserError(message)
+    model.load_state_dict(sd, strict=True)
+    if fmt == "mcunet-zoo" and getattr(getattr(model, "spec", None), "name", "") == "mbv2-tiny":
+        # the zoo's mbv2-w0.35-r144 baseline was trained with BN eps 1e-3 (mcunet.md §2.1);
+        # NetAug's MobileNetV2-Tiny (our default) uses 1e-5
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = 1e-3
+    return LoadReport(fmt, len(sd))
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Load a checkpoint file strictly into ``model`` (key mapping for released files)."""
+    return load_state_dict_into(model, read_payload(path)["state_dict"])
+
+
+def make_payload(model: nn.Module, kind: str = "base", **meta: Any) -> dict[str, Any]:
+    """Our checkpoint payload: plain types and tensors only (loadable with weights_only=True)."""
+    spec = model.spec
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "model": spec.name,
+               "num_classes": spec.num_classes, "resolution": spec.resolution,
+               "dropout": spec.dropout,
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    payload.update(meta)
+    return payload
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, kind: str = "base", **meta) -> None:
+    from tinyexport.atomic import torch_save
+
+    torch_save(make_payload(model, kind, **meta), path)
+
+
+def _base_from_payload(payload: dict, **_: Any) -> tuple[nn.Module, dict]:
+    from tinyexport.train.models import build_model
+
+    model = build_model(payload["model"], num_classes=int(payload["num_classes"]),
+                        resolution=int(payload["resolution"]))
+    load_state_dict_into(model, payload["state_dict"])
+    return model, {"kind": "base", "model": payload["model"]}
+
+
+def _classes_in(sd: dict[str, torch.Tensor]) -> int | None:
+    for key in ("classifier.weight", "classifier.linear.weight", "classifier.1.weight"):
+        if key in sd:
+            return int(sd[key].shape[0])
+    linear = [k for k in sd if k.startswith("head.op_list.") and k.endswith("linear.weight")]
+    return int(sd[linear[0]].shape[0]) if linear else None
+
+
+def model_from_checkpoint(path: str | os.PathLike, model_name: str | None = None,
+                          resolution: int | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint holds. Our payloads describe themselves; released files
+    (a plain NetAug / MCUNet-zoo / torchvision state_dict) need ``model_name``.
+
+    Returns the model (eval mode) and a metadata dict (``kind``, ``model``, ``source_format`` ...).
+    """
+    payload = read_payload(path)
+    if payload.get("format") == FORMAT:
+        kind = payload.get("kind", "base")
+        if kind not in KIND_HANDLERS:
+            raise UserError(f"checkpoint {str(path)!r} has unknown kind {kind!r} "
+                            f"(known: {', '.join(sorted(KIND_HANDLERS))})")
+        if model_name and model_name.lower() != str(payload.get("model")).lower():
+            from tinyexport.train.models import MODELS
+
+            if MODELS.canonical(model_name) != MODELS.canonical(str(payload.get("model"))):
+                raise UserError(f"--model {model_name} does not match the checkpoint's model "
+                                f"{payload.get('model')!r}; drop --model or pass the right one")
+        module_name, func = KIND_HANDLERS[kind].split(":")
+        handler = getattr(importlib.import_module(module_name), func)
+        model, meta = handler(payload, resolution=resolution)
+        meta = {"source_format": FORMAT, **meta}
+    else:
+        if not model_name:
+            raise UserError(f"checkpoint {str(path)!r} is a plain state_dict; pass --model NAME "
+                            "so its architecture is known")
+        from tinyexport.train.models import build_model
+
+        classes = _classes_in(payload["state_dict"]) or 1000
+        model = build_model(model_name, num_classes=classes, resolution=resolution)
+        report = load_state_dict_into(model, payload["state_dict"])
+        meta = {"kind": "base", "model": model.spec.name, "source_format": report.source_format}
+    model.eval()
+    return model, meta

@@ -1,0 +1,317 @@
+"""Data SPECs shared by ``tinytrain`` and ``tinyexport`` (calibration / evaluation images).
+
+SPEC forms:
+
+* a directory — ImageFolder layout, either ``DIR/train`` + ``DIR/val`` (ImageNet) or flat
+  ``DIR/<class>/*.jpg`` (used for every split);
+* ``fashion-mnist[:DIR]`` — IDX files (default: the Debian ``dataset-fashion-mnist`` location);
+* ``cifar10:DIR`` — the CIFAR-10 "python version" batches, read locally (never downloaded);
+* ``digits`` — scikit-learn's 8×8 digits (1,797 images; deterministic 80/20 split);
+* ``synthetic[:N]`` — N random images with random labels (10 classes), for smoke runs.
+
+Grey images are expanded to 3 channels. Transforms (shared reference ``netaug.md`` §4–5):
+train = RandomResizedCrop(S) + horizontal flip + ColorJitter(32/255, saturation 0.5); eval = resize
+the short side to ceil(S/0.875), centre-crop S. Normalisation is the model's preprocessing
+(ImageNet mean/std for our training; 0.5/0.5 for the MCUNet-zoo weights, ``mcunet.md`` §4).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import multiprocessing
+import os
+import pickle
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tinyexport.errors import UserError
+
+_log = logging.getLogger(__name__)
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+KINDS = ("imagefolder", "fashion-mnist", "cifar10", "digits", "synthetic")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become the model input (recorded in export.json)."""
+
+    resolution: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_ratio: float = 0.875  # eval: resize short side to ceil(S / crop_ratio), centre-crop S
+
+    @property
+    def resize(self) -> int:
+        return math.ceil(self.resolution / self.crop_ratio)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(resize_short_side=self.resize, layout="NCHW float, RGB, (x/255 - mean) / std",
+                 train="RandomResizedCrop + HorizontalFlip + ColorJitter(32/255, 0.5)")
+        return d
+
+
+def mcunet_zoo_preprocessing(resolution: int) -> Preprocessing:
+    """MCUNet zoo weights: Resize(int(S·256/224)), CenterCrop(S), mean = std = 0.5 (mcunet.md §4)."""
+    return Preprocessing(resolution, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224 / 256)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    kind: str
+    path: str | None = None
+    count: int | None = None
+
+    def describe(self) -> str:
+        return self.kind + (f":{self.path}" if self.path else "") + (
+            f":{self.count}" if self.count else "")
+
+
+def parse_data_spec(text: str) -> DataSpec:
+    """Parse a data SPEC string; raise UserError naming the accepted forms."""
+    text = str(text).strip()
+    head, _, rest = text.partition(":")
+    head = head.lower()
+    if head in ("fashion-mnist", "fashion_mnist", "fmnist"):
+        return DataSpec("fashion-mnist", rest or str(FASHION_MNIST_DIR))
+    if head == "cifar10":
+        if not rest:
+            raise UserError("cifar10 needs a folder: cifar10:DIR (the extracted "
+                            "cifar-10-batches-py); nothing is downloaded")
+        return DataSpec("cifar10", rest)
+    if head == "digits":
+        return DataSpec("digits")
+    if head == "synthetic":
+        try:
+            count = int(rest) if rest else 256
+        except ValueError:
+            raise UserError(f"synthetic:N needs an integer N, got {rest!r}") from None
+        if count < 1:
+            raise UserError(f"synthetic:N needs N >= 1, got {count}")
+        return DataSpec("synthetic", count=count)
+    if text and (os.sep in text or Path(text).exists() or text.startswith(".")):
+        return DataSpec("imagefolder", text)
+    raise UserError(f"unknown data SPEC {text!r}; use an ImageFolder directory, "
+                    "fashion-mnist[:DIR], cifar10:DIR, digits or synthetic[:N]")
+
+
+# ---------------------------------------------------------------- raw arrays (uint8 HWC or HW)
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _idx_file(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"Fashion-MNIST file {stem}[.gz] not found in {str(folder)!r}; install the "
+                    "Debian package dataset-fashion-mnist or pass fashion-mnist:DIR")
+
+
+def load_fashion_mnist(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"Fashion-MNIST folder {str(folder)!r} does not exist; install the Debian "
+                        "package dataset-fashion-mnist or pass fashion-mnist:DIR")
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
+    return images, labels.astype(np.int64)
+
+
+def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(images))
+    cut = int(0.8 * len(images))
+    index = order[:cut] if split == "train" else order[cut:]
+    return images[index], digits.target[index].astype(np.int64)
+
+
+def load_cifar10(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = Path(folder)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"CIFAR-10 folder {str(folder)!r} lacks {missing}; expected the extracted "
+                        "'cifar-10-batches-py' (data_batch_1..5, test_batch)")
+    images, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        images.append(batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels += list(batch[b"labels"])
+    return np.concatenate(images), np.asarray(labels, dtype=np.int64)
+
+
+def synthetic_arrays(count: int, size: int = 32, classes: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8),
+            rng.integers(0, classes, count).astype(np.int64))
+
+
+# ---------------------------------------------------------------- transforms
+
+def build_transform(pre: Preprocessing, train: bool):
+    """torchvision transform on PIL images (train-style or eval-style), ending in a normalised tensor."""
+    from tinyexport.train.tv_compat import import_torchvision
+
+    T = import_torchvision().transforms
+    size = pre.resolution
+    if train:
+        steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+                 T.ColorJitter(brightness=32 / 255, saturation=0.5)]
+    else:
+        steps = [T.Resize(pre.resize), T.CenterCrop(size)]
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(pre.mean, pre.std)])
+
+
+def _to_rgb_pil(array: np.ndarray):
+    from PIL import Image
+
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+class ArrayDataset(Dataset):
+    """uint8 images (N,H,W[,3]) + labels, transformed on the fly."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, classes: list[str]):
+        self.images, self.labels, self.transform, self.classes = images, labels, transform, classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.transform(_to_rgb_pil(self.images[index])), int(self.labels[index])
+
+
+class SkipCounter:
+    """Counts unreadable images across DataLoader worker processes (shared memory)."""
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.Value("i", 0)
+
+    def add(self) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+
+    @property
+    def count(self) -> int:
+        return self._value.value
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>``; unreadable images are skipped (the next readable one is used)
+    and counted in ``self.skipped``."""
+
+    def __init__(self, root: Path, transform):
+        if not root.is_dir():
+            raise UserError(f"data folder {str(root)!r} does not exist")
+        self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        if not self.classes:
+            raise UserError(f"data folder {str(root)!r} has no class sub-folders; expected "
+                            "ImageFolder layout DIR/<class>/<image> (or DIR/train and DIR/val)")
+        self.samples = [(p, i) for i, c in enumerate(self.classes)
+                        for p in sorted((root / c).rglob("*"))
+                        if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not self.samples:
+            raise UserError(f"data folder {str(root)!r} has class folders but no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)})")
+        self.transform = transform
+        self.skipped = SkipCounter()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _open(self, path: Path):
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+    def __getitem__(self, index: int):
+        for attempt in range(min(len(self.samples), 64)):
+            path, label = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                image = self._open(path)
+            except (OSError, ValueError, SyntaxError):
+                self.skipped.add()
+                _log.debug("skipping unreadable image %s", path)
+                continue
+            return self.transform(image), label
+        raise UserError(f"no readable image near index {index} in the data folder "
+                        f"({self.skipped.count} unreadable so far)")
+
+
+def _imagefolder_root(path: str, split: str) -> Path:
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"data folder {path!r} does not exist")
+    wanted = "train" if split == "train" else "val"
+    if (root / "train").is_dir() or (root / "val").is_dir():
+        if not (root / wanted).is_dir():
+            raise UserError(f"data folder {path!r} has train/ or val/ but no {wanted}/ split")
+        return root / wanted
+    return root
+
+
+def build_dataset(spec: DataSpec | str, split: str, pre: Preprocessing, train_transform: bool
+                  ) -> Dataset:
+    """The dataset of a SPEC for ``split`` ("train" or "val") with train- or eval-style transforms.
+
+    Datasets have ``.classes``; ImageFolder ones also ``.skipped`` (unreadable images).
+    """
+    if isinstance(spec, str):
+        spec = parse_data_spec(spec)
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    transform = build_transform(pre, train_transform)
+    if spec.kind == "imagefolder":
+        return ImageFolderDataset(_imagefolder_root(spec.path, split), transform)
+    if spec.kind == "fashion-mnist":
+        images, labels = load_fashion_mnist(spec.path, split)
+        classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+    elif spec.kind == "digits":
+        images, labels = load_digits_split(split)
+        classes = [str(i) for i in range(10)]
+    elif spec.kind == "cifar10":
+        images, labels = load_cifar10(spec.path, split)
+        classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+    else:
+        images, labels = synthetic_arrays(spec.count or 256, seed=0 if split == "train" else 1)
+        classes = [str(i) for i in range(10)]
+    return ArrayDataset(images, labels, transform, classes)
+
+
+def take_images(dataset: Dataset, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random subset of ``count`` (image, label) pairs as stacked tensors."""
+    if len(dataset) == 0:
+        raise UserError("the data set is empty")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)[:count].tolist()
+    pairs = [dataset[i] for i in order]
+    return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
