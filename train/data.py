@@ -241,6 +241,7 @@ class ImageFolderDataset(Dataset):
                             f"({', '.join(IMAGE_EXTENSIONS)})")
         self.transform = transform
         self.skipped = SkipCounter()
+        self._bad: set[int] = set()  # per process; a bad file is counted once per loader worker
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -253,10 +254,14 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         for attempt in range(min(len(self.samples), 64)):
-            path, label = self.samples[(index + attempt) % len(self.samples)]
+            position = (index + attempt) % len(self.samples)
+            if position in self._bad:
+                continue
+            path, label = self.samples[position]
             try:
                 image = self._open(path)
             except (OSError, ValueError, SyntaxError):
+                self._bad.add(position)
                 self.skipped.add()
                 _log.debug("skipping unreadable image %s", path)
                 continue

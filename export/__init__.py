@@ -1,0 +1,1 @@
+"""Export stage: PyTorch -> fused -> ONNX -> float TFLite -> full-int8 TFLite, verified."""
