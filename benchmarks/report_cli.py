@@ -4,7 +4,7 @@
     tinyreport --model NAME --train-memory [--batch-size 8] [--resolution R] [--num-classes N]
     tinyreport FILE.tflite [--board B] [--measure] [--json] [--plot F.png]
 
-The model report uses the analytic MCUNet conventions (``tinyexport.benchmarks.profile``); a
+The model report uses the analytic MCUNet conventions (``tinyexport.benchmarks.model_profile``); a
 ``.tflite`` file gets the TFLite Micro arena analysis of ``tinyexport.firmware_eval``; the training
 memory of the six TinyTL methods comes from ``tinyexport.train.tinytl``.
 """
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="write a per-layer memory plot")
     parser.add_argument("--measure", action="store_true",
-                        help="(.tflite) also run the real TFLite Micro interpreter and measure")
+                        help="(.tflite) also run the real TFLite Micro interpreter and measure; "
+                             "(--train-memory) add the measured column (one real Adam step)")
     parser.add_argument("--train-memory", action="store_true",
                         help="training memory of the six TinyTL methods (analytic + measured)")
     parser.add_argument("--batch-size", type=int, default=8, help="(--train-memory) batch size")
@@ -53,7 +54,7 @@ def _boards(requested: list[str] | None) -> list[str]:
 
 def model_report(args: argparse.Namespace) -> dict:
     """Profile the model and attach board verdicts (analytic peak activation, int8 weight bytes)."""
-    from tinyexport.benchmarks.profile import profile_zoo_model
+    from tinyexport.benchmarks.model_profile import profile_zoo_model
     from tinyexport.boards import verdict
 
     prof = profile_zoo_model(args.model, resolution=args.resolution, num_classes=args.num_classes)

@@ -196,6 +196,15 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, kind: str = "base
     torch_save(make_payload(model, kind, **meta), path)
 
 
+def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Model name, resolution, class count and kind of one of our checkpoints ({} for a released
+    plain state_dict, whose architecture the user must name)."""
+    payload = read_payload(path)
+    if payload.get("format") != FORMAT:
+        return {}
+    return {k: payload[k] for k in ("model", "resolution", "num_classes", "kind") if k in payload}
+
+
 def _base_from_payload(payload: dict, **_: Any) -> tuple[nn.Module, dict]:
     from tinyexport.train.models import build_model
 

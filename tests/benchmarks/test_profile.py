@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from tinyexport.benchmarks.profile import profile_model
+from tinyexport.benchmarks.model_profile import profile_model
 from tinyexport.train.models import build_model
 from tinyexport.train.models.layers import MBBlock
 

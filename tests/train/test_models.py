@@ -7,7 +7,7 @@ Published values: shared reference mcunet.md §2.3 (MCUNet zoo, verified against
 import pytest
 import torch
 
-from tinyexport.benchmarks.profile import profile_zoo_model
+from tinyexport.benchmarks.model_profile import profile_zoo_model
 from tinyexport.errors import UserError
 from tinyexport.train.models import MODELS, build_model, model_spec
 

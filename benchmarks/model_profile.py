@@ -125,14 +125,7 @@ def profile_model(model: nn.Module, resolution: int, name: str = "model",
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             handles.append(module.register_forward_hook(layer_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        model(torch.zeros(1, in_channels, resolution, resolution))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    forward_once(model, resolution, in_channels, handles)
     peak_layer = max(layers, key=lambda layer: layer.activation_elements)
     num_classes = layers[-1].output_shape[-1] if layers else 0
     return ModelProfile(
@@ -142,6 +135,20 @@ def profile_model(model: nn.Module, resolution: int, name: str = "model",
         peak_activation_elements=peak_layer.activation_elements, bottleneck=peak_layer.name,
         weight_bytes_int8=_int8_weight_bytes(model), layers=tuple(layers),
         bytes_per_element=bytes_per_element)
+
+
+@torch.no_grad()
+def forward_once(model: nn.Module, resolution: int, in_channels: int, handles: list) -> None:
+    """One eval-mode forward pass of a 1×C×R×R zero image for hook-based counters; the hooks in
+    ``handles`` are removed and the model's train/eval mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, in_channels, resolution, resolution))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
 
 
 def _int8_weight_bytes(model: nn.Module) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from tinyexport.export.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""``tinyexport``: PyTorch → recalibrated, fused → ONNX → full-int8 TFLite, verified at every step.
+
+Thin CLI over :func:`tinyexport.export.run.run_export`; see docs/export.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tinyexport.errors import UserError, run_cli
+
+_log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tinyexport", description="Export a tiny CNN to a verified full-int8 TFLite model "
+        "for TensorFlow Lite Micro (PyTorch → fused → ONNX → onnx2tf → TFLiteConverter).")
+    p.add_argument("--model", help="zoo model name (e.g. mcunet, mbv2-tiny); optional with a "
+                   "tinyexport checkpoint, which names its model")
+    p.add_argument("--int8", action="store_true", required=True,
+                   help="full-int8 export (int8 weights, activations, input and output)")
+    p.add_argument("--checkpoint", type=Path, help="our checkpoint or a released NetAug/MCUNet "
+                   ".pth; without it the weights are random (accuracy meaningless)")
+    p.add_argument("--resolution", type=int, help="input size (default: the model's native one)")
+    p.add_argument("--num-classes", type=int, help="classes of a random-weight model (1000)")
+    p.add_argument("--calib-data", help="data SPEC for calibration: DIR, fashion-mnist[:DIR], "
+                   "digits, synthetic[:N] (default: synthetic, with a warning)")
+    p.add_argument("--calib-images", type=int, default=500, help="calibration images (500)")
+    p.add_argument("--check-images", type=int, default=100,
+                   help="images for the int8-vs-fp32 check (100, taken from calibration)")
+    p.add_argument("--eval-data", help="data SPEC; reports top-1 of torch, ORT and int8 LiteRT")
+    p.add_argument("--eval-images", type=int, default=1000, help="evaluation images (1000)")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weight quantization")
+    recal = p.add_mutually_exclusive_group()
+    recal.add_argument("--bn-recalibrate", dest="bn_recalibrate", action="store_true",
+                       default=None, help="re-estimate BN statistics (default on for NetAug)")
+    recal.add_argument("--no-bn-recalibrate", dest="bn_recalibrate", action="store_false")
+    p.add_argument("--quant-report", action="store_true",
+                   help="per-layer int8-vs-float SQNR report, worst layers first")
+    p.add_argument("--onnxsim", action="store_true", help="let onnx2tf run onnxsim (slower)")
+    p.add_argument("--no-firmware", dest="firmware", action="store_false",
+                   help="skip the firmware_eval stage (TFLM run, arena, C bundle)")
+    p.add_argument("--offline-plan", action="store_true", help="passed to firmware_eval")
+    p.add_argument("--board", help="board profile, passed to firmware_eval")
+    p.add_argument("--out", type=Path, help="output folder (exports/<model>-r<res>-int8)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--json", action="store_true", help="print export.json to stdout at the end")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _config(args: argparse.Namespace):
+    from tinyexport.export.pipeline import ExportConfig, default_out
+    from tinyexport.train.checkpoint import describe_checkpoint
+    from tinyexport.train.models import MODELS, model_spec
+
+    described = describe_checkpoint(args.checkpoint) if args.checkpoint else {}
+    if not args.model and not described:
+        raise UserError("pass --model NAME (or a --checkpoint written by tinyexport/tinytrain, "
+                        "which names its model)")
+    name = MODELS.canonical(args.model or described["model"])
+    resolution = args.resolution or described.get("resolution") or model_spec(name).resolution
+    return ExportConfig(model=name, out=args.out or default_out(name, resolution),
+                        checkpoint=args.checkpoint, resolution=args.resolution,
+                        num_classes=args.num_classes, calib_data=args.calib_data,
+                        calib_images=args.calib_images, check_images=args.check_images,
+                        eval_data=args.eval_data, eval_images=args.eval_images,
+                        per_channel=not args.per_tensor, bn_recalibrate=args.bn_recalibrate,
+                        quant_report=args.quant_report, onnxsim=args.onnxsim, force=args.force,
+                        firmware=args.firmware, offline_plan=args.offline_plan, board=args.board)
+
+
+def export(config, progress=None):
+    """Run the export into a temporary folder; rename it onto ``config.out`` when complete."""
+    from tinyexport.atomic import atomic_dir, write_json, write_text
+    from tinyexport.export.provenance import render_report
+    from tinyexport.export.run import check_user_paths, run_export
+
+    check_user_paths(config)
+    with atomic_dir(config.out, force=config.force) as tmp:
+        result = run_export(config, tmp, progress)
+        write_json(tmp / "export.json", result.provenance)
+        write_text(tmp / "report.md", render_report(result.provenance))
+    result.out = config.out
+    return result
+
+
+def _summary(result) -> str:
+    doc = result.provenance
+    i8 = doc["artifacts"]["model_int8.tflite"]
+    q = doc["quantization"]
+    lines = [f"wrote {result.out}/ in {doc['total_seconds']:.1f} s",
+             f"  model_int8.tflite  {i8['bytes']:,} B  input {q['input']['dtype']}"
+             f"{q['input']['shape']} output {q['output']['dtype']}{q['output']['shape']}",
+             "  ops: " + ", ".join(f"{k} {v}" for k, v in doc["op_histogram"].items())]
+    lines += _numerics_lines(doc)
+    lines += [f"  WARNING: {w}" for w in doc["warnings"]]
+    return "\n".join(lines)
+
+
+def _numerics_lines(doc: dict) -> list[str]:
+    i8 = doc["checks"].get("int8 checks", {})
+    lines = []
+    if "top1_agreement" in i8:
+        lines.append(f"  int8 vs fp32 TFLite on {i8['images']} calibration images: top-1 agreement "
+                     f"{i8['top1_agreement']:.1%}, output SQNR {float(i8['sqnr_db']):.1f} dB"
+                     + (" (random weights: shows how faithfully int8 tracks this net, not "
+                        "accuracy)" if doc["weights"] == "random" else ""))
+    if doc.get("evaluation"):
+        lines.append("  top-1 on " + doc["evaluation"]["data"]["spec"] + ": " + ", ".join(
+            f"{k} {v:.2%}" for k, v in doc["evaluation"]["top1"].items()))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tinyexport.log import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (C++ log noise)
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    def body() -> int:
+        result = export(_config(args), progress=print)
+        print(_summary(result))
+        if args.json:
+            print(json.dumps(result.provenance, indent=2))
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

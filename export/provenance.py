@@ -1,0 +1,101 @@
+"""``export.json`` (provenance + every check) and ``report.md`` (human summary) of an export."""
+
+from __future__ import annotations
+
+from tinyexport.export.pipeline import RANDOM_WEIGHTS_WARNING, StageRecord, _json_safe
+
+
+def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
+    """The export.json document (plain JSON types)."""
+    from tinyexport.config import git_sha, package_versions
+
+    config, loaded, static = state["config"], state["loaded"], state["static"]
+    doc = {
+        "tool": "tinyexport", "git_sha": git_sha(), "package_versions": package_versions(),
+        "model": loaded.meta.get("model"), "resolution": loaded.resolution,
+        "checkpoint": str(config.checkpoint) if config.checkpoint else None,
+        "checkpoint_meta": loaded.meta,
+        "weights": "trained" if config.checkpoint else "random",
+        "warnings": ([RANDOM_WEIGHTS_WARNING] if config.checkpoint is None else [])
+        + ([state["calib_info"]["warning"]] if "warning" in state["calib_info"] else []),
+        "preprocessing": loaded.preprocessing.as_dict(),
+        "calibration": state["calib_info"],
+        "quantization": {"weights": "per-channel" if config.per_channel else "per-tensor",
+                         "input": static.input, "output": static.output},
+        "artifacts": state["artifacts"],
+        "op_histogram": static.op_histogram,
+        "checks": {s.name: {"status": s.status, "seconds": round(s.seconds, 3), **s.details}
+                   for s in stages},
+        "evaluation": state.get("evaluation"),
+        "quant_report": state.get("layers"),
+        "firmware": state.get("firmware", {"status": "skipped: disabled"}),
+        "total_seconds": round(sum(s.seconds for s in stages), 3),
+    }
+    return _json_safe(doc)
+
+
+def render_report(doc: dict) -> str:
+    """report.md: stages with times, artifact sizes, checks, warnings."""
+    lines = [f"# tinyexport: {doc['model']} @ {doc['resolution']} px, full int8", ""]
+    lines += [f"> **WARNING**: {w}" for w in doc["warnings"]] + [""] if doc["warnings"] else []
+    lines += ["| stage | status | seconds |", "|---|---|---|"]
+    lines += [f"| {name} | {c['status']} | {c['seconds']:.1f} |"
+              for name, c in doc["checks"].items()]
+    lines += [f"| **total** | | **{doc['total_seconds']:.1f}** |", "",
+              "| artifact | bytes | sha256 |", "|---|---|---|"]
+    lines += [f"| {n} | {a['bytes']:,} | `{a['sha256'][:16]}…` |"
+              for n, a in doc["artifacts"].items()]
+    q = doc["quantization"]
+    lines += ["", f"- input: {q['input']['dtype']} {q['input']['shape']} scale "
+              f"{q['input']['scale']:.6g} zero point {q['input']['zero_point']}",
+              f"- output: {q['output']['dtype']} {q['output']['shape']} scale "
+              f"{q['output']['scale']:.6g} zero point {q['output']['zero_point']}",
+              f"- weights: {q['weights']}",
+              "- ops: " + ", ".join(f"{k} {v}" for k, v in doc["op_histogram"].items())]
+    lines += _check_lines(doc)
+    lines += _adapter_lines((doc.get("checkpoint_meta") or {}).get("adapter_inference"))
+    return "\n".join(lines) + "\n"
+
+
+def _adapter_lines(cost: dict | None) -> list[str]:
+    """TinyTL checkpoints: what the lite residual adapters add at inference (int8 bytes)."""
+    if not cost:
+        return []
+    added = cost["added"]
+    return ["", f"- TinyTL adapters ({cost['adapters']}): +{added['params']:,} params, "
+            f"+{added['macs']:,} MACs, +{added['weight_bytes_int8']:,} B int8 weights, peak "
+            f"activation {cost['peak_activation_bytes_base']:,} → "
+            f"{cost['peak_activation_bytes_adapted']:,} B ({cost['convention']})"]
+
+
+def _check_lines(doc: dict) -> list[str]:
+    c = doc["checks"]
+    lines = ["", "## Checks"]
+    fuse, onnx, tfl, i8 = (c.get(k, {}) for k in ("Conv+BN fusion", "ONNX export",
+                                                  "onnx2tf float TFLite", "int8 checks"))
+    if fuse:
+        lines.append(f"- fusion: {fuse.get('pairs')} Conv+BN pairs, max |diff| "
+                     f"{fuse.get('max_abs_diff', 0):.3g} (tol {fuse.get('tolerance', 0):.3g})")
+    for label, rec in (("ONNX Runtime vs torch", onnx), ("float TFLite vs ONNX Runtime", tfl)):
+        if rec:
+            lines.append(f"- {label}: max |diff| {rec.get('max_abs_diff', 0):.3g} "
+                         f"(tol {rec.get('tolerance', 0):.3g})")
+    if i8:
+        lines.append(f"- int8: TFLM ops only, no TRANSPOSE / float compute, int8 I/O: "
+                     f"{'pass' if i8['static']['passed'] else 'FAIL'}; vs fp32 on {i8['images']} "
+                     f"images: top-1 agreement {i8['top1_agreement']:.1%}, SQNR "
+                     f"{float(i8['sqnr_db']):.1f} dB; LiteRT reference kernels ran "
+                     f"(max {i8['max_lsb_diff_ref_vs_default']} LSB vs default kernels)")
+    if doc.get("evaluation"):
+        top1 = doc["evaluation"]["top1"]
+        lines.append("- top-1 on " + doc["evaluation"]["data"]["spec"] + ": "
+                     + ", ".join(f"{k} {v:.2%}" for k, v in top1.items()))
+    if doc.get("quant_report"):
+        from tinyexport.quantize.layer_report import LayerError, render_layer_table
+
+        rows = [LayerError(r["tensor"], r["op"], tuple(r["shape"]), r["sqnr_db"],
+                           r.get("module", ""))
+                for r in doc["quant_report"]]
+        lines += ["", "## Per-layer int8 error (worst first)", "", render_layer_table(rows)]
+    lines.append(f"- firmware: {doc['firmware'].get('status', 'see export.json')}")
+    return lines

@@ -1,0 +1,330 @@
+"""``run_export``: the eight stages of the issue, wired together (see ``pipeline`` for plumbing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinyexport.errors import StageError, UserError
+from tinyexport.export.pipeline import (
+    ARTIFACTS,
+    MIN_TOP1_AGREEMENT,
+    RANDOM_WEIGHTS_WARNING,
+    ExportConfig,
+    ExportResult,
+    StageTimer,
+    check_finite,
+    nchw_to_nhwc,
+    scratch_dir,
+    sha256,
+)
+
+_log = logging.getLogger(__name__)
+
+# Random weights: BN statistics of 128 images (x H*W positions per channel) are stable to a few %;
+# more only costs time (500 images @ 176 px took 178 s of the README command on 2 shared cores).
+RANDOM_RECAL_IMAGES = 128
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    meta: dict
+    resolution: int
+    preprocessing: object
+
+
+def load_model(config: ExportConfig) -> Loaded:
+    """Stage 1: build a zoo model (random weights) or rebuild one from a checkpoint."""
+    from tinyexport.train.data import Preprocessing, mcunet_zoo_preprocessing
+    from tinyexport.train.models import build_model
+
+    if config.checkpoint is not None:
+        from tinyexport.train.checkpoint import model_from_checkpoint
+
+        model, meta = model_from_checkpoint(config.checkpoint, config.model, config.resolution)
+    else:
+        model = build_model(config.model, num_classes=config.num_classes or 1000,
+                            resolution=config.resolution)
+        meta = {"kind": "random", "model": model.spec.name, "source_format": None}
+    model.eval()
+    check_finite(model)
+    resolution = int(config.resolution or getattr(model, "resolution", None) or 224)
+    pre = (mcunet_zoo_preprocessing(resolution) if meta.get("source_format") == "mcunet-zoo"
+           else Preprocessing(resolution))
+    return Loaded(model, meta, resolution, pre)
+
+
+def load_images(spec: str | None, split: str, pre, count: int, train_style: bool, seed: int,
+                warn: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``count`` images of a data SPEC (synthetic with a warning when no SPEC)."""
+    from tinyexport.train.data import build_dataset, parse_data_spec, take_images
+
+    info: dict = {"spec": spec or "synthetic"}
+    if spec is None:
+        info["warning"] = "no --calib-data: calibrating on SYNTHETIC noise images"
+        if warn:
+            _log.warning("warning: %s", info["warning"])
+        spec = f"synthetic:{count}"
+    dataset = build_dataset(parse_data_spec(spec), split, pre, train_style)
+    images, labels = take_images(dataset, count, seed)
+    skipped = getattr(getattr(dataset, "skipped", None), "count", 0)
+    if skipped:
+        info["unreadable_skipped"] = skipped
+        _log.warning("warning: skipped %d unreadable image(s) in %s", skipped, spec)
+    info.update(images=len(images), split=split)
+    return images, labels, info
+
+
+def _wants_recalibration(config: ExportConfig, meta: dict) -> bool:
+    """Explicit flag, else on for NetAug supernets (netaug.md §1.7) and for random weights: a
+    he_fout-initialised net's activations shrink layer after layer (mcunet-in3's logits reach
+    ~4e-9), so int8 checks and arena figures say nothing until BN statistics come from real
+    activations. Recalibrated, the random net has realistic ranges; its accuracy stays meaningless.
+    """
+    if config.bn_recalibrate is not None:
+        return config.bn_recalibrate
+    return meta.get("kind") in ("netaug-supernet", "random")
+
+
+def recalibrate(config: ExportConfig, loaded: Loaded, record) -> nn.Module:
+    """Stage 2: BN re-estimation on train-style calibration images (netaug.md §1.7)."""
+    from tinyexport.train.bn_recalibration import reestimate_bn
+
+    if not _wants_recalibration(config, loaded.meta):
+        record.status = "skipped"
+        record.details["reason"] = ("off (pass --bn-recalibrate; default on for NetAug supernets "
+                                    "and random weights)")
+        return loaded.model
+    count = config.calib_images
+    if loaded.meta.get("kind") == "random":  # statistics only need to be realistic, not exact
+        count = min(count, RANDOM_RECAL_IMAGES)
+    images, _, info = load_images(config.calib_data, "train", loaded.preprocessing, count, True,
+                                  config.seed, warn=False)
+    batches = list(torch.split(images, 50))
+    record.details.update(images=len(images), batches=len(batches), data=info["spec"],
+                          why=loaded.meta.get("kind"))
+    return reestimate_bn(loaded.model, batches)
+
+
+def fuse(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
+    """Stage 3: Conv+BN fusion, checked against the unfused model."""
+    from tinyexport.export.fuse import fuse_and_check
+
+    fused, check = fuse_and_check(model, calib[:8])
+    record.details.update(check.as_dict())
+    return fused
+
+
+def export_onnx(model: nn.Module, path: Path, resolution: int, calib: torch.Tensor, record
+                ) -> np.ndarray:
+    """Stage 4: ONNX opset 18 + checker + ONNX Runtime parity vs torch. Returns ORT logits."""
+    from tinyexport.export.to_onnx import compare_outputs, run_onnxruntime, to_onnx
+
+    to_onnx(model, path, resolution)
+    images = calib[:8]
+    with torch.no_grad():
+        ref = model(images).numpy()
+    ort = run_onnxruntime(path, images.numpy())
+    parity = compare_outputs("onnxruntime vs torch", ref, ort)
+    record.details.update(parity.as_dict(), checker="passed", opset=18)
+    if not parity.passed:
+        raise StageError(f"ONNX Runtime differs from torch: max |diff| {parity.max_abs_diff:.3g} "
+                         f"> {parity.tolerance:.3g}")
+    return ort
+
+
+def export_float_tflite(onnx_path: Path, out_path: Path, work: Path, calib_nhwc: np.ndarray,
+                        ort_logits: np.ndarray, onnxsim: bool, record) -> Path:
+    """Stage 5: onnx2tf in a subprocess; float TFLite parity vs ONNX Runtime. Returns saved_model."""
+    from tinyexport.export.convert import onnx_to_tflite
+    from tinyexport.export.to_onnx import compare_outputs
+    from tinyexport.quantize.check import run_tflite
+
+    result = onnx_to_tflite(onnx_path, work, calib_nhwc, onnxsim=onnxsim)
+    out_path.write_bytes(result.float_tflite.read_bytes())
+    tfl, _ = run_tflite(out_path.read_bytes(), calib_nhwc[:len(ort_logits)])
+    parity = compare_outputs("float tflite vs onnxruntime", ort_logits, tfl)
+    record.details.update(parity.as_dict(), layout="NHWC")
+    if not parity.passed:
+        raise StageError(f"float TFLite differs from ONNX Runtime: max |diff| "
+                         f"{parity.max_abs_diff:.3g} > {parity.tolerance:.3g}")
+    return result.saved_model_dir
+
+
+def quantize(saved_model: Path, out_path: Path, calib_nhwc: np.ndarray, per_channel: bool,
+             record) -> bytes:
+    """Stage 6: full-int8 PTQ with TFLiteConverter."""
+    from tinyexport.quantize.ptq import quantize_int8
+
+    data = quantize_int8(saved_model, calib_nhwc, per_channel)
+    out_path.write_bytes(data)
+    record.details.update(size_bytes=len(data), calibration_images=len(calib_nhwc),
+                          weights="per-channel" if per_channel else "per-tensor")
+    return data
+
+
+def check_int8(int8: bytes, float_path: Path, check_nhwc: np.ndarray, trained: bool, record,
+               model: nn.Module | None = None):
+    """Stage 7: TFLM op set, no TRANSPOSE / float compute, int8 I/O; LiteRT numerics vs fp32.
+    Problems name the PyTorch module of the op when ``model`` (the fused model) is given."""
+    from tinyexport.quantize.check import check_int8_model, compare_int8_to_float
+
+    static = check_int8_model(int8)
+    if not static.passed and model is not None:
+        static = _with_modules(static, int8, model)
+    record.details.update(static=static.as_dict())
+    if not static.passed:
+        raise StageError("the int8 model is not deployable on TFLite Micro: "
+                         + "; ".join(p.describe() for p in static.problems))
+    numerics, _ = compare_int8_to_float(int8, float_path.read_bytes(), check_nhwc)
+    record.details.update(numerics.as_dict())
+    if trained and numerics.top1_agreement < MIN_TOP1_AGREEMENT:
+        raise StageError(f"int8 top-1 agrees with fp32 on only {numerics.top1_agreement:.1%} of "
+                         f"{numerics.images} images (< {MIN_TOP1_AGREEMENT:.0%}); run with "
+                         "--quant-report to find the layers that lose precision")
+    return static, numerics
+
+
+def _with_modules(static, int8: bytes, model: nn.Module):
+    import dataclasses
+
+    from tinyexport.quantize.layer_names import op_modules
+
+    try:
+        modules = op_modules(int8, model)
+    except Exception as exc:  # noqa: BLE001 - naming is a diagnostic aid; never mask the failure
+        _log.debug("could not map ops to modules: %s", exc)
+        return static
+    problems = tuple(dataclasses.replace(p, module=modules.get(p.index, "")) for p in
+                     static.problems)
+    return dataclasses.replace(static, problems=problems)
+
+
+def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: Path,
+             int8: bytes, record) -> dict:
+    """Stage 8: top-1 of fp32 torch, ONNX Runtime and int8 LiteRT on ``--eval-data``."""
+    from tinyexport.export.to_onnx import run_onnxruntime
+    from tinyexport.quantize.check import run_tflite
+
+    images, labels, info = load_images(config.eval_data, "val", loaded.preprocessing,
+                                       config.eval_images, False, config.seed)
+    labels = labels.numpy()
+    with torch.no_grad():
+        torch_out = torch.cat([fused(b) for b in torch.split(images, 64)]).numpy()
+    ort_out = run_onnxruntime(onnx_path, images.numpy())
+    int8_out, _ = run_tflite(int8, nchw_to_nhwc(images))
+    top1 = {name: float((out.argmax(1) == labels).mean())
+            for name, out in (("torch_fp32", torch_out), ("onnxruntime_fp32", ort_out),
+                              ("litert_int8", int8_out))}
+    record.details.update(info, **{f"top1_{k}": v for k, v in top1.items()})
+    return {"data": info, "top1": top1}
+
+
+def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: nn.Module,
+                 record) -> list[dict]:
+    """Optional: per-layer SQNR of int8 vs float activations, worst first, with module names."""
+    import dataclasses
+
+    from tinyexport.quantize.layer_names import tensor_modules
+    from tinyexport.quantize.layer_report import layer_errors
+    from tinyexport.quantize.ptq import float_tflite_from_saved_model
+
+    rows = layer_errors(int8, float_tflite_from_saved_model(saved_model), calib_nhwc[:16])
+    modules = tensor_modules(int8, model)
+    rows = [dataclasses.replace(r, module=modules.get(r.tensor, "")) for r in rows]
+    record.details.update(layers=len(rows), worst=rows[0].tensor if rows else None,
+                          worst_module=rows[0].module if rows else None)
+    return [r.as_dict() for r in rows]
+
+
+def firmware(config: ExportConfig, int8_path: Path, out: Path, images_nhwc: np.ndarray,
+             record) -> dict:
+    """Firmware stage (arena prediction, TFLM run, C bundle), when ``firmware_eval`` is present."""
+    try:
+        from tinyexport.firmware_eval.api import firmware_check
+    except ImportError:
+        record.status = "skipped"
+        return {"status": "skipped: firmware_eval not available"}
+    result = firmware_check(int8_path, out / "firmware", offline_plan=config.offline_plan,
+                            board=config.board, images=images_nhwc[:4])
+    result = _relative_paths(result, out)
+    record.details.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+    return result
+
+
+def _relative_paths(value, root: Path):
+    """``value`` with every string path under ``root`` (the temporary folder renamed into place at
+    the end) made relative to it, so export.json names the final files."""
+    if isinstance(value, dict):
+        return {k: _relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relative_paths(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(str(root)):
+        return str(Path(value).relative_to(root))
+    return value
+
+
+def run_export(config: ExportConfig, out_tmp: Path,
+               progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Run every stage into ``out_tmp`` (the caller renames it into place)."""
+    from tinyexport.export.provenance import build_provenance
+
+    timer = StageTimer(progress)
+    state: dict = {"config": config}
+    with timer.stage("load model") as rec:
+        loaded = load_model(config)
+        rec.details.update(model=loaded.meta.get("model"), resolution=loaded.resolution,
+                           kind=loaded.meta.get("kind"))
+        if config.checkpoint is None:
+            _log.warning("WARNING: %s", RANDOM_WEIGHTS_WARNING)
+            rec.details["warning"] = RANDOM_WEIGHTS_WARNING
+    calib, _, calib_info = load_images(config.calib_data, "train", loaded.preprocessing,
+                                       config.calib_images, False, config.seed)
+    calib_nhwc = nchw_to_nhwc(calib)
+    check_nhwc = calib_nhwc[:config.check_images]
+    state.update(loaded=loaded, calib_info=calib_info)
+    with timer.stage("BN recalibration") as rec:
+        model = recalibrate(config, loaded, rec)
+    with timer.stage("Conv+BN fusion") as rec:
+        fused = fuse(model, calib, rec)
+    onnx_path = out_tmp / "model.onnx"
+    with timer.stage("ONNX export") as rec:
+        ort = export_onnx(fused, onnx_path, loaded.resolution, calib, rec)
+    with scratch_dir() as work:
+        with timer.stage("onnx2tf float TFLite") as rec:
+            saved = export_float_tflite(onnx_path, out_tmp / "model_fp32.tflite", Path(work),
+                                        calib_nhwc, ort, config.onnxsim, rec)
+        with timer.stage("int8 quantization") as rec:
+            int8 = quantize(saved, out_tmp / "model_int8.tflite", calib_nhwc, config.per_channel,
+                            rec)
+        with timer.stage("int8 checks") as rec:
+            state["static"], state["numerics"] = check_int8(
+                int8, out_tmp / "model_fp32.tflite", check_nhwc, config.checkpoint is not None,
+                rec, fused)
+        if config.quant_report:
+            with timer.stage("per-layer quant report") as rec:
+                state["layers"] = quant_report(saved, int8, calib_nhwc, fused, rec)
+    if config.eval_data:
+        with timer.stage("evaluation") as rec:
+            state["evaluation"] = evaluate(config, loaded, fused, onnx_path, int8, rec)
+    if config.firmware:
+        with timer.stage("firmware check") as rec:
+            state["firmware"] = firmware(config, out_tmp / "model_int8.tflite", out_tmp,
+                                        check_nhwc, rec)
+    state["artifacts"] = {name: {"bytes": (out_tmp / name).stat().st_size,
+                                 "sha256": sha256(out_tmp / name)} for name in ARTIFACTS}
+    provenance = build_provenance(state, timer.records)
+    return ExportResult(out_tmp, provenance, timer.records)
+
+
+def check_user_paths(config: ExportConfig) -> None:
+    """Fail before any work on paths that cannot be right."""
+    if config.checkpoint is not None and not Path(config.checkpoint).is_file():
+        raise UserError(f"checkpoint {str(config.checkpoint)!r} does not exist")

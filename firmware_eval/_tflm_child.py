@@ -1,0 +1,142 @@
+"""Child-process side of :mod:`tinyexport.firmware_eval.tflm_runner` (never imported by the parent).
+
+Usage: ``python -m tinyexport.firmware_eval._tflm_child REQUEST.json``. The request names a mode:
+
+* ``tflm``   - build the TFLM interpreter, invoke it on every input, save the outputs, then call
+  ``print_allocations()``; its C-level stderr is read by the parent (tflm_memory.md §9.1).
+* ``bisect`` - smallest ``arena_size`` for which construct + invoke reproduces ``expected``
+  (tflm_memory.md §9.2); progress is written after every try, so a crash still leaves a result.
+* ``litert`` - LiteRT with ``BUILTIN_REF`` reference kernels (toolchain.md §8), the golden.
+* ``localize`` - both interpreters keep every tensor (TFLM ``kPreserveAllTensors``, LiteRT
+  ``experimental_preserve_all_tensors``); the op outputs are compared in execution order and the
+  first differing one is written out (where a TFLM / LiteRT mismatch starts).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+
+def _tflm(model: bytes, arena_size: int | None):
+    from tflite_micro.python.tflite_micro import runtime
+
+    return runtime.Interpreter.from_bytes(model, arena_size=arena_size)
+
+
+def _invoke_all(interp, inputs: np.ndarray, set_input, invoke, get_output) -> np.ndarray:
+    outs = []
+    for x in inputs:
+        set_input(x[None])
+        invoke()
+        outs.append(np.array(get_output()).reshape(-1))
+    return np.stack(outs)
+
+
+def run_tflm(req: dict) -> None:
+    model = open(req["model"], "rb").read()
+    inputs = np.load(req["inputs"])
+    interp = _tflm(model, req.get("arena_size"))
+    outs = _invoke_all(interp, inputs, lambda x: interp.set_input(x, 0), interp.invoke,
+                       lambda: interp.get_output(0))
+    np.save(req["outputs"], outs)
+    sys.stderr.flush()
+    interp.print_allocations()
+
+
+def _works(model: bytes, size: int, x: np.ndarray, expected: np.ndarray) -> bool:
+    try:
+        interp = _tflm(model, size)
+        interp.set_input(x, 0)
+        interp.invoke()
+        return bool(np.array_equal(np.array(interp.get_output(0)).reshape(-1), expected))
+    except (RuntimeError, ValueError):
+        return False
+
+
+def run_bisect(req: dict) -> None:
+    """Resumable: ``lo``/``hi`` come from the request; before each try the size is written to the
+    progress file, so when a try kills the process the parent counts it as a failure and resumes."""
+    model = open(req["model"], "rb").read()
+    x = np.load(req["inputs"])[:1]
+    expected = np.load(req["expected"])[0]
+    prog = {"lo": req["lo"], "hi": req["hi"], "tries": req["tries"], "trying": None}
+    if prog["hi"] is None:  # find a working size, doubling from ``start``
+        size = int(req["start"])
+        while size <= req["max"]:
+            _write(req["progress"], dict(prog, trying=size))
+            prog["tries"] += 1
+            if _works(model, size, x, expected):
+                prog["hi"] = size
+                break
+            prog["lo"], size = size, size * 2
+        if prog["hi"] is None:
+            _write(req["progress"], dict(prog, trying=None, done=True))
+            return
+    while prog["hi"] - prog["lo"] > 1:
+        mid = (prog["lo"] + prog["hi"]) // 2
+        _write(req["progress"], dict(prog, trying=mid))
+        prog["tries"] += 1
+        if _works(model, mid, x, expected):
+            prog["hi"] = mid
+        else:
+            prog["lo"] = mid
+    _write(req["progress"], dict(prog, trying=None, done=True))
+
+
+def run_litert(req: dict) -> None:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=req["model"],
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    i_idx = interp.get_input_details()[0]["index"]
+    o_idx = interp.get_output_details()[0]["index"]
+    outs = _invoke_all(interp, np.load(req["inputs"]), lambda x: interp.set_tensor(i_idx, x),
+                       interp.invoke, lambda: interp.get_tensor(o_idx))
+    np.save(req["outputs"], outs)
+
+
+def run_localize(req: dict) -> None:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from tflite_micro.python.tflite_micro import runtime
+
+    x = np.load(req["inputs"])[:1]
+    lit = Interpreter(model_path=req["model"], experimental_preserve_all_tensors=True,
+                      experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    lit.allocate_tensors()
+    lit.set_tensor(lit.get_input_details()[0]["index"], x)
+    lit.invoke()
+    tflm = runtime.Interpreter.from_file(
+        req["model"], arena_size=req["arena_size"],
+        intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    tflm.set_input(x, 0)
+    tflm.invoke()
+    found = None
+    for op_index, tensor in req["op_outputs"]:
+        ref = lit.get_tensor(tensor).astype(np.int64).ravel()
+        got = np.asarray(tflm.GetTensor(tensor, 0)["tensor_data"]).astype(np.int64).ravel()
+        diff = np.abs(ref - got)
+        if diff.size and diff.max() > 0:
+            found = {"op": op_index, "tensor": tensor, "mismatches": int((diff > 0).sum()),
+                     "max_abs_diff": int(diff.max()), "values": int(diff.size)}
+            break
+    _write(req["result"], {"first_difference": found})
+
+
+def _write(path: str, obj: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def main(argv: list[str]) -> int:
+    req = json.load(open(argv[0]))
+    {"tflm": run_tflm, "bisect": run_bisect, "litert": run_litert,
+     "localize": run_localize}[req["mode"]](req)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,252 @@
+"""Firmware checks of an int8 ``.tflite`` model: validation, static arena analysis, the TFLM run,
+the offline plan and the C bundle. ``firmware_check`` is what the export pipeline calls.
+
+Inputs (``images``): an NHWC batch. ``int8`` arrays are used as they are (already quantized);
+floating arrays are in the model's real input domain and are quantized here with the model's own
+input scale and zero point, ``q = clip(round(x / scale) + zero_point, -128, 127)`` (STYLE.md
+habit 13). Without images, a seeded uniform int8 batch is used (no top-1 then).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyexport.errors import UserError
+from tinyexport.firmware_eval import arena, planner
+from tinyexport.firmware_eval.flatbuf import Graph, read_graph
+from tinyexport.firmware_eval.offline_plan import OfflinePlan, tight_plan
+
+_log = logging.getLogger(__name__)
+_COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
+N_SYNTHETIC = 4
+
+
+def validate(graph: Graph, label: str) -> None:
+    """Raise :class:`UserError` unless TFLM can run the model as int8 (tflm_memory.md §11.3)."""
+    if graph.num_subgraphs != 1:
+        raise UserError(f"{label}: {graph.num_subgraphs} subgraphs (control flow); the arena "
+                        "analyser supports single-subgraph models only")
+    io = [graph.tensors[i] for i in (*graph.inputs, *graph.outputs)]
+    bad_io = sorted({t.dtype for t in io if t.dtype != "int8"})
+    compute = [(op, graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]])
+               for op in graph.ops if op.opcode in _COMPUTE_OPS and len(op.inputs) > 1]
+    if any(w.dtype == "int8" and x.dtype.startswith("float") for _, x, w in compute):
+        raise UserError(f"{label} is a hybrid model (int8 weights, float activations); TFLM runs "
+                        "int8 compute only - export a full-integer model (--int8)")
+    if any(w.dtype.startswith("float") for _, _, w in compute) or "float32" in bad_io:
+        raise UserError(f"{label} is a float model; TFLM needs int8 inputs/outputs and int8 "
+                        "compute - export with --int8 (full-integer quantization)")
+    if bad_io:
+        hint = " (uint8 quantization is deprecated in TFLM: use int8)" if "uint8" in bad_io else ""
+        raise UserError(f"{label}: input/output dtype {', '.join(bad_io)}; TFLM needs int8 I/O"
+                        + hint)
+    for op, _, w in compute:
+        want = 2 if op.opcode == "FULLY_CONNECTED" else 4
+        if len(w.shape) != want or any(o < 0 for o in op.outputs):
+            raise UserError(f"{label}: {op.opcode} #{op.index} has a {len(w.shape)}-D filter "
+                            f"(expected {want}-D); the file is corrupt - re-export it")
+    missing = sorted({op.opcode for op in graph.ops} - arena.TFLM_OPS)
+    if missing:
+        raise UserError(f"{label} uses ops TFLite Micro lacks: {', '.join(missing)}; replace "
+                        "them in the model before export")
+
+
+def load(path: str | Path) -> Graph:
+    """Read and validate a model."""
+    graph = read_graph(path)
+    validate(graph, str(path))
+    return graph
+
+
+def prepare_inputs(graph: Graph, images: np.ndarray | None, seed: int = 0) -> np.ndarray:
+    """An int8 batch shaped like the model input (see module docstring)."""
+    t = graph.tensors[graph.inputs[0]]
+    shape = tuple(t.shape[1:])
+    if images is None:
+        return np.random.default_rng(seed).integers(-128, 128, (N_SYNTHETIC, *shape), np.int8)
+    images = np.asarray(images)
+    if images.shape[1:] != shape:
+        raise UserError(f"images have shape {images.shape}; the model wants (N, "
+                        f"{', '.join(map(str, shape))}) NHWC")
+    if images.dtype == np.int8:
+        return images
+    if not np.issubdtype(images.dtype, np.floating):
+        raise UserError(f"images dtype {images.dtype}: pass int8 (quantized) or float (real "
+                        "values, quantized here with the model's input scale/zero point)")
+    scale, zp = t.quant.scales[0], t.quant.zero_points[0]
+    return np.clip(np.round(images / scale) + zp, -128, 127).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    prediction: arena.ArenaPrediction
+    plan: OfflinePlan
+    board_head: int | None = None
+    board_total: int | None = None
+
+
+def analyse(graph: Graph, isa: str | None = None) -> Analysis:
+    """Static arena analysis: prediction, lower bound, linear size and our offline plan."""
+    pred = arena.predict(graph)
+    plan = tight_plan(graph, pred.scratch)
+    if isa is None:
+        return Analysis(pred, plan)
+    on_board = arena.predict(graph, isa)
+    return Analysis(pred, plan, on_board.head, on_board.total)
+
+
+def arena_dict(pred: arena.ArenaPrediction) -> dict:
+    return {"head": pred.head, "tail": pred.tail, "total": pred.total}
+
+
+def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int) -> dict:
+    """Run TFLM (arena, min arena, outputs) and LiteRT reference kernels (bit-exactness)."""
+    from tinyexport.firmware_eval import tflm_runner as tr
+
+    out: dict = {"errors": []}
+    try:
+        run = tr.run_tflm(path, x)
+    except tr.TflmFailure as exc:
+        out["errors"].append(f"TFLM: {exc}")
+        return out
+    out["measured"] = {"head": run.head, "tail": run.tail, "total": run.total}
+    try:
+        found = tr.min_arena(path, x, run.outputs, start=run.total)
+    except tr.TflmFailure as exc:
+        out["errors"].append(f"TFLM min-arena search: {exc}")
+        found = tr.MinArena(None, run.total, 0)
+    out["measured"]["min_arena"] = found.min_arena
+    if found.min_arena is None or found.min_arena > run.total + planner.ALIGN:
+        out["errors"].append(
+            f"TFLM needs more than its recorded total {run.total} B to allocate "
+            f"(min arena {found.min_arena or f'> {found.searched_up_to}'} B, tflite-micro#2738)")
+    out["outputs"] = run.outputs
+    try:
+        ref = tr.run_litert_ref(path, x)
+        diff = np.abs(ref.astype(np.int32) - run.outputs.astype(np.int32))
+        out["bit_exact"] = {"equal": bool((diff == 0).all()), "mismatches": int((diff > 0).sum()),
+                            "max_abs_diff": int(diff.max(initial=0)), "values": int(diff.size)}
+        if not out["bit_exact"]["equal"]:
+            row = int(np.argwhere(diff > 0)[0][0])
+            out["bit_exact"]["first_difference"] = localize(path, graph, x[row:row + 1])
+    except tr.TflmFailure as exc:
+        out["errors"].append(f"LiteRT reference: {exc}")
+    return out
+
+
+def localize(path: Path, graph: Graph, x: np.ndarray) -> dict | None:
+    """Where a TFLM / LiteRT-reference mismatch starts: the first op whose output differs."""
+    from tinyexport.firmware_eval import tflm_runner as tr
+
+    pred = arena.predict(graph)
+    size = 2 * (pred.linear + pred.tail) + (1 << 16)  # kPreserveAllTensors = linear planner
+    pairs = [(op.index, op.outputs[0]) for op in graph.ops if op.outputs and op.outputs[0] >= 0]
+    try:
+        found = tr.first_difference(path, x, pairs, size)
+    except tr.TflmFailure as exc:
+        _log.warning("could not localize the TFLM / LiteRT difference: %s", exc)
+        return None
+    if found is not None:
+        found["opcode"] = graph.ops[found["op"]].opcode
+    return found
+
+
+def apply_offline_plan(path: Path, graph: Graph, plan: OfflinePlan, x: np.ndarray,
+                       base_head: int | None, base_outputs: np.ndarray | None,
+                       run_tflm: bool) -> dict:
+    """Write the plan into the model (atomically) after TFLM confirms it; return a summary."""
+    from tinyexport.atomic import atomic_path, write_bytes
+    from tinyexport.firmware_eval.flatbuf_write import with_offline_plan
+
+    summary = {"applied": False, "ordering": plan.ordering, "predicted_head": plan.head,
+               "greedy_head": plan.greedy_head, "lower_bound": plan.lower_bound,
+               "optimal": plan.optimal}
+    if plan.ordering == "greedy":
+        summary["reason"] = "greedy already at the best placement found"
+        return summary
+    data = with_offline_plan(path.read_bytes(), list(plan.tensor_offsets))
+    if run_tflm:
+        from tinyexport.firmware_eval import tflm_runner as tr
+
+        with atomic_path(path.with_suffix(".planned.tflite")) as tmp:
+            tmp.write_bytes(data)
+            run = tr.run_tflm(tmp, x)
+        summary["measured_head"] = run.head
+        same = base_outputs is not None and np.array_equal(run.outputs, base_outputs)
+        summary["bit_identical"] = bool(same)
+        if not same or (base_head is not None and run.head >= base_head):
+            summary["reason"] = "TFLM did not confirm a smaller head with identical outputs"
+            return summary
+    write_bytes(path, data)
+    summary["applied"] = True
+    return summary
+
+
+def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, images=None,
+                   labels=None, run_tflm=True) -> dict:
+    """Analyse, (optionally) run in TFLM, (optionally) apply the offline plan, write the bundle.
+
+    Args:
+        tflite_path: int8 ``.tflite`` model (rewritten in place when ``offline_plan`` applies).
+        out_dir: folder for the C bundle.
+        board: board name from ``tinyexport.boards.BOARDS`` for CMSIS-NN scratch and verdicts.
+        images: NHWC batch, int8 or float (see module docstring); labels: int class ids.
+    Returns:
+        JSON-serialisable summary.
+    Raises:
+        UserError: unreadable, non-int8 or unsupported model; bad images.
+    """
+    from tinyexport.firmware_eval.bundle import write_bundle
+    from tinyexport.firmware_eval.report import board_verdicts
+
+    path = Path(tflite_path)
+    graph = load(path)
+    x = prepare_inputs(graph, images)
+    isa = _board_isa(board)
+    ana = analyse(graph, isa)
+    summary = {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
+               "arena": arena_dict(ana.prediction), "lower_bound": ana.prediction.lower_bound,
+               "linear_planner": ana.prediction.linear, "errors": []}
+    outputs = None
+    if run_tflm:
+        result = measure(path, graph, x, ana.prediction.total)
+        outputs = result.pop("outputs", None)
+        summary.update(result)
+        summary["errors"] = result["errors"]
+        if outputs is not None and labels is not None:
+            summary["top1"] = float(np.mean(outputs.argmax(1) == np.asarray(labels)))
+    if offline_plan:
+        head = summary.get("measured", {}).get("head")
+        summary["offline_plan"] = apply_offline_plan(path, graph, ana.plan, x, head, outputs,
+                                                     run_tflm)
+        if summary["offline_plan"]["applied"]:
+            graph = load(path)
+            ana = analyse(graph, isa)
+            summary["arena_before_plan"] = summary["arena"]
+            summary["arena"] = arena_dict(ana.prediction)
+    if board is not None:
+        summary["board"] = board_verdicts(graph, ana, [board])[0]
+    os.makedirs(out_dir, exist_ok=True)
+    summary["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph,
+                                     ana.board_total or ana.prediction.total)
+    return summary
+
+
+def _board_isa(board: str | None) -> str | None:
+    if board is None:
+        return None
+    from tinyexport.boards import BOARDS
+
+    try:
+        return BOARDS.get(board).isa
+    except (KeyError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+__all__ = ["firmware_check", "analyse", "load", "prepare_inputs", "validate", "measure",
+           "Analysis", "asdict"]

@@ -1,0 +1,63 @@
+"""Measure the persistent bytes each op type requests in TFLM (``OP_DATA`` in :mod:`arena`).
+
+``python -m tinyexport.firmware_eval.calibrate MODEL.tflite`` cuts the model into single-op models
+(:func:`flatbuf_write.single_op_models`), runs each in the TFLM interpreter (child process) and
+prints, per op, the "Persistent buffer data" bytes minus the fixed part every model has and minus
+the per-channel multiplier/shift arrays. These are the ``OpData`` struct sizes of the x86-64
+reference-kernel build; rerun when the tflite-micro version changes and update ``arena.OP_DATA``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tinyexport.firmware_eval.flatbuf import parse_graph
+
+_CHILD = r"""
+import sys
+from tflite_micro.python.tflite_micro import runtime
+for p in sys.argv[1:]:
+    sys.stderr.write("MODEL %s\n" % p); sys.stderr.flush()
+    runtime.Interpreter.from_file(p, arena_size=1 << 24).print_allocations()
+"""
+_PERSIST = re.compile(r"'Persistent buffer data' used \d+ bytes with alignment overhead "
+                      r"\(requested (\d+) bytes")
+BASE_PERSISTENT = 16  # requested by every model (2 allocations), measured on a zero-op model
+
+
+def measure_op_data(data: bytes) -> list[tuple[str, int]]:
+    """(opcode, OpData bytes) for each operator of the model."""
+    from tinyexport.firmware_eval.arena import per_channel_bytes
+    from tinyexport.firmware_eval.flatbuf_write import single_op_models
+
+    graph = parse_graph(data)
+    models = single_op_models(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for k, (_, blob) in enumerate(models):
+            paths.append(Path(tmp) / f"{k}.tflite")
+            paths[-1].write_bytes(blob)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, *map(str, paths)],
+                              capture_output=True, text=True, timeout=600)
+    chunks = proc.stderr.split("MODEL ")[1:]
+    out = []
+    for (name, _), op, chunk in zip(models, graph.ops, chunks, strict=False):
+        found = _PERSIST.findall(chunk)
+        if found:
+            out.append((name, int(found[-1]) - BASE_PERSISTENT - per_channel_bytes(graph, op)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    for path in argv if argv is not None else sys.argv[1:]:
+        for name, size in measure_op_data(Path(path).read_bytes()):
+            print(f"{name:24s} {size}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Run a model in the real TFLite Micro interpreter and in LiteRT reference kernels, each in a
+child process (STYLE.md habit 11; tflm_memory.md §9).
+
+The interpreter prints its allocation report from C on file descriptor 2 and can kill its process
+(SIGABRT with no message, seen on some int8 models ending in SOFTMAX). The child's stderr is a pipe
+read here, so the report is captured at descriptor level, and a signal or a timeout becomes a
+:class:`TflmFailure` with a clear message instead of a crash or a hang of the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_log = logging.getLogger(__name__)
+
+_REPORT = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+_MISSING = re.compile(r"missing: (\d+)")
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class TflmFailure(RuntimeError):
+    """The interpreter rejected the model, ran out of arena, crashed or timed out."""
+
+
+@dataclass(frozen=True)
+class TflmRun:
+    """Outputs (int8, one row per input) and the arena TFLM recorded."""
+
+    outputs: np.ndarray
+    head: int
+    tail: int
+    total: int
+    arena_size: int | None
+
+
+@dataclass(frozen=True)
+class MinArena:
+    """Smallest ``arena_size`` that builds and reproduces the output (bisection)."""
+
+    min_arena: int | None  # None: nothing up to ``searched_up_to`` worked
+    searched_up_to: int
+    tries: int
+
+
+def _child(request: dict, timeout_s: float) -> str:
+    """Run the child with ``request``; return its stderr. Raise TflmFailure on any failure."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(request, f)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "-m", "tinyexport.firmware_eval._tflm_child", f.name]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise TflmFailure(f"{request['mode']} run timed out after {timeout_s:.0f} s") from None
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        raise TflmFailure(_explain(request["mode"], proc.returncode, proc.stderr))
+    return proc.stderr
+
+
+def _explain(mode: str, rc: int, stderr: str) -> str:
+    who = "LiteRT (reference kernels)" if mode == "litert" else "the TFLM interpreter"
+    if rc < 0:
+        name = signal.Signals(-rc).name
+        return (f"{who} killed its process with {name} (no message); known for some int8 models "
+                "ending in SOFTMAX (tflm_memory.md §9.2) - try exporting without the softmax")
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    missing = _MISSING.findall(stderr)
+    hint = f" (arena too small: {int(missing[-1])} more bytes needed)" if missing else ""
+    detail = "; ".join(lines[-3:])[-400:] if lines else f"exit code {rc}"
+    return f"{who} failed{hint}: {detail}"
+
+
+def parse_allocations(text: str) -> dict[str, int]:
+    """``{'total','head','tail'}`` from ``print_allocations()`` text (the last report wins)."""
+    found = {k: int(v) for k, v in _REPORT.findall(text)}
+    if set(found) != {"total", "head", "tail"}:
+        raise TflmFailure("TFLM printed no allocation report")
+    return found
+
+
+def run_tflm(model: Path, inputs: np.ndarray, arena_size: int | None = None,
+             timeout_s: float = DEFAULT_TIMEOUT_S) -> TflmRun:
+    """Invoke TFLM on each int8 input row; return outputs and the recorded arena."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req = {"mode": "tflm", "model": str(model), "arena_size": arena_size,
+               "inputs": _save(tmp, "in.npy", inputs), "outputs": f"{tmp}/out.npy"}
+        stderr = _child(req, timeout_s)
+        rep = parse_allocations(stderr)
+        return TflmRun(np.load(req["outputs"]), rep["head"], rep["tail"], rep["total"],
+                       arena_size)
+
+
+def run_litert_ref(model: Path, inputs: np.ndarray,
+                   timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
+    """Outputs of LiteRT with ``BUILTIN_REF`` kernels (the bit-exact golden for TFLM)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req = {"mode": "litert", "model": str(model), "inputs": _save(tmp, "in.npy", inputs),
+               "outputs": f"{tmp}/out.npy"}
+        _child(req, timeout_s)
+        return np.load(req["outputs"])
+
+
+def min_arena(model: Path, x: np.ndarray, expected: np.ndarray, start: int,
+              timeout_s: float = DEFAULT_TIMEOUT_S, max_crashes: int = 40) -> MinArena:
+    """Bisect the smallest working ``arena_size``: first check ``start`` (e.g. the recorded
+    total), doubling up to 16x while it fails (tflite-micro#2738), then bisect below it. A try
+    that kills the child (some models segfault on tiny arenas) counts as a failing size."""
+    limit = max(start, 1024) * 16
+    with tempfile.TemporaryDirectory() as tmp:
+        req = {"mode": "bisect", "model": str(model), "inputs": _save(tmp, "x.npy", x[:1]),
+               "expected": _save(tmp, "y.npy", expected[:1]), "start": max(start, 16),
+               "max": limit, "progress": f"{tmp}/progress.json", "lo": 0, "hi": None,
+               "tries": 0}
+        for _ in range(max_crashes):
+            try:
+                _child(req, timeout_s)
+            except TflmFailure as exc:
+                if not Path(req["progress"]).exists():
+                    raise
+                _log.debug("bisection try crashed: %s", exc)
+            prog = json.loads(Path(req["progress"]).read_text())
+            if prog.get("done"):
+                break
+            crashed = prog["trying"]
+            if prog["hi"] is None:  # crashed while doubling: that size fails, try the next
+                req.update(start=crashed * 2, lo=crashed, tries=prog["tries"] + 1)
+            else:
+                req.update(lo=crashed, hi=prog["hi"], tries=prog["tries"] + 1)
+        hi = prog["hi"]
+        return MinArena(hi, limit if hi is None else hi, prog["tries"])
+
+
+def first_difference(model: Path, x: np.ndarray, op_outputs: list[tuple[int, int]],
+                     arena_size: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict | None:
+    """First op (in execution order) whose output differs between TFLM and LiteRT reference
+    kernels on ``x[:1]``: ``{op, tensor, mismatches, max_abs_diff, values}`` or None.
+
+    Args:
+        op_outputs: ``(op index, output tensor index)`` pairs in execution order.
+        arena_size: for TFLM's keep-everything (linear) planner, e.g. the linear-planner size.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        req = {"mode": "localize", "model": str(model), "inputs": _save(tmp, "x.npy", x[:1]),
+               "op_outputs": op_outputs, "arena_size": int(arena_size),
+               "result": f"{tmp}/result.json"}
+        _child(req, timeout_s)
+        return json.loads(Path(req["result"]).read_text())["first_difference"]
+
+
+def _save(folder: str, name: str, array: np.ndarray) -> str:
+    path = f"{folder}/{name}"
+    np.save(path, np.ascontiguousarray(array))
+    return path

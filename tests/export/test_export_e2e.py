@@ -1,0 +1,107 @@
+"""The full pipeline on a trained small model (one shared real export, see conftest)."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from tinyexport.quantize.check import TFLM_BUILTINS, check_int8_model
+
+
+def test_export_succeeds_with_fixed_names(digits_export):
+    out, doc, code = digits_export
+    assert code == 0
+    for name in ("model.onnx", "model_fp32.tflite", "model_int8.tflite", "export.json",
+                 "report.md"):
+        assert (out / name).is_file(), name
+    assert not list(out.parent.glob(".out.*.partial"))  # the temp folder was renamed away
+
+
+def test_int8_model_is_tflm_ready(digits_export):
+    out, doc, _ = digits_export
+    check = check_int8_model((out / "model_int8.tflite").read_bytes())
+    assert check.passed, check.problems
+    assert check.input["dtype"] == check.output["dtype"] == "int8"
+    assert set(check.op_histogram) <= TFLM_BUILTINS
+    assert not {"TRANSPOSE", "DEQUANTIZE", "QUANTIZE"} & set(check.op_histogram)
+    assert doc["quantization"]["input"] == check.input  # recorded from the model itself
+
+
+def test_int8_top1_within_one_point_of_fp32(digits_export):
+    _, doc, _ = digits_export
+    top1 = doc["evaluation"]["top1"]
+    assert top1["torch_fp32"] > 0.5, "the test model did not learn; the comparison is void"
+    assert abs(top1["litert_int8"] - top1["torch_fp32"]) <= 0.01
+    assert abs(top1["onnxruntime_fp32"] - top1["torch_fp32"]) <= 0.0025
+
+
+def test_provenance_records_every_check(digits_export):
+    out, doc, _ = digits_export
+    import hashlib
+
+    for name, entry in doc["artifacts"].items():
+        assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    checks = doc["checks"]
+    assert checks["BN recalibration"]["status"] == "ok"
+    assert checks["Conv+BN fusion"]["passed"] and checks["ONNX export"]["passed"]
+    assert checks["onnx2tf float TFLite"]["passed"]
+    assert checks["int8 checks"]["static"]["passed"]
+    assert doc["weights"] == "trained" and doc["warnings"] == []
+    assert doc["preprocessing"]["resolution"] == 32
+    assert doc["package_versions"]["onnx2tf"]
+    assert doc["quant_report"] and doc["quant_report"][0]["sqnr_db"] <= doc["quant_report"][-1][
+        "sqnr_db"]
+    assert "firmware" in doc
+
+
+def test_quant_report_names_the_pytorch_modules(digits_export):
+    _, doc, _ = digits_export
+    weighted = [r for r in doc["quant_report"]
+                if r["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert weighted
+    modules = [r["module"] for r in weighted]
+    # every weighted op found its own module of the fused mbv2-tiny (matched by its weights)
+    assert all(m.split(".")[0] in ("first_conv", "blocks", "final_conv", "classifier")
+               for m in modules), modules
+    assert len(set(modules)) == len(modules)
+    assert any(m.endswith("depthwise.conv") for m in modules)
+
+
+def test_firmware_record_names_final_files(digits_export):
+    _, doc, _ = digits_export
+    text = str(doc)
+    assert ".partial" not in text
+    if "model" in doc["firmware"]:
+        assert doc["firmware"]["model"] == "model_int8.tflite"
+
+
+_TFLM_CHILD = """
+import sys, numpy as np
+from tflite_micro.python.tflite_micro import runtime
+it = runtime.Interpreter.from_file(sys.argv[1])
+d = it.get_input_details(0)
+it.set_input(np.zeros(d["shape"], dtype=np.int8), 0)
+it.invoke()
+out = it.get_output(0)
+print("TFLM_OK", out.dtype, out.shape)
+"""
+
+
+def test_tflite_micro_loads_and_invokes(digits_export):
+    out, _, _ = digits_export
+    proc = subprocess.run([sys.executable, "-c", _TFLM_CHILD, str(out / "model_int8.tflite")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TFLM_OK int8 (1, 10)" in proc.stdout
+
+
+def test_existing_output_needs_force(digits_export, capsys):
+    from tinyexport.export.cli import main
+
+    out, _, _ = digits_export
+    before = (out / "model_int8.tflite").read_bytes()
+    code = main(["--model", "mbv2-tiny", "--int8", "--out", str(out)])
+    assert code != 0
+    assert "--force" in capsys.readouterr().err
+    assert np.array_equal(np.frombuffer(before, np.uint8),
+                          np.frombuffer((out / "model_int8.tflite").read_bytes(), np.uint8))

@@ -1,0 +1,61 @@
+"""``tinyreport FILE.tflite`` through the real CLI entry point (benchmarks/report_cli.py), the plan
+plot, and (slow) the zoo acceptance: a real export measured in TFLM."""
+
+import json
+import struct
+
+import pytest
+
+from tinyexport.benchmarks.report_cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_measure_json_keys(models, capsys):
+    assert main([str(models["int8"]), "--measure", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep["arena"]) == {"head", "tail", "total"}
+    assert set(rep["measured"]) == {"head", "tail", "total", "min_arena"}
+    assert rep["lower_bound"] > 0 and rep["model_bytes"] == models["int8"].stat().st_size
+    assert [o["op"] for o in rep["ops"]][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    assert rep["arena"]["head"] == rep["measured"]["head"]
+    assert abs(rep["arena"]["total"] - rep["measured"]["total"]) <= 0.01 * rep["measured"]["total"]
+
+
+def test_cli_plot_writes_png(models, tmp_path, capsys):
+    out = tmp_path / "plan.png"
+    assert main([str(models["int8"]), "--plot", str(out), "--board", "stm32f746"]) == 0
+    data = out.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    width, height = struct.unpack(">II", data[16:24])  # IHDR
+    assert width > 100 and height > 100
+    assert "stm32f746" in capsys.readouterr().out
+
+
+def test_cli_bad_target_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "x.tflite"
+    bad.write_bytes(b"\x00" * 7)
+    assert main([str(bad), "--json"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "x.tflite" in err[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mcunet", "mbv2-tiny", "proxylessnas-w0.35"])
+def test_zoo_export_prediction_matches_tflm(model, tmp_path, capsys):
+    """Export the zoo model (random weights) and check the acceptance figures against TFLM."""
+    from tinyexport.export.cli import main as export_main
+
+    out = tmp_path / model
+    assert export_main(["--model", model, "--int8", "--no-firmware", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([str(out / "model_int8.tflite"), "--measure", "--json"]) in (0, 1)
+    rep = json.loads(capsys.readouterr().out)
+    pred, meas = rep["arena"], rep["measured"]
+    assert pred["head"] == meas["head"]
+    assert abs(pred["total"] - meas["total"]) <= 0.01 * meas["total"]
+    assert abs(meas["min_arena"] - meas["total"]) <= 16
+    # TFLM's per-channel FULLY_CONNECTED rounds twice, LiteRT's reference once: values that land
+    # on a rounding boundary may differ by 1 LSB (docs/firmware_eval.md); everything else exact.
+    assert rep["bit_exact"]["max_abs_diff"] <= 1
+    assert rep["bit_exact"]["mismatches"] <= 0.001 * rep["bit_exact"]["values"]

@@ -1,0 +1,109 @@
+"""The analyser against the real TFLM interpreter, LiteRT reference kernels, the offline plan, the
+bundle and the report (tiny int8 model; each TFLM run is a child process)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from argparse import Namespace
+
+import numpy as np
+import pytest
+
+from tinyexport.errors import UserError
+from tinyexport.firmware_eval import tflm_runner
+from tinyexport.firmware_eval.api import analyse, firmware_check, load, prepare_inputs
+from tinyexport.firmware_eval.bundle import add_method, resolver_ops
+from tinyexport.firmware_eval.report import run_tflite_report
+
+
+def test_prediction_matches_tflm_and_litert_bit_exact(models, capsys):
+    args = Namespace(target=str(models["int8"]), board=None, measure=True, json=True, plot=None)
+    assert run_tflite_report(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    pred, meas = rep["arena"], rep["measured"]
+    assert pred["head"] == meas["head"]
+    assert abs(pred["total"] - meas["total"]) <= 0.01 * meas["total"]
+    assert abs(meas["min_arena"] - meas["total"]) <= 16
+    assert rep["bit_exact"]["equal"] and rep["bit_exact"]["values"] > 0
+    assert rep["lower_bound"] <= pred["head"] <= rep["linear_planner"]
+    assert {"head", "tail", "total"} <= set(pred) and rep["ops"] and rep["model_bytes"] > 0
+
+
+def test_offline_plan_lowers_measured_head_bit_identical(models, tmp_path):
+    model = tmp_path / "m.tflite"
+    shutil.copy(models["int8"], model)
+    before = firmware_check(model, tmp_path / "plain")
+    after = firmware_check(model, tmp_path / "bundle", offline_plan=True)
+    plan = after["offline_plan"]
+    assert before["measured"]["head"] > before["lower_bound"]  # greedy above the bound here
+    assert plan["applied"] and plan["bit_identical"]
+    assert plan["measured_head"] < before["measured"]["head"]
+    assert plan["measured_head"] == plan["predicted_head"]
+    assert "OfflineMemoryAllocation" in load(model).metadata
+    assert after["arena"]["head"] == plan["measured_head"]  # re-analysis reads the plan
+
+
+def test_bundle_lists_exact_ops_and_input_quantization(models, tmp_path):
+    x = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype(np.float32)
+    out = firmware_check(models["int8"], tmp_path, images=x, labels=[0, 1], board="stm32f746")
+    graph = load(models["int8"])
+    ops = resolver_ops((tmp_path / "op_resolver.h").read_text())
+    assert ops == [add_method(o) for o in graph.opcodes]
+    assert f"MicroMutableOpResolver<{len(ops)}>" in (tmp_path / "op_resolver.h").read_text()
+    assert "alignas(16)" in (tmp_path / "model_data.cc").read_text()
+    assert str(graph.model_bytes) in (tmp_path / "model_data.h").read_text()
+    assert "input->params.scale" in (tmp_path / "main.cc").read_text()
+    assert 0.0 <= out["top1"] <= 1.0 and out["board"]["board"] == "stm32f746"
+    q = prepare_inputs(graph, x)
+    t = graph.tensors[graph.inputs[0]]
+    expect = np.clip(np.round(x / t.quant.scales[0]) + t.quant.zero_points[0], -128, 127)
+    assert np.array_equal(q, expect.astype(np.int8))
+    json.dumps(out)
+
+
+def test_arena_too_small_says_how_much(models):
+    graph = load(models["int8"])
+    x = prepare_inputs(graph, None)[:1]
+    with pytest.raises(tflm_runner.TflmFailure, match="more bytes needed"):
+        tflm_runner.run_tflm(models["int8"], x, arena_size=analyse(graph).prediction.total // 2)
+
+
+def test_board_adds_cmsis_scratch(models):
+    graph = load(models["int8"])
+    ana = analyse(graph, "dsp")
+    assert ana.board_total > ana.prediction.total  # 3x3 s2 conv im2col + 5x5 depthwise scratch
+
+
+def test_cli_bad_input_no_traceback(tmp_path, models):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model")
+    for target in (bad, models["float"]):
+        proc = subprocess.run([sys.executable, "-m", "tinyexport.benchmarks", str(target)],
+                              capture_output=True, text=True)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("error:")
+
+
+def test_import_is_light():
+    code = ("import sys, tinyexport.firmware_eval.report, tinyexport.firmware_eval.api;"
+            "bad=[m for m in ('tensorflow','tflite_micro','ai_edge_litert','onnx') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_user_error_for_bad_images(models):
+    with pytest.raises(UserError, match="NHWC"):
+        prepare_inputs(load(models["int8"]), np.zeros((1, 3, 16, 16), np.float32))
+
+
+def test_first_difference_walks_every_op_output(models):
+    """Both interpreters keep all tensors; on the tiny model every op output agrees (None), and a
+    tensor index that is not an op output of this graph is rejected by the child, not ignored."""
+    graph = load(models["int8"])
+    x = prepare_inputs(graph, None)[:1]
+    pairs = [(op.index, op.outputs[0]) for op in graph.ops]
+    size = 4 * analyse(graph).prediction.linear + (1 << 16)
+    assert tflm_runner.first_difference(models["int8"], x, pairs, size) is None
+    with pytest.raises(tflm_runner.TflmFailure):
+        tflm_runner.first_difference(models["int8"], x, [(0, len(graph.tensors) + 5)], size)

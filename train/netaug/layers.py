@@ -1,0 +1,73 @@
+"""Width-sliceable conv / BN / linear layers of the NetAug supernet (netaug.md §1.2).
+
+Every tensor is allocated at its maximum width; a forward uses the **leading** slice: conv weight
+``[:out_active, :in_active]`` (depthwise ``[:C]``), BN ``weight/bias/running_mean/running_var[:C]``,
+linear ``weight[:, :in_active]`` and the full bias. ``in_active`` is read from the incoming tensor.
+The BN is shared by the base and all augmented sub-networks; in train mode its running statistics
+are updated in place through the slice views (as the reference's ``DynamicBatchNorm2d``).
+The classes subclass the torch layers so state-dict keys equal ``MBNet``'s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class DynamicConv2d(nn.Conv2d):
+    """A conv whose active output width is ``active_out`` (None = all); depthwise when
+    ``depthwise`` (then out = in = the incoming width)."""
+
+    def __init__(self, max_in: int, max_out: int, kernel_size: int, stride: int = 1,
+                 depthwise: bool = False):
+        super().__init__(max_in, max_out, kernel_size, stride, kernel_size // 2,
+                         groups=max_in if depthwise else 1, bias=False)
+        self.depthwise = depthwise
+        self.active_out: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cin = x.shape[1]
+        if self.depthwise:
+            weight, groups = self.weight[:cin], cin
+        else:
+            out = self.active_out or self.out_channels
+            weight, groups = self.weight[:out, :cin], 1
+        return F.conv2d(x, weight.contiguous(), None, self.stride, self.padding, 1, groups)
+
+
+class DynamicBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the leading ``C`` channels of a max-size BN (C = incoming width)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        use_batch = self.training or self.running_mean is None
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c],
+                            self.bias[:c], use_batch, self.momentum, self.eps)
+
+
+class DynamicLinear(nn.Linear):
+    """Linear over the leading ``in`` features (from the input); the output width stays fixed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight[:, :x.shape[1]].contiguous(), self.bias)
+
+
+class DynamicConvBN(nn.Module):
+    """conv → BN → optional ReLU6 with keys ``conv``, ``bn`` (as ``ConvBNAct``)."""
+
+    def __init__(self, max_in: int, max_out: int, kernel_size: int = 1, stride: int = 1,
+                 depthwise: bool = False, act: bool = True, eps: float = 1e-5,
+                 momentum: float = 0.1):
+        super().__init__()
+        self.conv = DynamicConv2d(max_in, max_out, kernel_size, stride, depthwise)
+        self.bn = DynamicBatchNorm2d(max_out, eps=eps, momentum=momentum)
+        self.act = nn.ReLU6(inplace=True) if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return self.act(x) if self.act is not None else x

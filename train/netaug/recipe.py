@@ -1,0 +1,105 @@
+"""``tinytrain`` recipes: a frozen dataclass, filled from YAML then CLI overrides.
+
+Defaults are the reference ImageNet recipe (netaug.md §4): 150 + 5 warmup epochs, per-GPU batch
+128, base LR 0.025 × world size, SGD Nesterov 0.9, wd 4e-5 (not on BN / biases), label smoothing
+0.1, NetAug with ``stop_aug_w_epoch`` 75, channel sorting, BN re-estimation on 16,000 train images
+(seed 937162211). Recipe files live in ``train/configs/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from tinyexport.config import from_mapping, load_yaml
+from tinyexport.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: str = "mbv2-tiny"
+    data: str = "fashion-mnist"
+    resolution: int | None = None
+    epochs: int = 155  # total, warmup included (reference: n_epochs 150 + warmup 5)
+    warmup_epochs: int = 5
+    batch_size: int = 128  # per process
+    base_lr: float = 0.025  # peak = base_lr × world size; warmup starts at base_lr
+    weight_decay: float = 4e-5
+    momentum: float = 0.9
+    nesterov: bool = True
+    label_smoothing: float = 0.1
+    dropout: float = 0.0
+    netaug: bool = True
+    width_mult_list: tuple[float, ...] | None = None  # None: the model's list
+    expand_list: tuple[float, ...] = (1.0, 1.6, 2.2, 2.8)
+    stop_aug_w_epoch: int = 75
+    sort_channels: bool = True
+    bn_images: int = 16000
+    bn_seed: int = 937162211
+    seed: int = 0
+    workers: int = 4
+    limit_train: int | None = None
+    limit_val: int | None = None
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "bn_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_epochs < 0 or self.stop_aug_w_epoch < 0 or self.workers < 0:
+            raise ValueError("warmup_epochs, stop_aug_w_epoch and workers must be >= 0")
+        if self.base_lr <= 0:
+            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("limit_train", "limit_val", "max_steps_per_epoch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+        if self.width_mult_list is not None:
+            object.__setattr__(self, "width_mult_list", tuple(float(v) for v in
+                                                              self.width_mult_list))
+        object.__setattr__(self, "expand_list", tuple(float(v) for v in self.expand_list))
+
+    def effective_stop_aug_w(self) -> int:
+        """``stop_aug_w_epoch``, halved to ``epochs // 2`` when it would cover the whole run
+        (a short override of a long recipe would otherwise never augment width)."""
+        return self.stop_aug_w_epoch if self.stop_aug_w_epoch < self.epochs else self.epochs // 2
+
+    def effective_warmup(self) -> int:
+        return min(self.warmup_epochs, self.epochs - 1)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["width_mult_list"] = list(self.width_mult_list) if self.width_mult_list else None
+        d["expand_list"] = list(self.expand_list)
+        return d
+
+
+def default_config_path(model: str, data: str) -> Path | None:
+    """``configs/<model>-<data kind>.yaml``, else ``configs/<data kind>.yaml`` (or None)."""
+    from tinyexport.train.data import parse_data_spec
+
+    kind = parse_data_spec(data).kind
+    for name in (f"{model}-{kind}.yaml", f"{kind}.yaml"):
+        if (CONFIG_DIR / name).is_file():
+            return CONFIG_DIR / name
+    return None
+
+
+def resolve_recipe(config_file: str | None, overrides: dict) -> Recipe:
+    """YAML file (or the default recipe for model + data) → CLI overrides (non-None values)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    path = Path(config_file) if config_file else default_config_path(
+        overrides.get("model", Recipe.model), overrides.get("data", Recipe.data))
+    values = load_yaml(path) if path else {}
+    known = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown key(s) {unknown} in {path}; known: {sorted(known)}")
+    try:
+        return replace(from_mapping(Recipe, values, str(path or "defaults")), **overrides)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"invalid recipe: {exc}") from None

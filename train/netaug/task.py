@@ -1,0 +1,94 @@
+"""The NetAug training step and phase schedule, plugged into ``tinyexport.train.engine``.
+
+Per step (netaug.md §1.3, reference ``train.py::train_one_epoch``): base pass (``min``), backward
+under DDP ``no_sync``; one sampled augmented model (``random`` or ``min_w``) on the same batch,
+backward (DDP now all-reduces ∇L_base + ∇L_aug); the engine takes one optimizer step. Losses are
+summed with weight 1. Only the base loss / logits are logged.
+
+Phases (§1.4): with ``remaining = epochs − epoch``, mode ``min_w`` when ``remaining ≤
+stop_aug_w_epoch`` else ``random``; channel sorting at the start of every ``random`` epoch (§1.5).
+The sampler generator is seeded identically on every rank and saved in ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from tinyexport.train.bn_recalibration import reestimate_bn
+from tinyexport.train.engine import StepContext, StepResult, TrainTask
+from tinyexport.train.netaug.supernet import NetAugSupernet
+from tinyexport.train.netaug.surgery import extract_base_subnet, sort_channels_
+
+_log = logging.getLogger(__name__)
+
+
+def phase_mode(epoch: int, epochs: int, stop_aug_w_epoch: int) -> str:
+    """``min_w`` for the last ``stop_aug_w_epoch`` epochs, ``random`` before (netaug.md §1.4)."""
+    return "min_w" if epochs - epoch <= stop_aug_w_epoch else "random"
+
+
+class NetAugTask(TrainTask):
+    """Base + one augmented pass per step; BN re-estimation before evaluation."""
+
+    def __init__(self, criterion: nn.Module, epochs: int, stop_aug_w_epoch: int,
+                 sort_channels: bool = True, seed: int = 0,
+                 evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
+                 meta: dict | None = None):
+        super().__init__(criterion, evaluate_fn)
+        self.epochs, self.stop_aug_w_epoch, self.sort = epochs, stop_aug_w_epoch, sort_channels
+        self.generator = torch.Generator().manual_seed(seed)
+        self.mode = phase_mode(0, epochs, stop_aug_w_epoch)
+        self.meta = meta or {}
+        self.last_config = None
+
+    def on_epoch_start(self, module: NetAugSupernet, epoch: int) -> None:
+        self.mode = phase_mode(epoch, self.epochs, self.stop_aug_w_epoch)
+        if self.mode == "random" and self.sort:
+            sort_channels_(module)
+        _log.debug("epoch %d: NetAug mode %s", epoch, self.mode)
+
+    def train_step(self, ctx: StepContext) -> StepResult:
+        module: NetAugSupernet = ctx.module
+        module.set_mode("min")
+        with ctx.no_sync():
+            with ctx.autocast():
+                logits = ctx.model(ctx.images)
+                base_loss = self.criterion(logits.float(), ctx.labels)
+            ctx.backward(base_loss)
+        self.last_config = module.set_mode(self.mode, self.generator)
+        with ctx.autocast():
+            aug_loss = self.criterion(ctx.model(ctx.images).float(), ctx.labels)
+        ctx.backward(aug_loss)
+        module.set_mode("min")
+        if not torch.isfinite(aug_loss):
+            return StepResult(aug_loss.detach(), None)  # the engine's NaN guard stops the run
+        return StepResult(base_loss.detach(), logits.detach())
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "mode": self.mode}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.mode = state["mode"]
+
+    def export_payload(self, module: nn.Module, meta: dict) -> dict:
+        from tinyexport.train.netaug.checkpoint import supernet_payload
+
+        return supernet_payload(module, **meta)
+
+
+@torch.no_grad()
+def reestimate_base_bn_(supernet: NetAugSupernet, batches: list[torch.Tensor],
+                        sync: bool = True) -> nn.Module:
+    """Re-estimate the base sub-network's BN statistics (netaug.md §1.7) and write them into the
+    active (base) slice of the supernet's running stats only. Returns the re-estimated base."""
+    base = reestimate_bn(extract_base_subnet(supernet), batches, sync=sync)
+    own = dict(supernet.named_buffers())
+    for name, buffer in base.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            own[name][: buffer.shape[0]].copy_(buffer)
+    return base

@@ -1,0 +1,83 @@
+"""``tinytrain transfer``: TinyTL transfer learning (thin CLI over ``transfer.run_transfer``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tinyexport.errors import UserError, run_cli
+from tinyexport.train.tinytl.methods import METHODS
+from tinyexport.train.tinytl.transfer import RECIPES, TransferConfig, run_transfer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinytrain transfer",
+                                description="Transfer a pretrained net with TinyTL or a "
+                                            "fine-tuning baseline (docs/tinytl.md).")
+    p.add_argument("--from", dest="source", help="source checkpoint: NetAug target.pt, one of "
+                   "ours, or a released state_dict (with --model)")
+    p.add_argument("--model", help="zoo model name (needed for a plain state_dict)")
+    p.add_argument("--method", default="tinytl-lb",
+                   help=f"one of {', '.join(METHODS)} (TinyTL-L+B style spellings accepted)")
+    p.add_argument("--data", required=True, help="target data SPEC (see tinytrain --help)")
+    p.add_argument("--val-data", help="evaluation data SPEC (default: the val split of --data)")
+    p.add_argument("--classes", help="keep only these labels, e.g. 5,6,7,8,9 (remapped to 0..K-1)")
+    p.add_argument("--train-count", type=int, help="random subset of N training images")
+    p.add_argument("--val-count", type=int, help="random subset of N evaluation images")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--recipe", choices=RECIPES, default="paper",
+                   help="paper: Adam, cosine per iteration, 50 epochs; seed: AdamW 4e-4, "
+                        "γ 0.9 per epoch, 40 epochs")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--norm", choices=("bn", "gn"), default="bn",
+                   help="gn = GroupNorm, 8 channels per group (official run; not exportable)")
+    p.add_argument("--ws", action="store_true", help="weight standardisation (folded on export)")
+    p.add_argument("--frozen-bits", type=int, choices=(8,), help="8-bit k-means of frozen weights")
+    p.add_argument("--lite-kernel", type=int, help="max lite residual kernel (default per model)")
+    p.add_argument("--lite-groups", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--max-steps-per-epoch", type=int, help="truncate epochs (smoke runs)")
+    return p
+
+
+def _classes(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise UserError(f"--classes must be comma-separated integers, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tinyexport.log import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging()
+
+    def body() -> int:
+        config = TransferConfig(
+            data=args.data, out_dir=args.out, method=args.method, source=args.source,
+            model=args.model, recipe=args.recipe, epochs=args.epochs, lr=args.lr,
+            batch_size=args.batch_size, label_smoothing=args.label_smoothing,
+            resolution=args.resolution, norm=args.norm, ws=args.ws,
+            frozen_bits=args.frozen_bits, lite_kernel=args.lite_kernel,
+            lite_groups=args.lite_groups, classes=_classes(args.classes),
+            train_count=args.train_count, val_count=args.val_count, val_data=args.val_data,
+            seed=args.seed, device=args.device, workers=args.workers,
+            max_steps_per_epoch=args.max_steps_per_epoch)
+        result = run_transfer(config)
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

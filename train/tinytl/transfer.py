@@ -1,0 +1,289 @@
+"""``tinytrain transfer``: adapt a pretrained net with one of the six methods (tinytl.md §1, §4, §5).
+
+Pipeline (each surgery pure, each followed by its check): source checkpoint → base model →
+``insert_lite_residual`` (outputs unchanged, checked) → optional GN / WS → new classifier and the
+method's ``requires_grad`` → optional 8-bit k-means of frozen weights → the shared training loop
+(``tinyexport.train.engine``) → frozen tensors compared bit for bit → ``transfer.pt``
+(kind ``tinytl``) + ``result.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tinyexport.errors import StageError, UserError
+from tinyexport.train.tinytl.methods import canonical_method, prepare_method, set_train_mode_
+from tinyexport.train.tinytl.modules import LiteResidualConfig, default_config, insert_lite_residual
+
+_log = logging.getLogger(__name__)
+RECIPES = ("paper", "seed")
+# Adapters start with final-norm scale 0: the branch adds exact zeros (atol covers nothing else).
+INSERT_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """One transfer run. ``epochs``/``lr``/``batch_size`` None = the recipe's value (§5)."""
+
+    data: str
+    out_dir: str
+    method: str = "tinytl-lb"
+    source: str | None = None
+    model: str | None = None
+    recipe: str = "paper"
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    label_smoothing: float = 0.1
+    resolution: int | None = None
+    norm: str = "bn"
+    ws: bool = False
+    frozen_bits: int | None = None
+    lite_kernel: int | None = None
+    lite_groups: int = 2
+    classes: tuple[int, ...] | None = None
+    train_count: int | None = None
+    val_count: int | None = None
+    val_data: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 0
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", canonical_method(self.method))
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.norm not in ("bn", "gn"):
+            raise ValueError(f"norm must be 'bn' or 'gn', got {self.norm!r}")
+        if self.frozen_bits not in (None, 8):
+            raise ValueError(f"frozen_bits must be 8 or None, got {self.frozen_bits!r}")
+        if self.source is None and self.model is None:
+            raise UserError("pass --from CKPT (a checkpoint) or --model NAME (random init)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def resolved(self) -> dict:
+        """epochs, lr, batch_size, optimizer and schedule after the recipe defaults (§5)."""
+        paper = self.recipe == "paper"
+        return {"epochs": self.epochs or (50 if paper else 40),
+                "lr": self.lr or (2e-4 if paper else 4e-4),
+                "batch_size": self.batch_size or 8,
+                "optimizer": "adam" if paper else "adamw",
+                "schedule": "cosine-per-iteration" if paper else "exponential-0.9-per-epoch"}
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    method: str
+    top1: float
+    trainable_params: int
+    frozen_unchanged: bool
+    checkpoint: str
+    epochs: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- model
+
+def load_source(config: TransferConfig) -> nn.Module:
+    """The source net with lite residuals (inserted here unless the checkpoint has them)."""
+    from tinyexport.train.checkpoint import model_from_checkpoint, read_payload
+    from tinyexport.train.models import build_model
+
+    if config.source is None:
+        base = build_model(config.model, resolution=config.resolution)
+    else:
+        payload = read_payload(config.source)
+        if payload.get("kind") == "tinytl":
+            from tinyexport.train.tinytl.checkpoint import build_from_payload
+
+            return build_from_payload(payload, config.resolution)
+        base, _ = model_from_checkpoint(config.source, config.model, config.resolution)
+    lite = default_config(base.spec.name)
+    if config.lite_kernel is not None:
+        lite = LiteResidualConfig(**{**lite.__dict__, "kernel_size": config.lite_kernel})
+    lite = LiteResidualConfig(**{**lite.__dict__, "groups": config.lite_groups})
+    return insert_checked(base, lite)
+
+
+def insert_checked(base: nn.Module, lite: LiteResidualConfig) -> nn.Module:
+    """``insert_lite_residual`` followed by its equivalence check (outputs unchanged)."""
+    adapted = insert_lite_residual(base, lite)
+    r = base.spec.resolution
+    x = torch.randn(2, 3, r, r, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.eval()(x), base.eval()(x), atol=INSERT_ATOL, rtol=0)
+    return adapted
+
+
+def build_adapted(config: TransferConfig, num_classes: int) -> nn.Module:
+    from tinyexport.train.tinytl.surgery import apply_weight_standardization, kmeans_quantize_frozen, replace_bn_with_gn
+
+    model = load_source(config)
+    if config.norm == "gn":
+        model = replace_bn_with_gn(model)
+    model = prepare_method(model, config.method, num_classes)
+    if config.frozen_bits == 8:
+        model = kmeans_quantize_frozen(model, 8, seed=config.seed)
+    if config.ws:
+        model = apply_weight_standardization(model)
+    return model
+
+
+def frozen_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Frozen parameters and the running statistics of frozen BNs (they must not move)."""
+    snap = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d) and not m.weight.requires_grad:
+            for b, t in m.named_buffers():
+                snap[f"{name}.{b}"] = t.detach().clone()
+    return snap
+
+
+def frozen_unchanged(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> list[str]:
+    """Names whose tensor differs from the snapshot (empty = bit-identical)."""
+    current = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    return [n for n, t in snapshot.items() if not torch.equal(current[n].detach().cpu(), t)]
+
+
+# ---------------------------------------------------------------- data
+
+class _Subset(Dataset):
+    """Selected indices of a dataset with labels remapped to 0..K-1."""
+
+    def __init__(self, base: Dataset, indices: list[int], remap: dict[int, int] | None):
+        self.base, self.indices, self.remap = base, indices, remap
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label = self.base[self.indices[i]]
+        return image, (self.remap[label] if self.remap else label)
+
+
+def _labels(ds: Dataset) -> list[int]:
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        return [int(v) for v in labels]
+    return [int(ds[i][1]) for i in range(len(ds))]
+
+
+def select(ds: Dataset, classes: tuple[int, ...] | None, count: int | None, seed: int
+           ) -> tuple[Dataset, int]:
+    """(subset, number of classes): keep ``classes`` (remapped), then ``count`` random images."""
+    labels = _labels(ds)
+    known = sorted(set(labels))
+    if classes:
+        missing = [c for c in classes if c not in known]
+        if missing:
+            raise UserError(f"--classes {missing} not in the data set (labels {known})")
+        keep = [i for i, y in enumerate(labels) if y in classes]
+        remap = {c: j for j, c in enumerate(classes)}
+    else:
+        keep, remap = list(range(len(labels))), None
+    if count is not None and count < len(keep):
+        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed)).tolist()
+        keep = sorted(keep[i] for i in order[:count])
+    total = len(getattr(ds, "classes", None) or known)
+    return _Subset(ds, keep, remap), (len(classes) if classes else max(total, max(known) + 1))
+
+
+def build_loaders(config: TransferConfig, resolution: int, batch_size: int):
+    from tinyexport.train.data import Preprocessing, build_dataset
+
+    pre = Preprocessing(resolution)
+    train_ds, classes = select(build_dataset(config.data, "train", pre, True), config.classes,
+                               config.train_count, config.seed)
+    val_ds, _ = select(build_dataset(config.val_data or config.data, "val", pre, False),
+                       config.classes, config.val_count, config.seed + 1)
+    generator = torch.Generator().manual_seed(config.seed)
+    train = DataLoader(train_ds, batch_size, shuffle=True, drop_last=len(train_ds) > batch_size,
+                       num_workers=config.workers, generator=generator)
+    val = DataLoader(val_ds, 100, shuffle=False, num_workers=config.workers)
+    return train, val, classes
+
+
+# ---------------------------------------------------------------- training
+
+def _optimizer_and_schedule(model: nn.Module, config: TransferConfig, steps_per_epoch: int):
+    r = config.resolved()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if r["optimizer"] == "adam":
+        optimizer = torch.optim.Adam(params, lr=r["lr"])
+        total = r["epochs"] * steps_per_epoch
+
+        def factor(step: int) -> float:  # §5: per-iteration cosine, no warmup
+            return 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
+    else:
+        optimizer = torch.optim.AdamW(params, lr=r["lr"])
+
+        def factor(step: int) -> float:  # seed recipe: γ 0.9 per epoch
+            return 0.9 ** (step // steps_per_epoch)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _make_task(config: TransferConfig, val_loader, device: str):
+    from tinyexport.train.engine import TrainTask, evaluate_top1
+    from tinyexport.train.tinytl.checkpoint import tinytl_payload
+
+    class TransferTask(TrainTask):
+        """Plain step, but frozen BNs keep their running statistics (set before every step)."""
+
+        def train_step(self, ctx):
+            set_train_mode_(ctx.module, True)
+            return super().train_step(ctx)
+
+        def export_payload(self, module, meta):
+            return tinytl_payload(module, config.method, config.norm, config.ws, **meta)
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return TransferTask(criterion, lambda m, e: evaluate_top1(m, val_loader, device))
+
+
+def run_transfer(config: TransferConfig) -> TransferResult:
+    """Run one transfer; writes ``transfer.pt`` (final weights, §5) and ``result.json``."""
+    from tinyexport.atomic import torch_save, write_json
+    from tinyexport.train.engine import TrainConfig, seed_everything, train
+    from tinyexport.train.tinytl.checkpoint import tinytl_payload
+
+    seed_everything(config.seed)
+    r = config.resolved()
+    probe = load_source(config) if config.resolution is None else None
+    resolution = config.resolution or probe.spec.resolution
+    train_loader, val_loader, classes = build_loaders(config, resolution, r["batch_size"])
+    model = build_adapted(config, classes)
+    snapshot = frozen_snapshot(model)
+    steps = config.max_steps_per_epoch
+    per_epoch = max(min(len(train_loader), steps or len(train_loader)), 1)
+    optimizer, scheduler = _optimizer_and_schedule(model, config, per_epoch)
+    loop = TrainConfig(epochs=r["epochs"], out_dir=config.out_dir, device=config.device,
+                       seed=config.seed, max_steps_per_epoch=steps, progress=False,
+                       tensorboard=False)
+    meta = {"recipe": config.recipe, "resolved": r, "data": config.data}
+    result = train(model, _make_task(config, val_loader, config.device), train_loader,
+                   optimizer, scheduler, loop, meta)
+    changed = frozen_unchanged(model, snapshot)
+    if changed:
+        raise StageError(f"{len(changed)} frozen tensors changed during training "
+                         f"(first: {changed[:3]}); this is a bug")
+    out = Path(config.out_dir)
+    model.cpu()
+    torch_save(tinytl_payload(model, config.method, config.norm, config.ws, **meta),
+               out / "transfer.pt")
+    top1 = float(result.last_metrics.get("val_top1", float("nan")))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    res = TransferResult(config.method, top1, trainable, True, str(out / "transfer.pt"),
+                         r["epochs"])
+    write_json(out / "result.json", {**res.as_dict(), "config": asdict(config)})
+    return res
