@@ -100,13 +100,13 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
 def check_fusion(original: nn.Module, fused: nn.Module, images: torch.Tensor,
                  rtol: float = FUSE_RTOL) -> FuseCheck:
     """Max |fused − original| on ``images``, relative to max |original| (tolerance ``rtol``)."""
-    ref = original.eval()(images)
-    out = fused.eval()(images)
-    diff = float((out - ref).abs().max())
-    scale = max(float(ref.abs().max()), 1e-12)
-    check = FuseCheck(getattr(fused, "fused_pairs", 0), diff, scale, rtol * scale,
-                      diff <= rtol * scale)
-    return check
+    from tinyexport.export.to_onnx import compare_outputs
+
+    with torch.no_grad():
+        ref, out = original.eval()(images), fused.eval()(images)
+    parity = compare_outputs("fused vs unfused", ref.numpy(), out.numpy(), rtol)
+    return FuseCheck(getattr(fused, "fused_pairs", 0), parity.max_abs_diff, parity.output_scale,
+                     parity.tolerance, parity.passed)
 
 
 def fuse_and_check(model: nn.Module, images: torch.Tensor) -> tuple[nn.Module, FuseCheck]:

@@ -86,12 +86,15 @@ def run_bisect(req: dict) -> None:
     _write(req["progress"], dict(prog, trying=None, done=True))
 
 
-def run_litert(req: dict) -> None:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def _model_bytes(req: dict) -> bytes:
+    with open(req["model"], "rb") as f:
+        return f.read()
 
-    interp = Interpreter(model_path=req["model"],
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interp.allocate_tensors()
+
+def run_litert(req: dict) -> None:
+    from tinyexport.quantize.check import make_interpreter
+
+    interp = make_interpreter(_model_bytes(req), reference_kernels=True)
     i_idx = interp.get_input_details()[0]["index"]
     o_idx = interp.get_output_details()[0]["index"]
     outs = _invoke_all(interp, np.load(req["inputs"]), lambda x: interp.set_tensor(i_idx, x),
@@ -100,13 +103,12 @@ def run_litert(req: dict) -> None:
 
 
 def run_localize(req: dict) -> None:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from tflite_micro.python.tflite_micro import runtime
 
+    from tinyexport.quantize.check import make_interpreter
+
     x = np.load(req["inputs"])[:1]
-    lit = Interpreter(model_path=req["model"], experimental_preserve_all_tensors=True,
-                      experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    lit.allocate_tensors()
+    lit = make_interpreter(_model_bytes(req), reference_kernels=True, preserve_all_tensors=True)
     lit.set_tensor(lit.get_input_details()[0]["index"], x)
     lit.invoke()
     tflm = runtime.Interpreter.from_file(
