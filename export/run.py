@@ -122,6 +122,19 @@ def fuse(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
     return fused
 
 
+def head_as_conv(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
+    """Stage 3b: the classifier as a 1×1 conv, checked against the Linear head (``export.head``
+    says why: TFLM and LiteRT round the int8 FULLY_CONNECTED differently)."""
+    from tinyexport.export.head import head_as_conv_and_check
+
+    converted, check = head_as_conv_and_check(model, calib[:8])
+    record.details.update(check.as_dict())
+    if not check.converted:
+        record.status = "skipped"
+        record.details["reason"] = "no Linear reads globally pooled features"
+    return converted
+
+
 def export_onnx(model: nn.Module, path: Path, resolution: int, calib: torch.Tensor, record
                 ) -> np.ndarray:
     """Stage 4: ONNX opset 18 + checker + ONNX Runtime parity vs torch. Returns ORT logits."""
@@ -294,6 +307,8 @@ def run_export(config: ExportConfig, out_tmp: Path,
         model = recalibrate(config, loaded, rec)
     with timer.stage("Conv+BN fusion") as rec:
         fused = fuse(model, calib, rec)
+    with timer.stage("classifier as 1x1 conv") as rec:
+        fused = head_as_conv(fused, calib, rec)
     onnx_path = out_tmp / "model.onnx"
     with timer.stage("ONNX export") as rec:
         ort = export_onnx(fused, onnx_path, loaded.resolution, calib, rec)

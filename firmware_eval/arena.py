@@ -39,9 +39,12 @@ PERSISTENT_ALIGN_SLACK = 48
 
 # OpData bytes per op (calibrate.py on tflite-micro 0.dev20261023182759, x86-64; zoo models
 # re-checked: the summed prediction equals 'Persistent buffer data' to the byte on mcunet).
+# RESHAPE allocates none: calibrate reports 0 B for a constant shape input (onnx2tf's head
+# reshape); the 8 B it reports for a computed shape input come from that input becoming a
+# persistent I/O tensor of the single-op model, not from the kernel.
 OP_DATA = {
     "CONV_2D": 80, "DEPTHWISE_CONV_2D": 80, "FULLY_CONNECTED": 72, "ADD": 68, "SUB": 60,
-    "MUL": 44, "AVERAGE_POOL_2D": 32, "MAX_POOL_2D": 32, "SHAPE": 0, "PACK": 0, "RESHAPE": 8,
+    "MUL": 44, "AVERAGE_POOL_2D": 32, "MAX_POOL_2D": 32, "SHAPE": 0, "PACK": 0, "RESHAPE": 0,
     "STRIDED_SLICE": 84, "SOFTMAX": 80, "MEAN": 44, "PAD": 56, "QUANTIZE": 32, "DEQUANTIZE": 24,
     "CONCATENATION": 88, "HARD_SWISH": 20, "LOGISTIC": 16, "RELU": 16, "RELU6": 16,
     "TRANSPOSE": 0, "SPLIT": 0, "SQUEEZE": 0, "RESIZE_BILINEAR": 0, "LEAKY_RELU": 24,

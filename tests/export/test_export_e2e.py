@@ -24,6 +24,10 @@ def test_int8_model_is_tflm_ready(digits_export):
     assert check.input["dtype"] == check.output["dtype"] == "int8"
     assert set(check.op_histogram) <= TFLM_BUILTINS
     assert not {"TRANSPOSE", "DEQUANTIZE", "QUANTIZE"} & set(check.op_histogram)
+    # the classifier is a 1x1 CONV_2D (export/head.py): no FULLY_CONNECTED whose int8 rounding
+    # differs between TFLite Micro and LiteRT
+    assert "FULLY_CONNECTED" not in check.op_histogram
+    assert doc["checks"]["classifier as 1x1 conv"]["converted"] == ["classifier"]
     assert doc["quantization"]["input"] == check.input  # recorded from the model itself
 
 
@@ -73,6 +77,7 @@ def test_firmware_record_names_final_files(digits_export):
     assert ".partial" not in text
     if "model" in doc["firmware"]:
         assert doc["firmware"]["model"] == "model_int8.tflite"
+        assert doc["firmware"]["bit_exact"]["equal"]  # TFLM == LiteRT reference kernels
 
 
 _TFLM_CHILD = """
