@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", help="data SPEC; reports top-1 of torch, ORT and int8 LiteRT")
     p.add_argument("--eval-images", type=int, default=1000, help="evaluation images (1000)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight quantization")
+    p.add_argument("--linear-head", dest="head_as_conv", action="store_false",
+                   help="keep the classifier as FULLY_CONNECTED instead of a 1x1 CONV_2D (saves "
+                        "8 B of TFLM arena per class with --per-tensor; TFLM then differs from "
+                        "LiteRT's reference kernels by 1 LSB on rare logits)")
     recal = p.add_mutually_exclusive_group()
     recal.add_argument("--bn-recalibrate", dest="bn_recalibrate", action="store_true",
                        default=None, help="re-estimate BN statistics (default on for NetAug)")
@@ -71,7 +75,8 @@ def _config(args: argparse.Namespace):
                         num_classes=args.num_classes, calib_data=args.calib_data,
                         calib_images=args.calib_images, check_images=args.check_images,
                         eval_data=args.eval_data, eval_images=args.eval_images,
-                        per_channel=not args.per_tensor, bn_recalibrate=args.bn_recalibrate,
+                        per_channel=not args.per_tensor, head_as_conv=args.head_as_conv,
+                        bn_recalibrate=args.bn_recalibrate,
                         quant_report=args.quant_report, onnxsim=args.onnxsim, force=args.force,
                         firmware=args.firmware, offline_plan=args.offline_plan, board=args.board)
 

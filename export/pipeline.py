@@ -48,6 +48,7 @@ class ExportConfig:
     eval_data: str | None = None
     eval_images: int = 1000
     per_channel: bool = True
+    head_as_conv: bool = True  # export.head: classifier as a 1x1 conv (TFLM == LiteRT bit for bit)
     bn_recalibrate: bool | None = None  # None: on for NetAug supernet checkpoints
     quant_report: bool = False
     onnxsim: bool = False

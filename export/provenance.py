@@ -20,6 +20,7 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         + ([state["calib_info"]["warning"]] if "warning" in state["calib_info"] else []),
         "preprocessing": loaded.preprocessing.as_dict(),
         "calibration": state["calib_info"],
+        "classifier": "1x1 conv" if config.head_as_conv else "linear (FULLY_CONNECTED)",
         "quantization": {"weights": "per-channel" if config.per_channel else "per-tensor",
                          "input": static.input, "output": static.output},
         "artifacts": state["artifacts"],

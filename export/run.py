@@ -307,8 +307,9 @@ def run_export(config: ExportConfig, out_tmp: Path,
         model = recalibrate(config, loaded, rec)
     with timer.stage("Conv+BN fusion") as rec:
         fused = fuse(model, calib, rec)
-    with timer.stage("classifier as 1x1 conv") as rec:
-        fused = head_as_conv(fused, calib, rec)
+    if config.head_as_conv:
+        with timer.stage("classifier as 1x1 conv") as rec:
+            fused = head_as_conv(fused, calib, rec)
     onnx_path = out_tmp / "model.onnx"
     with timer.stage("ONNX export") as rec:
         ort = export_onnx(fused, onnx_path, loaded.resolution, calib, rec)

@@ -92,3 +92,22 @@ def test_the_check_fails_on_a_wrong_head(monkeypatch):
     monkeypatch.setattr(head, "linear_head_as_conv", lambda m, x: wrong)
     with pytest.raises(StageError, match="1x1-conv classifier"):
         head_as_conv_and_check(model, images)
+
+
+def test_linear_head_flag_keeps_fully_connected(tmp_path, capsys):
+    """``--linear-head``: a real (tiny) export whose classifier stays FULLY_CONNECTED."""
+    import json
+
+    from tinyexport.export.cli import main
+    from tinyexport.quantize.check import check_int8_model
+
+    out = tmp_path / "lin"
+    assert main(["--model", "mcunet-in0", "--int8", "--resolution", "32", "--num-classes", "10",
+                 "--calib-images", "8", "--check-images", "4", "--no-firmware", "--linear-head",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    ops = check_int8_model((out / "model_int8.tflite").read_bytes()).op_histogram
+    doc = json.loads((out / "export.json").read_text())
+    assert ops.get("FULLY_CONNECTED") == 1 and "RESHAPE" not in ops
+    assert doc["classifier"] == "linear (FULLY_CONNECTED)"
+    assert "classifier as 1x1 conv" not in doc["checks"]
