@@ -2,7 +2,7 @@
 
     tinyreport --model NAME [--resolution R] [--num-classes N] [--board B] [--json] [--plot F.png]
     tinyreport --model NAME --train-memory [--batch-size 8] [--resolution R] [--num-classes N]
-    tinyreport FILE.tflite [--board B] [--measure] [--json] [--plot F.png]
+    tinyreport FILE.tflite [--board B] [--measure [--images F.npz]] [--json] [--plot F.png]
 
 The model report uses the analytic MCUNet conventions (``tinyexport.benchmarks.model_profile``); a
 ``.tflite`` file gets the TFLite Micro arena analysis of ``tinyexport.firmware_eval``; the training
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--measure", action="store_true",
                         help="(.tflite) also run the real TFLite Micro interpreter and measure; "
                              "(--train-memory) add the measured column (one real Adam step)")
+    parser.add_argument("--images", metavar="FILE.npz",
+                        help="(.tflite --measure) NHWC images TFLM runs, .npy or .npz with "
+                             "'images' and optional 'labels' (then TFLM top-1 is reported); int8 "
+                             "as they are, float quantized with the model's input scale")
     parser.add_argument("--train-memory", action="store_true",
                         help="training memory of the six TinyTL methods (analytic + measured)")
     parser.add_argument("--batch-size", type=int, default=8, help="(--train-memory) batch size")

@@ -120,6 +120,11 @@ def _numerics_lines(doc: dict) -> list[str]:
     if doc.get("evaluation"):
         lines.append("  top-1 on " + doc["evaluation"]["data"]["spec"] + ": " + ", ".join(
             f"{k} {v:.2%}" for k, v in doc["evaluation"]["top1"].items()))
+        tflm = doc["evaluation"].get("tflm")
+        if tflm:
+            lines.append(f"  TFLite Micro int8 top-1 on the first {tflm['images']} of them: "
+                         f"{tflm['top1_tflm_int8']:.2%} (LiteRT int8 on the same: "
+                         f"{tflm['top1_litert_int8']:.2%})")
     return lines
 
 

@@ -30,6 +30,9 @@ _log = logging.getLogger(__name__)
 # Random weights: BN statistics of 128 images (x H*W positions per channel) are stable to a few %;
 # more only costs time (500 images @ 176 px took 178 s of the README command on 2 shared cores).
 RANDOM_RECAL_IMAGES = 128
+# Eval images also run in the TFLite Micro interpreter (reference kernels: ~0.1 s per 176 px
+# mcunet image on x86) for its own top-1 and a wider bit-exactness check against LiteRT.
+TFLM_EVAL_IMAGES = 200
 
 
 @dataclass
@@ -222,7 +225,9 @@ def _with_modules(static, int8: bytes, model: nn.Module):
 
 def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: Path,
              int8: bytes, record) -> dict:
-    """Stage 8: top-1 of fp32 torch, ONNX Runtime and int8 LiteRT on ``--eval-data``."""
+    """Stage 8: top-1 of fp32 torch, ONNX Runtime and int8 LiteRT on ``--eval-data``. Keeps the
+    first ``TFLM_EVAL_IMAGES`` images (NHWC), labels and LiteRT int8 logits for the firmware
+    stage, which scores TFLite Micro on the same images."""
     from tinyexport.export.to_onnx import run_onnxruntime
     from tinyexport.quantize.check import run_tflite
 
@@ -237,7 +242,17 @@ def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: 
             for name, out in (("torch_fp32", torch_out), ("onnxruntime_fp32", ort_out),
                               ("litert_int8", int8_out))}
     record.details.update(info, **{f"top1_{k}": v for k, v in top1.items()})
-    return {"data": info, "top1": top1}
+    n = min(TFLM_EVAL_IMAGES, len(labels))
+    return {"data": info, "top1": top1,
+            "_tflm_batch": (nchw_to_nhwc(images[:n]), labels[:n], int8_out[:n])}
+
+
+def tflm_top1(evaluation: dict, firmware_result: dict) -> None:
+    """Record TFLM's top-1 next to LiteRT's on the same images (``evaluation['tflm']``)."""
+    _, labels, litert = evaluation.pop("_tflm_batch")
+    if "top1" in firmware_result:
+        evaluation["tflm"] = {"images": len(labels), "top1_tflm_int8": firmware_result["top1"],
+                              "top1_litert_int8": float((litert.argmax(1) == labels).mean())}
 
 
 def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: nn.Module,
@@ -258,15 +273,16 @@ def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: 
 
 
 def firmware(config: ExportConfig, int8_path: Path, out: Path, images_nhwc: np.ndarray,
-             record) -> dict:
-    """Firmware stage (arena prediction, TFLM run, C bundle), when ``firmware_eval`` is present."""
+             record, labels: np.ndarray | None = None) -> dict:
+    """Firmware stage (arena prediction, TFLM run, C bundle), when ``firmware_eval`` is present.
+    ``labels`` (of ``images_nhwc``): TFLM's top-1 is recorded too."""
     try:
         from tinyexport.firmware_eval.api import firmware_check
     except ImportError:
         record.status = "skipped"
         return {"status": "skipped: firmware_eval not available"}
     result = firmware_check(int8_path, out / "firmware", offline_plan=config.offline_plan,
-                            board=config.board, images=images_nhwc[:4])
+                            board=config.board, images=images_nhwc, labels=labels)
     result = _relative_paths(result, out)
     record.details.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
     return result
@@ -331,9 +347,15 @@ def run_export(config: ExportConfig, out_tmp: Path,
         with timer.stage("evaluation") as rec:
             state["evaluation"] = evaluate(config, loaded, fused, onnx_path, int8, rec)
     if config.firmware:
+        evaluation = state.get("evaluation")
+        images, labels = ((evaluation["_tflm_batch"][0], evaluation["_tflm_batch"][1])
+                          if evaluation else (check_nhwc[:4], None))
         with timer.stage("firmware check") as rec:
-            state["firmware"] = firmware(config, out_tmp / "model_int8.tflite", out_tmp,
-                                        check_nhwc, rec)
+            state["firmware"] = firmware(config, out_tmp / "model_int8.tflite", out_tmp, images,
+                                        rec, labels)
+        if evaluation:
+            tflm_top1(evaluation, state["firmware"])
+    state.get("evaluation", {}).pop("_tflm_batch", None)
     state["artifacts"] = {name: {"bytes": (out_tmp / name).stat().st_size,
                                  "sha256": sha256(out_tmp / name)} for name in ARTIFACTS}
     provenance = build_provenance(state, timer.records)

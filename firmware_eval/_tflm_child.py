@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zlib
 
 import numpy as np
 
@@ -26,12 +27,35 @@ def _tflm(model: bytes, arena_size: int | None):
     return runtime.Interpreter.from_bytes(model, arena_size=arena_size)
 
 
-def _invoke_all(interp, inputs: np.ndarray, set_input, invoke, get_output) -> np.ndarray:
+def _io(model_path: str) -> tuple[list[tuple[tuple[int, ...], str]], int]:
+    """(shape, dtype) of every model input and the number of outputs (subgraph order)."""
+    from tinyexport.firmware_eval.flatbuf import read_graph
+
+    graph = read_graph(model_path)
+    return ([(graph.tensors[i].shape, graph.tensors[i].dtype) for i in graph.inputs],
+            len(graph.outputs))
+
+
+def _row_inputs(x: np.ndarray, specs) -> list[np.ndarray]:
+    """Input 0 is the caller's row; further inputs of a multi-input model get int8 noise seeded
+    by the row's bytes, so TFLM, LiteRT and every bisection try see the same values."""
+    arrays = [x[None]]
+    seed = zlib.crc32(np.ascontiguousarray(x).tobytes())
+    for k, (shape, dtype) in enumerate(specs[1:], start=1):
+        rng = np.random.default_rng([seed, k])
+        arrays.append(rng.integers(-128, 128, shape, dtype=np.int8).astype(dtype))
+    return arrays
+
+
+def _invoke_all(interp, inputs: np.ndarray, set_input, invoke, get_output, io) -> np.ndarray:
+    """Run every row; a row's result is all outputs flattened and concatenated (output 0 first)."""
+    specs, n_out = io
     outs = []
     for x in inputs:
-        set_input(x[None])
+        for k, arr in enumerate(_row_inputs(x, specs)):
+            set_input(arr, k)
         invoke()
-        outs.append(np.array(get_output()).reshape(-1))
+        outs.append(np.concatenate([np.array(get_output(k)).reshape(-1) for k in range(n_out)]))
     return np.stack(outs)
 
 
@@ -39,19 +63,18 @@ def run_tflm(req: dict) -> None:
     model = open(req["model"], "rb").read()
     inputs = np.load(req["inputs"])
     interp = _tflm(model, req.get("arena_size"))
-    outs = _invoke_all(interp, inputs, lambda x: interp.set_input(x, 0), interp.invoke,
-                       lambda: interp.get_output(0))
+    outs = _invoke_all(interp, inputs, interp.set_input, interp.invoke, interp.get_output,
+                       _io(req["model"]))
     np.save(req["outputs"], outs)
     sys.stderr.flush()
     interp.print_allocations()
 
 
-def _works(model: bytes, size: int, x: np.ndarray, expected: np.ndarray) -> bool:
+def _works(model: bytes, size: int, x: np.ndarray, expected: np.ndarray, io) -> bool:
     try:
         interp = _tflm(model, size)
-        interp.set_input(x, 0)
-        interp.invoke()
-        return bool(np.array_equal(np.array(interp.get_output(0)).reshape(-1), expected))
+        got = _invoke_all(interp, x, interp.set_input, interp.invoke, interp.get_output, io)
+        return bool(np.array_equal(got[0], expected))
     except (RuntimeError, ValueError):
         return False
 
@@ -62,13 +85,14 @@ def run_bisect(req: dict) -> None:
     model = open(req["model"], "rb").read()
     x = np.load(req["inputs"])[:1]
     expected = np.load(req["expected"])[0]
+    io = _io(req["model"])
     prog = {"lo": req["lo"], "hi": req["hi"], "tries": req["tries"], "trying": None}
     if prog["hi"] is None:  # find a working size, doubling from ``start``
         size = int(req["start"])
         while size <= req["max"]:
             _write(req["progress"], dict(prog, trying=size))
             prog["tries"] += 1
-            if _works(model, size, x, expected):
+            if _works(model, size, x, expected, io):
                 prog["hi"] = size
                 break
             prog["lo"], size = size, size * 2
@@ -79,7 +103,7 @@ def run_bisect(req: dict) -> None:
         mid = (prog["lo"] + prog["hi"]) // 2
         _write(req["progress"], dict(prog, trying=mid))
         prog["tries"] += 1
-        if _works(model, mid, x, expected):
+        if _works(model, mid, x, expected, io):
             prog["hi"] = mid
         else:
             prog["lo"] = mid
@@ -95,11 +119,19 @@ def run_litert(req: dict) -> None:
     from tinyexport.quantize.check import make_interpreter
 
     interp = make_interpreter(_model_bytes(req), reference_kernels=True)
-    i_idx = interp.get_input_details()[0]["index"]
-    o_idx = interp.get_output_details()[0]["index"]
-    outs = _invoke_all(interp, np.load(req["inputs"]), lambda x: interp.set_tensor(i_idx, x),
-                       interp.invoke, lambda: interp.get_tensor(o_idx))
+    # Tensor indices in subgraph order, as TFLM's set_input(x, k) / get_output(k) use them (the
+    # LiteRT details lists follow the signature, which may order I/O by name).
+    i_idx, o_idx = _subgraph_io(req["model"])
+    outs = _invoke_all(interp, np.load(req["inputs"]), lambda x, k: interp.set_tensor(i_idx[k], x),
+                       interp.invoke, lambda k: interp.get_tensor(o_idx[k]), _io(req["model"]))
     np.save(req["outputs"], outs)
+
+
+def _subgraph_io(model_path: str) -> tuple[list[int], list[int]]:
+    from tinyexport.firmware_eval.flatbuf import read_graph
+
+    graph = read_graph(model_path)
+    return list(graph.inputs), list(graph.outputs)
 
 
 def run_localize(req: dict) -> None:
@@ -108,13 +140,17 @@ def run_localize(req: dict) -> None:
     from tinyexport.quantize.check import make_interpreter
 
     x = np.load(req["inputs"])[:1]
+    arrays = _row_inputs(x[0], _io(req["model"])[0])
+    in_idx = _subgraph_io(req["model"])[0]
     lit = make_interpreter(_model_bytes(req), reference_kernels=True, preserve_all_tensors=True)
-    lit.set_tensor(lit.get_input_details()[0]["index"], x)
+    for k, arr in enumerate(arrays):
+        lit.set_tensor(in_idx[k], arr)
     lit.invoke()
     tflm = runtime.Interpreter.from_file(
         req["model"], arena_size=req["arena_size"],
         intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    tflm.set_input(x, 0)
+    for k, arr in enumerate(arrays):
+        tflm.set_input(arr, k)
     tflm.invoke()
     found = None
     for op_index, tensor in req["op_outputs"]:

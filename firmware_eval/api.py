@@ -10,6 +10,7 @@ habit 13). Without images, a seeded uniform int8 batch is used (no top-1 then).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,16 +32,30 @@ def validate(graph: Graph, label: str) -> None:
     if graph.num_subgraphs != 1:
         raise UserError(f"{label}: {graph.num_subgraphs} subgraphs (control flow); the arena "
                         "analyser supports single-subgraph models only")
-    io = [graph.tensors[i] for i in (*graph.inputs, *graph.outputs)]
+    # An int32/int64 output made by ARG_MAX/ARG_MIN (e.g. a segmentation head) runs in TFLM too.
+    index_outputs = {o for op in graph.ops if op.opcode in {"ARG_MAX", "ARG_MIN"}
+                     for o in op.outputs}
+    io = [graph.tensors[i] for i in (*graph.inputs, *graph.outputs)
+          if not (i in index_outputs and graph.tensors[i].dtype in {"int32", "int64"})]
     bad_io = sorted({t.dtype for t in io if t.dtype != "int8"})
-    compute = [(op, graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]])
-               for op in graph.ops if op.opcode in _COMPUTE_OPS and len(op.inputs) > 1]
+    compute = [(op, graph.tensors[op.inputs[2 if op.opcode == "TRANSPOSE_CONV" else 0]],
+                graph.tensors[op.inputs[1]])
+               for op in graph.ops if op.opcode in _COMPUTE_OPS and len(op.inputs) > 2 - (
+                   op.opcode != "TRANSPOSE_CONV") and min(op.inputs[:2]) >= 0]
     if any(w.dtype == "int8" and x.dtype.startswith("float") for _, x, w in compute):
         raise UserError(f"{label} is a hybrid model (int8 weights, float activations); TFLM runs "
                         "int8 compute only - export a full-integer model (--int8)")
-    if any(w.dtype.startswith("float") for _, _, w in compute) or "float32" in bad_io:
+    if any(w.dtype.startswith("float") for _, _, w in compute) or (
+            "float32" in bad_io and not compute):
         raise UserError(f"{label} is a float model; TFLM needs int8 inputs/outputs and int8 "
                         "compute - export with --int8 (full-integer quantization)")
+    if any(x.dtype == "int16" for _, x, _ in compute):
+        raise UserError(f"{label} is 16x8-quantized (int16 activations, int8 weights); the arena "
+                        "analyser handles int8 models only - export with full int8 quantization")
+    if "float32" in bad_io:
+        raise UserError(f"{label} has float32 inputs/outputs around int8 compute (QUANTIZE/"
+                        "DEQUANTIZE at the edges); TFLM needs int8 I/O - convert with "
+                        "inference_input_type = inference_output_type = tf.int8 (--int8)")
     if bad_io:
         hint = " (uint8 quantization is deprecated in TFLM: use int8)" if "uint8" in bad_io else ""
         raise UserError(f"{label}: input/output dtype {', '.join(bad_io)}; TFLM needs int8 I/O"
@@ -54,6 +69,52 @@ def validate(graph: Graph, label: str) -> None:
     if missing:
         raise UserError(f"{label} uses ops TFLite Micro lacks: {', '.join(missing)}; replace "
                         "them in the model before export")
+    _check_batch_shapes(graph, label)
+    _check_softmax_scale(graph, label)
+
+
+def _check_softmax_scale(graph: Graph, label: str) -> None:
+    """int8 SOFTMAX Prepare (kernels/softmax_common.cc) calls PreprocessSoftmaxScaling, whose
+    QuantizeMultiplierGreaterThanOne does TFLITE_CHECK_GT(beta * input_scale * 2^26, 1): a
+    smaller input scale aborts the process with no message (quantization_util.cc; seen on a
+    randomly initialised Keras MobileNetV2 whose logits calibrated to scale 7.8e-9)."""
+    for op in graph.ops:
+        if op.opcode != "SOFTMAX" or not op.inputs or op.inputs[0] < 0:
+            continue
+        x = graph.tensors[op.inputs[0]]
+        if x.dtype != "int8" or not x.quant.scales:
+            continue
+        beta, scale = op.option("beta", 1.0), x.quant.scales[0]
+        if beta * scale * 2.0 ** 26 <= 1.0:
+            raise UserError(
+                f"{label}: SOFTMAX #{op.index} has input scale {scale:.3g} (beta {beta:g}); TFLM "
+                f"aborts when beta * scale <= 2^-26 ({2.0 ** -26:.3g}) - the logits collapsed in "
+                "calibration (untrained weights or unrepresentative data); recalibrate the model")
+
+
+def _check_batch_shapes(graph: Graph, label: str) -> None:
+    """TFLM never resizes tensors: SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND Prepare check only the
+    rank (kernels/space_to_batch_nd.cc, batch_to_space_nd.cc) and Eval writes/reads by the stored
+    shapes. TFLiteConverter can leave an un-fused dilated convolution whose stored batch dims are
+    1 where the op makes prod(block_shape); TFLM then reads past a buffer and the output depends on
+    the arena contents (seen on a Keras Conv2D(dilation_rate=2, padding='same') int8 export)."""
+    for op in graph.ops:
+        if op.opcode not in {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} or len(op.inputs) < 2:
+            continue
+        x, block, y = (graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]],
+                       graph.tensors[op.outputs[0]])
+        if not (x.shape and y.shape and block.is_const):
+            continue
+        factor = math.prod(graph.extra.get("int_buffers", {}).get(block.index, ()) or (0,))
+        if factor <= 0:
+            continue
+        want = x.shape[0] * factor if op.opcode == "SPACE_TO_BATCH_ND" else x.shape[0] // factor
+        if y.shape[0] != want:
+            raise UserError(
+                f"{label}: {op.opcode} #{op.index} stores output batch {y.shape[0]} but makes "
+                f"{want}; TFLM does not resize tensors, so it would compute garbage (an un-fused "
+                "dilated convolution left by the converter) - re-export so the dilation stays "
+                "inside CONV_2D / DEPTHWISE_CONV_2D (e.g. padding='valid' with an explicit pad)")
 
 
 def load(path: str | Path) -> Graph:
@@ -104,13 +165,20 @@ def arena_dict(pred: arena.ArenaPrediction) -> dict:
     return {"head": pred.head, "tail": pred.tail, "total": pred.total}
 
 
+def measure_arena_size(graph: Graph, predicted: int) -> int:
+    """Arena for the measuring run. The runtime's default (10x the model size, tflm_memory.md
+    §9.1) is too small for models with few weights and large activations, which then fail with
+    "TFLM failed to allocate tensors"; give 2x the prediction + 64 KiB (a multiple of 16)."""
+    return planner.align_up(max(10 * graph.model_bytes, 2 * predicted + (1 << 16)))
+
+
 def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int) -> dict:
     """Run TFLM (arena, min arena, outputs) and LiteRT reference kernels (bit-exactness)."""
     from tinyexport.firmware_eval import tflm_runner as tr
 
     out: dict = {"errors": []}
     try:
-        run = tr.run_tflm(path, x)
+        run = tr.run_tflm(path, x, arena_size=measure_arena_size(graph, predicted_total))
     except tr.TflmFailure as exc:
         out["errors"].append(f"TFLM: {exc}")
         return out
@@ -175,7 +243,7 @@ def apply_offline_plan(path: Path, graph: Graph, plan: OfflinePlan, x: np.ndarra
 
         with atomic_path(path.with_suffix(".planned.tflite")) as tmp:
             tmp.write_bytes(data)
-            run = tr.run_tflm(tmp, x)
+            run = tr.run_tflm(tmp, x, arena_size=measure_arena_size(graph, plan.head))
         summary["measured_head"] = run.head
         same = base_outputs is not None and np.array_equal(run.outputs, base_outputs)
         summary["bit_identical"] = bool(same)

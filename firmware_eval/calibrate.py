@@ -2,8 +2,10 @@
 
 ``python -m tinyexport.firmware_eval.calibrate MODEL.tflite`` cuts the model into single-op models
 (:func:`flatbuf_write.single_op_models`), runs each in the TFLM interpreter (child process) and
-prints, per op, the "Persistent buffer data" bytes minus the fixed part every model has and minus
-the per-channel multiplier/shift arrays. These are the ``OpData`` struct sizes of the x86-64
+prints, per op, the "Persistent buffer data" bytes minus the I/O pointer arrays every model has and
+minus the per-channel multiplier/shift arrays. Ops whose Prepare adds other persistent buffers
+(BATCH_MATMUL, the CreateWritableTensorDimsWithCopy ops) include them; arena.persistent_buffers
+models those separately. These are the ``OpData`` struct sizes of the x86-64
 reference-kernel build; rerun when the tflite-micro version changes and update ``arena.OP_DATA``.
 """
 
@@ -26,7 +28,6 @@ for p in sys.argv[1:]:
 """
 _PERSIST = re.compile(r"'Persistent buffer data' used \d+ bytes with alignment overhead "
                       r"\(requested (\d+) bytes")
-BASE_PERSISTENT = 16  # requested by every model (2 allocations), measured on a zero-op model
 
 
 def measure_op_data(data: bytes) -> list[tuple[str, int]]:
@@ -45,10 +46,15 @@ def measure_op_data(data: bytes) -> list[tuple[str, int]]:
                               capture_output=True, text=True, timeout=600)
     chunks = proc.stderr.split("MODEL ")[1:]
     out = []
-    for (name, _), op, chunk in zip(models, graph.ops, chunks, strict=False):
+    for (name, blob), op, chunk in zip(models, graph.ops, chunks, strict=False):
         found = _PERSIST.findall(chunk)
         if found:
-            out.append((name, int(found[-1]) - BASE_PERSISTENT - per_channel_bytes(graph, op)))
+            single = parse_graph(blob)
+            # Every model also requests the interpreter's input/output TfLiteTensor* arrays (8 B
+            # each, micro_interpreter.cc). A flat 16 B here charged a 2-input op's second pointer
+            # to its OpData (ADD/SUB/MUL/CONCATENATION read 8 B high before 2026-11).
+            io_arrays = 8 * (len(single.inputs) + len(single.outputs))
+            out.append((name, int(found[-1]) - io_arrays - per_channel_bytes(graph, op)))
     return out
 
 

@@ -87,6 +87,12 @@ class Op:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     intermediates: tuple[int, ...] = ()
+    # The few builtin options the analyser needs: BATCH_MATMUL adj_x / adj_y decide whether TFLM
+    # copies a transposed operand into the tail (kernels/batch_matmul.cc); SOFTMAX beta.
+    options: tuple[tuple[str, object], ...] = ()
+
+    def option(self, name: str, default=None):
+        return dict(self.options).get(name, default)
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,8 @@ class _Reader:
         inputs = self._ints(sub.InputsAsNumpy, sub.InputsLength, len(tensors))
         outputs = self._ints(sub.OutputsAsNumpy, sub.OutputsLength, len(tensors))
         metadata, offline = self._metadata()
-        extra = {"subgraph_tensor_counts": [m.Subgraphs(i).TensorsLength() for i in range(n_sub)]}
+        extra = {"subgraph_tensor_counts": [m.Subgraphs(i).TensorsLength() for i in range(n_sub)],
+                 "int_buffers": self._small_int_constants(sub, tensors)}
         return Graph(tensors, ops, inputs, outputs, len(self.data), n_sub,
                      metadata, offline, extra)
 
@@ -197,6 +204,17 @@ class _Reader:
         return Tensor(index, name.decode("utf-8", "replace") if name else f"t{index}", shape,
                       dtype, is_const, bool(t.IsVariable()), self._quant(t.Quantization()))
 
+    def _small_int_constants(self, sub, tensors) -> dict[int, tuple[int, ...]]:
+        """Values of constant int32 tensors of up to 16 elements (block shapes, paddings, axes)."""
+        out = {}
+        for t in tensors:
+            if t.dtype != "int32" or not t.is_const or math.prod(t.shape) > 16:
+                continue
+            raw = self.model.Buffers(sub.Tensors(t.index).Buffer()).DataAsNumpy()
+            if not isinstance(raw, int) and len(raw) % 4 == 0:
+                out[t.index] = struct.unpack(f"<{len(raw) // 4}i", raw.tobytes())
+        return out
+
     def _buffer_has_data(self, b: int) -> bool:
         buf = self.model.Buffers(b)
         return buf.DataLength() > 0 or buf.Offset() > 1
@@ -217,7 +235,25 @@ class _Reader:
         inter = self._ints(op.IntermediatesAsNumpy, op.IntermediatesLength, n_tensors)
         return Op(index, name, version,
                   self._ints(op.InputsAsNumpy, op.InputsLength, n_tensors),
-                  self._ints(op.OutputsAsNumpy, op.OutputsLength, n_tensors), inter)
+                  self._ints(op.OutputsAsNumpy, op.OutputsLength, n_tensors), inter,
+                  self._options(op, name))
+
+    def _options(self, op, name: str) -> tuple[tuple[str, object], ...]:
+        if name == "SOFTMAX":  # beta decides whether TFLM's Prepare aborts (api.validate)
+            table = op.BuiltinOptions()
+            if table is None or op.BuiltinOptionsType() != self.fb.BuiltinOptions.SoftmaxOptions:
+                return (("beta", 0.0),)  # schema default
+            opts = self.fb.SoftmaxOptions()
+            opts.Init(table.Bytes, table.Pos)
+            return (("beta", float(opts.Beta())),)
+        if name != "BATCH_MATMUL":
+            return ()
+        table = op.BuiltinOptions()
+        if table is None or op.BuiltinOptionsType() != self.fb.BuiltinOptions.BatchMatMulOptions:
+            return (("adj_x", False), ("adj_y", False))  # schema defaults
+        opts = self.fb.BatchMatMulOptions()
+        opts.Init(table.Bytes, table.Pos)
+        return (("adj_x", bool(opts.AdjX())), ("adj_y", bool(opts.AdjY())))
 
     def _metadata(self) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
         m = self.model

@@ -7,6 +7,9 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
+from tinyexport.errors import UserError
 from tinyexport.firmware_eval import planner
 from tinyexport.firmware_eval.api import Analysis, analyse, arena_dict, load, measure, prepare_inputs
 from tinyexport.firmware_eval.flatbuf import Graph
@@ -53,8 +56,35 @@ def _boards(board) -> list[str]:
     return names
 
 
-def build_report(path: str, board=None, do_measure: bool = False) -> dict:
-    """The report as a JSON-serialisable dict."""
+def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images, labels or None) from ``.npy`` (images only) or ``.npz`` (``images`` [+ ``labels``]):
+    NHWC, int8 (used as they are) or float (quantized with the model's input scale / zero point)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--images {path!r} does not exist")
+    try:
+        data = np.load(file, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - numpy raises several types on bad files
+        raise UserError(f"--images {path!r} is not a readable .npy / .npz file ({exc})") from None
+    if isinstance(data, np.ndarray):
+        return data, None
+    with data:
+        if "images" not in data.files:
+            raise UserError(f"--images {path!r} has arrays {data.files}; it needs 'images' "
+                            "(NHWC) and optionally 'labels' (class ids)")
+        return data["images"], (data["labels"] if "labels" in data.files else None)
+
+
+def _check_labels(images: np.ndarray, labels: np.ndarray | None) -> None:
+    if labels is not None and (labels.ndim != 1 or len(labels) != len(images)):
+        raise UserError(f"--images: 'labels' has shape {labels.shape}; it needs one class id per "
+                        f"image ({len(images)})")
+
+
+def build_report(path: str, board=None, do_measure: bool = False, images: np.ndarray | None = None,
+                 labels: np.ndarray | None = None) -> dict:
+    """The report as a JSON-serialisable dict. ``images`` / ``labels``: what TFLM runs with
+    ``do_measure`` (seeded uniform int8 when None); top-1 is reported when labels are given."""
     graph = load(path)
     ana = analyse(graph)
     pred = ana.prediction
@@ -71,9 +101,13 @@ def build_report(path: str, board=None, do_measure: bool = False) -> dict:
         "boards": board_verdicts(graph, ana, _boards(board)),
     }
     if do_measure:
-        result = measure(Path(path), graph, prepare_inputs(graph, None), pred.total)
-        result.pop("outputs", None)
+        x = prepare_inputs(graph, images)
+        result = measure(Path(path), graph, x, pred.total)
+        outputs = result.pop("outputs", None)
         report.update(result)
+        report["inputs"] = {"count": len(x), "source": "synthetic" if images is None else "file"}
+        if outputs is not None and labels is not None:
+            report["top1"] = float(np.mean(outputs.argmax(1) == labels))
     return report
 
 
@@ -90,6 +124,9 @@ def render(report: dict) -> str:
         m = report["measured"]
         lines.append(f"arena measured:  head {m['head']:,} + tail {m['tail']:,} = "
                      f"{m['total']:,} B; min arena_size {m['min_arena']}")
+    if "top1" in report:
+        lines.append(f"TFLM top-1 on {report['inputs']['count']} labelled images: "
+                     f"{report['top1']:.2%}")
     if "bit_exact" in report:
         b = report["bit_exact"]
         lines.append(f"TFLM vs LiteRT reference kernels: {b['mismatches']}/{b['values']} values "
@@ -148,8 +185,14 @@ def plot_plan(graph: Graph, ana: Analysis, out: str) -> None:
 
 def run_tflite_report(args) -> int:
     """Entry point used by ``tinyreport`` for ``.tflite`` targets (benchmarks/report_cli.py)."""
+    images = labels = None
+    if getattr(args, "images", None):
+        if not getattr(args, "measure", False):
+            raise UserError("--images is what TFLite Micro runs: add --measure")
+        images, labels = load_images_file(args.images)
+        _check_labels(images, labels)
     report = build_report(args.target, getattr(args, "board", None),
-                          bool(getattr(args, "measure", False)))
+                          bool(getattr(args, "measure", False)), images, labels)
     if getattr(args, "plot", None):
         graph = load(args.target)
         plot_plan(graph, analyse(graph), args.plot)

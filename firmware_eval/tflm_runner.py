@@ -76,7 +76,10 @@ def _explain(mode: str, rc: int, stderr: str) -> str:
         name = signal.Signals(-rc).name
         return (f"{who} killed its process with {name} (no message); known for some int8 models "
                 "ending in SOFTMAX (tflm_memory.md §9.2) - try exporting without the softmax")
-    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    # Python traceback scaffolding (indented frame/source/^^^ lines, "Traceback ...") is dropped;
+    # the interpreter's own messages and the final "XxxError: ..." line are kept.
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()
+             and not ln[:1].isspace() and not ln.startswith("Traceback (most recent call last)")]
     missing = _MISSING.findall(stderr)
     hint = f" (arena too small: {int(missing[-1])} more bytes needed)" if missing else ""
     detail = "; ".join(lines[-3:])[-400:] if lines else f"exit code {rc}"

@@ -22,6 +22,48 @@ def test_cli_measure_json_keys(models, capsys):
     assert abs(rep["arena"]["total"] - rep["measured"]["total"]) <= 0.01 * rep["measured"]["total"]
 
 
+def test_cli_measure_with_labelled_images_reports_tflm_top1(models, tmp_path, capsys):
+    import numpy as np
+
+    from tinyexport.firmware_eval.tflm_runner import run_tflm
+
+    images = np.random.default_rng(3).standard_normal((6, 16, 16, 3)).astype(np.float32)
+    data = tmp_path / "eval.npz"
+    # labels = TFLM's own answers on 4 images, deliberately wrong on the last 2: top-1 = 4/6
+    from tinyexport.firmware_eval.api import load, prepare_inputs
+
+    x = prepare_inputs(load(models["int8"]), images)
+    answers = run_tflm(models["int8"], x).outputs.argmax(1)
+    labels = np.concatenate([answers[:4], (answers[4:] + 1) % 10])
+    np.savez(data, images=images, labels=labels)
+    assert main([str(models["int8"]), "--measure", "--images", str(data), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["inputs"] == {"count": 6, "source": "file"}
+    assert rep["top1"] == pytest.approx(4 / 6)
+    assert rep["bit_exact"]["values"] == 60  # every image compared with LiteRT reference kernels
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"), (b"not numpy", "not a readable"), ("wrong_key", "needs 'images'"),
+    ("bad_labels", "one class id per image"), ("no_measure", "add --measure")])
+def test_cli_images_file_errors_are_one_line(models, tmp_path, capsys, content, message):
+    import numpy as np
+
+    path = tmp_path / "x.npz"
+    args = [str(models["int8"]), "--measure", "--images", str(path)]
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "wrong_key":
+        np.savez(path, pics=np.zeros((1, 16, 16, 3), np.float32))
+    elif content in ("bad_labels", "no_measure"):
+        np.savez(path, images=np.zeros((2, 16, 16, 3), np.float32), labels=np.zeros(3, int))
+        if content == "no_measure":
+            args.remove("--measure")
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
 def test_cli_plot_writes_png(models, tmp_path, capsys):
     out = tmp_path / "plan.png"
     assert main([str(models["int8"]), "--plot", str(out), "--board", "stm32f746"]) == 0

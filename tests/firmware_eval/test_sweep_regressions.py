@@ -1,0 +1,85 @@
+"""Regressions from a sweep of Keras / TFLiteConverter int8 models (2026-11): TRANSPOSE_CONV's int32
+scratch in the head, BATCH_MATMUL's transposed-operand copy in the tail, per-input/output tail
+terms, multi-input/multi-output measurement, and the clear errors for float I/O, 16x8 and an
+un-fused dilated convolution TFLM would run into garbage."""
+
+import json
+from argparse import Namespace
+
+import numpy as np
+import pytest
+
+from tinyexport.errors import UserError
+from tinyexport.firmware_eval.api import load
+from tinyexport.firmware_eval.report import run_tflite_report
+
+
+def _convert(model, mode="int8"):
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+
+    def rep():
+        for _ in range(8):
+            yield {i.name: rng.standard_normal((1, *i.shape[1:])).astype(np.float32)
+                   for i in model.inputs}
+
+    conv.representative_dataset = rep
+    if mode == "16x8":
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    else:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if mode == "int8":
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    import tensorflow as tf
+    from keras import ops
+
+    keras, layers = tf.keras, tf.keras.layers
+    tf.keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("sweep")
+    a = keras.Input((8, 8, 4), name="in1")
+    x = layers.Conv2DTranspose(6, 3, strides=2, padding="same")(a)
+    tconv = keras.Model(a, x)
+    a, b = keras.Input((8, 8, 3), name="in1"), keras.Input((8, 8, 3), name="in2")
+    s = layers.Add()([layers.Conv2D(8, 3, padding="same")(a), layers.Conv2D(8, 1)(b)])
+    multi = keras.Model([a, b], [layers.GlobalAveragePooling2D()(s), layers.Conv2D(4, 1)(s)])
+    a, b = keras.Input((8, 16), name="in1"), keras.Input((16, 8), name="in2")
+    bmm = keras.Model([a, b], ops.matmul(a, b))
+    a = keras.Input((12, 12, 3), name="in1")
+    dil = keras.Model(a, layers.Conv2D(4, 3, dilation_rate=2, padding="same")(a))
+    paths = {}
+    for name, model, mode in [("tconv", tconv, "int8"), ("multi", multi, "int8"),
+                              ("bmm", bmm, "int8"), ("dilated", dil, "int8"),
+                              ("float_io", multi, "float_io"), ("16x8", multi, "16x8")]:
+        paths[name] = folder / f"{name}.tflite"
+        paths[name].write_bytes(_convert(model, mode))
+    return paths
+
+
+@pytest.mark.parametrize("name", ["tconv", "multi", "bmm"])
+def test_sweep_models_match_tflm(sweep, name, capsys):
+    args = Namespace(target=str(sweep[name]), board=None, measure=True, json=True, plot=None)
+    assert run_tflite_report(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    pred, meas = rep["arena"], rep["measured"]
+    assert rep["errors"] == []
+    assert pred["head"] == meas["head"]  # tconv: 4 x output-size int32 scratch in the head
+    assert pred["tail"] == meas["tail"]  # bmm: transposed RHS copy; multi: 4 I/O tensors
+    assert abs(meas["min_arena"] - meas["total"]) <= 16  # every input fed, every output compared
+    assert rep["bit_exact"]["equal"]
+
+
+@pytest.mark.parametrize("name,msg", [("dilated", "SPACE_TO_BATCH_ND .* output batch 1"),
+                                      ("float_io", "float32 inputs/outputs around int8"),
+                                      ("16x8", "16x8-quantized")])
+def test_sweep_models_rejected_clearly(sweep, name, msg):
+    with pytest.raises(UserError, match=msg):
+        load(sweep[name])
