@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from tinyexport.atomic import write_json, write_text
+from tinyexport.errors import UserError
 from tinyexport.firmware_eval.api import analyse, firmware_check, load
 from tinyexport.firmware_eval.report import board_verdicts
 
@@ -46,8 +47,12 @@ def wide_bit_exactness(model: Path, count: int) -> dict:
 
 
 def bench(path: Path, boards: list[str], bitexact_inputs: int = 0) -> dict:
-    """One row: run firmware_check on a copy, then once more with the offline plan."""
-    graph = load(path)
+    """One row: run firmware_check on a copy, then once more with the offline plan. A model the
+    analyser refuses (UserError) gets a row with only its error."""
+    try:
+        graph = load(path)
+    except UserError as exc:
+        return {"model": path.name, "rejected": str(exc).replace(str(path), path.name)}
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / path.name
         shutil.copy(path, model)
@@ -72,6 +77,8 @@ def _verdict(v: dict) -> str:
 
 
 def _row(r: dict) -> str:
+    if "rejected" in r:
+        return f"| {r['model']} |" + " - |" * 12 + f" rejected: {r['rejected'][:160]} |"
     p, m = r["predicted"], r["measured"]
     err = f"{100 * (p['total'] - m['total']) / m['total']:+.2f}" if m else "not run"
     meas = lambda k: f"{m[k]:,}" if m.get(k) is not None else "-"  # noqa: E731

@@ -69,15 +69,20 @@ def validate(graph: Graph, label: str) -> None:
     if missing:
         raise UserError(f"{label} uses ops TFLite Micro lacks: {', '.join(missing)}; replace "
                         "them in the model before export")
-    _check_batch_shapes(graph, label)
-    _check_softmax_scale(graph, label)
 
 
-def _check_softmax_scale(graph: Graph, label: str) -> None:
+def runtime_blockers(graph: Graph) -> list[str]:
+    """Why TFLM would abort or compute garbage on a model the analyser can still plan: reported
+    as errors next to the arena analysis, and TFLM is not started on such a model."""
+    return _softmax_scale_problems(graph) + _batch_shape_problems(graph)
+
+
+def _softmax_scale_problems(graph: Graph) -> list[str]:
     """int8 SOFTMAX Prepare (kernels/softmax_common.cc) calls PreprocessSoftmaxScaling, whose
     QuantizeMultiplierGreaterThanOne does TFLITE_CHECK_GT(beta * input_scale * 2^26, 1): a
     smaller input scale aborts the process with no message (quantization_util.cc; seen on a
     randomly initialised Keras MobileNetV2 whose logits calibrated to scale 7.8e-9)."""
+    problems = []
     for op in graph.ops:
         if op.opcode != "SOFTMAX" or not op.inputs or op.inputs[0] < 0:
             continue
@@ -86,18 +91,21 @@ def _check_softmax_scale(graph: Graph, label: str) -> None:
             continue
         beta, scale = op.option("beta", 1.0), x.quant.scales[0]
         if beta * scale * 2.0 ** 26 <= 1.0:
-            raise UserError(
-                f"{label}: SOFTMAX #{op.index} has input scale {scale:.3g} (beta {beta:g}); TFLM "
-                f"aborts when beta * scale <= 2^-26 ({2.0 ** -26:.3g}) - the logits collapsed in "
-                "calibration (untrained weights or unrepresentative data); recalibrate the model")
+            problems.append(
+                f"SOFTMAX #{op.index} has input scale {scale:.3g} (beta {beta:g}); TFLM aborts "
+                f"(SIGABRT) when beta * scale <= 2^-26 ({2.0 ** -26:.3g}) - the logits collapsed "
+                "in calibration (untrained weights or unrepresentative data); recalibrate the "
+                "model or export it without the softmax")
+    return problems
 
 
-def _check_batch_shapes(graph: Graph, label: str) -> None:
+def _batch_shape_problems(graph: Graph) -> list[str]:
     """TFLM never resizes tensors: SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND Prepare check only the
     rank (kernels/space_to_batch_nd.cc, batch_to_space_nd.cc) and Eval writes/reads by the stored
     shapes. TFLiteConverter can leave an un-fused dilated convolution whose stored batch dims are
     1 where the op makes prod(block_shape); TFLM then reads past a buffer and the output depends on
     the arena contents (seen on a Keras Conv2D(dilation_rate=2, padding='same') int8 export)."""
+    problems = []
     for op in graph.ops:
         if op.opcode not in {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} or len(op.inputs) < 2:
             continue
@@ -110,11 +118,12 @@ def _check_batch_shapes(graph: Graph, label: str) -> None:
             continue
         want = x.shape[0] * factor if op.opcode == "SPACE_TO_BATCH_ND" else x.shape[0] // factor
         if y.shape[0] != want:
-            raise UserError(
-                f"{label}: {op.opcode} #{op.index} stores output batch {y.shape[0]} but makes "
-                f"{want}; TFLM does not resize tensors, so it would compute garbage (an un-fused "
-                "dilated convolution left by the converter) - re-export so the dilation stays "
-                "inside CONV_2D / DEPTHWISE_CONV_2D (e.g. padding='valid' with an explicit pad)")
+            problems.append(
+                f"{op.opcode} #{op.index} stores output batch {y.shape[0]} but makes {want}; "
+                "TFLM does not resize tensors, so it would compute garbage (an un-fused dilated "
+                "convolution left by the converter) - re-export so the dilation stays inside "
+                "CONV_2D / DEPTHWISE_CONV_2D (e.g. padding='valid' with an explicit pad)")
+    return problems
 
 
 def load(path: str | Path) -> Graph:
@@ -176,7 +185,9 @@ def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int) -> di
     """Run TFLM (arena, min arena, outputs) and LiteRT reference kernels (bit-exactness)."""
     from tinyexport.firmware_eval import tflm_runner as tr
 
-    out: dict = {"errors": []}
+    out: dict = {"errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
+    if out["errors"]:
+        return out
     try:
         run = tr.run_tflm(path, x, arena_size=measure_arena_size(graph, predicted_total))
     except tr.TflmFailure as exc:
@@ -279,16 +290,19 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
     ana = analyse(graph, isa)
     summary = {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
                "arena": arena_dict(ana.prediction), "lower_bound": ana.prediction.lower_bound,
-               "linear_planner": ana.prediction.linear, "errors": []}
+               "linear_planner": ana.prediction.linear,
+               "errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
     outputs = None
-    if run_tflm:
+    if run_tflm and not summary["errors"]:
         result = measure(path, graph, x, ana.prediction.total)
         outputs = result.pop("outputs", None)
         summary.update(result)
         summary["errors"] = result["errors"]
         if outputs is not None and labels is not None:
             summary["top1"] = float(np.mean(outputs.argmax(1) == np.asarray(labels)))
-    if offline_plan:
+    if offline_plan and runtime_blockers(graph):
+        summary["offline_plan"] = {"applied": False, "reason": "TFLM cannot run this model"}
+    elif offline_plan:
         head = summary.get("measured", {}).get("head")
         summary["offline_plan"] = apply_offline_plan(path, graph, ana.plan, x, head, outputs,
                                                      run_tflm)

@@ -11,7 +11,15 @@ import numpy as np
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import planner
-from tinyexport.firmware_eval.api import Analysis, analyse, arena_dict, load, measure, prepare_inputs
+from tinyexport.firmware_eval.api import (
+    Analysis,
+    analyse,
+    arena_dict,
+    load,
+    measure,
+    prepare_inputs,
+    runtime_blockers,
+)
 from tinyexport.firmware_eval.flatbuf import Graph
 
 _log = logging.getLogger(__name__)
@@ -100,6 +108,9 @@ def build_report(path: str, board=None, do_measure: bool = False, images: np.nda
                  "scratch_bytes": r.scratch_bytes} for r in pred.ops],
         "boards": board_verdicts(graph, ana, _boards(board)),
     }
+    blockers = runtime_blockers(graph)
+    if blockers and not do_measure:
+        report["errors"] = [f"TFLM would fail: {b}" for b in blockers]
     if do_measure:
         x = prepare_inputs(graph, images)
         result = measure(Path(path), graph, x, pred.total)
