@@ -301,7 +301,12 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
         if outputs is not None and labels is not None:
             summary["top1"] = float(np.mean(outputs.argmax(1) == np.asarray(labels)))
     if offline_plan and runtime_blockers(graph):
-        summary["offline_plan"] = {"applied": False, "reason": "TFLM cannot run this model"}
+        summary["offline_plan"] = {"applied": False, "ordering": ana.plan.ordering,
+                                   "predicted_head": ana.plan.head,
+                                   "greedy_head": ana.plan.greedy_head,
+                                   "lower_bound": ana.plan.lower_bound,
+                                   "optimal": ana.plan.optimal,
+                                   "reason": "not applied: TFLM cannot run this model"}
     elif offline_plan:
         head = summary.get("measured", {}).get("head")
         summary["offline_plan"] = apply_offline_plan(path, graph, ana.plan, x, head, outputs,
