@@ -181,8 +181,10 @@ def measure_arena_size(graph: Graph, predicted: int) -> int:
     return planner.align_up(max(10 * graph.model_bytes, 2 * predicted + (1 << 16)))
 
 
-def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int) -> dict:
-    """Run TFLM (arena, min arena, outputs) and LiteRT reference kernels (bit-exactness)."""
+def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
+            predicted_min: int | None = None) -> dict:
+    """Run TFLM (arena, min arena, outputs) and LiteRT reference kernels (bit-exactness).
+    ``predicted_min``: :attr:`arena.ArenaPrediction.min_arena`, quoted in the #2738 error."""
     from tinyexport.firmware_eval import tflm_runner as tr
 
     out: dict = {"errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
@@ -203,7 +205,8 @@ def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int) -> di
     if found.min_arena is None or found.min_arena > run.total + planner.ALIGN:
         out["errors"].append(
             f"TFLM needs more than its recorded total {run.total} B to allocate "
-            f"(min arena {found.min_arena or f'> {found.searched_up_to}'} B, tflite-micro#2738)")
+            f"(min arena {found.min_arena or f'> {found.searched_up_to}'} B"
+            + (f", predicted {predicted_min} B" if predicted_min else "") + ", tflite-micro#2738)")
     out["outputs"] = run.outputs
     try:
         ref = tr.run_litert_ref(path, x)
@@ -289,12 +292,12 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
     isa = _board_isa(board)
     ana = analyse(graph, isa)
     summary = {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
-               "arena": arena_dict(ana.prediction), "lower_bound": ana.prediction.lower_bound,
-               "linear_planner": ana.prediction.linear,
+               "arena": arena_dict(ana.prediction), "min_arena": ana.prediction.min_arena,
+               "lower_bound": ana.prediction.lower_bound, "linear_planner": ana.prediction.linear,
                "errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
     outputs = None
     if run_tflm and not summary["errors"]:
-        result = measure(path, graph, x, ana.prediction.total)
+        result = measure(path, graph, x, ana.prediction.total, ana.prediction.min_arena)
         outputs = result.pop("outputs", None)
         summary.update(result)
         summary["errors"] = result["errors"]
@@ -316,11 +319,14 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
             ana = analyse(graph, isa)
             summary["arena_before_plan"] = summary["arena"]
             summary["arena"] = arena_dict(ana.prediction)
+            summary["min_arena"] = ana.prediction.min_arena
     if board is not None:
         summary["board"] = board_verdicts(graph, ana, [board])[0]
     os.makedirs(out_dir, exist_ok=True)
+    # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
     summary["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph,
-                                     ana.board_total or ana.prediction.total)
+                                     max(ana.board_total or ana.prediction.total,
+                                         ana.prediction.min_arena))
     return summary
 
 

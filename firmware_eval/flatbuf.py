@@ -88,7 +88,8 @@ class Op:
     outputs: tuple[int, ...]
     intermediates: tuple[int, ...] = ()
     # The few builtin options the analyser needs: BATCH_MATMUL adj_x / adj_y decide whether TFLM
-    # copies a transposed operand into the tail (kernels/batch_matmul.cc); SOFTMAX beta.
+    # copies a transposed operand into the tail (kernels/batch_matmul.cc); SOFTMAX beta;
+    # UNIDIRECTIONAL_SEQUENCE_LSTM time_major (which input dim is the batch of its scratch).
     options: tuple[tuple[str, object], ...] = ()
 
     def option(self, name: str, default=None):
@@ -246,6 +247,15 @@ class _Reader:
             opts = self.fb.SoftmaxOptions()
             opts.Init(table.Bytes, table.Pos)
             return (("beta", float(opts.Beta())),)
+        if name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+            # kernels/lstm_eval_common.cc CreateLstmSizeInfo: batch = input dims[time_major].
+            table = op.BuiltinOptions()
+            kind = self.fb.BuiltinOptions.UnidirectionalSequenceLSTMOptions
+            if table is None or op.BuiltinOptionsType() != kind:
+                return (("time_major", False),)  # schema default
+            opts = self.fb.UnidirectionalSequenceLSTMOptions()
+            opts.Init(table.Bytes, table.Pos)
+            return (("time_major", bool(opts.TimeMajor())),)
         if name != "BATCH_MATMUL":
             return ()
         table = op.BuiltinOptions()

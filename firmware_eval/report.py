@@ -98,7 +98,7 @@ def build_report(path: str, board=None, do_measure: bool = False, images: np.nda
     pred = ana.prediction
     report = {
         "model": str(path), "model_bytes": graph.model_bytes,
-        "arena": arena_dict(pred), "lower_bound": pred.lower_bound,
+        "arena": arena_dict(pred), "min_arena": pred.min_arena, "lower_bound": pred.lower_bound,
         "linear_planner": pred.linear,
         "plans": {"greedy_head": ana.plan.greedy_head, "our_head": ana.plan.head,
                   "our_ordering": ana.plan.ordering, "our_optimal": ana.plan.optimal},
@@ -113,7 +113,7 @@ def build_report(path: str, board=None, do_measure: bool = False, images: np.nda
         report["errors"] = [f"TFLM would fail: {b}" for b in blockers]
     if do_measure:
         x = prepare_inputs(graph, images)
-        result = measure(Path(path), graph, x, pred.total)
+        result = measure(Path(path), graph, x, pred.total, pred.min_arena)
         outputs = result.pop("outputs", None)
         report.update(result)
         report["inputs"] = {"count": len(x), "source": "synthetic" if images is None else "file"}
@@ -131,6 +131,8 @@ def render(report: dict) -> str:
                      f"{shp(r['outputs']):>18s} {r['macs']:>11,} {r['live_bytes']:>9,}")
     a, p = report["arena"], report["plans"]
     lines += ["", f"arena predicted: head {a['head']:,} + tail {a['tail']:,} = {a['total']:,} B"]
+    if report.get("min_arena", 0) > a["total"]:  # planning temp > head (arena.planning_peak)
+        lines[-1] += f"; min arena_size {report['min_arena']:,} (tflite-micro#2738)"
     if "measured" in report:
         m = report["measured"]
         lines.append(f"arena measured:  head {m['head']:,} + tail {m['tail']:,} = "
