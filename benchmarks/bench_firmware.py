@@ -32,13 +32,16 @@ def wide_bit_exactness(model: Path, count: int) -> dict:
     compares 4; rounding-boundary differences show up only over many outputs)."""
     import numpy as np
 
+    from tinyexport.firmware_eval.api import measure_arena_size
+    from tinyexport.firmware_eval.arena import predict
     from tinyexport.firmware_eval.tflm_runner import TflmFailure, run_litert_ref, run_tflm
 
     graph = load(model)
     shape = graph.tensors[graph.inputs[0]].shape[1:]
     x = np.random.default_rng(1).integers(-128, 128, (count, *shape), np.int8)
+    size = measure_arena_size(graph, predict(graph).total)
     try:
-        diff = np.abs(run_tflm(model, x).outputs.astype(np.int32)
+        diff = np.abs(run_tflm(model, x, arena_size=size).outputs.astype(np.int32)
                       - run_litert_ref(model, x).astype(np.int32))
     except TflmFailure as exc:
         return {"error": str(exc)}

@@ -18,5 +18,8 @@ def test_zoo_model_exports(name, tmp_path):
     doc = json.loads((out / "export.json").read_text())
     assert doc["checks"]["int8 checks"]["static"]["passed"]
     assert doc["weights"] == "random" and doc["warnings"]
+    # the classifier left as a 1x1 CONV_2D (export/head.py): no FULLY_CONNECTED in any zoo net
+    assert len(doc["checks"]["classifier as 1x1 conv"]["converted"]) == 1
+    assert "FULLY_CONNECTED" not in doc["op_histogram"]
     if name == "mcunet-in3":
         assert (out / "model_int8.tflite").stat().st_size < 1_100_000
