@@ -61,7 +61,7 @@ def bench(path: Path, boards: list[str], bitexact_inputs: int = 0) -> dict:
         shutil.copy(path, model)
         plain = firmware_check(model, Path(tmp) / "b0")
         wide = wide_bit_exactness(model, bitexact_inputs) if bitexact_inputs and \
-            not plain["errors"] else None
+            "measured" in plain else None
         planned = firmware_check(model, Path(tmp) / "b1", offline_plan=True)
     plan = planned["offline_plan"]
     verdicts = board_verdicts(graph, analyse(graph), boards)

@@ -155,6 +155,9 @@ def _validate(args: argparse.Namespace) -> None:
                         f"got {args.resolution}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.images and not args.target:
+        raise UserError("--images is for a .tflite target with --measure (TFLM runs them); "
+                        "drop it for --model reports")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a FILE.png, got {args.plot!r}")
     _boards(args.board)

@@ -49,13 +49,19 @@ class HeadCheck:
                 "passed": self.passed}
 
 
-def _is_flatten_from_1(node) -> bool:
-    """``torch.flatten(x, 1)`` / ``x.flatten(1)`` (the pooled-features flatten of every zoo net)."""
-    args = list(node.args[1:]) + [node.kwargs.get("start_dim")]
-    starts_at_1 = any(a == 1 for a in args)
-    if node.op == "call_function":
-        return node.target is torch.flatten and starts_at_1
-    return node.op == "call_method" and node.target == "flatten" and starts_at_1
+def _is_flatten_from_1(node, modules: dict) -> bool:
+    """``torch.flatten(x, 1)``, ``x.flatten(1)`` or ``nn.Flatten()`` (start_dim 1, end_dim -1):
+    the pooled-features flatten of every zoo net."""
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        return isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
+    is_flatten = ((node.op == "call_function" and node.target is torch.flatten)
+                  or (node.op == "call_method" and node.target == "flatten"))
+    if not is_flatten:
+        return False
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    return start == 1 and end == -1
 
 
 def _pooled_source(node, modules: dict):
@@ -65,7 +71,7 @@ def _pooled_source(node, modules: dict):
     while (node.op == "call_module" and isinstance(modules.get(node.target), _PASS_THROUGH)
            and len(node.args) == 1 and isinstance(node.args[0], torch.fx.Node)):
         node = node.args[0]
-    if not _is_flatten_from_1(node) or not isinstance(node.args[0], torch.fx.Node):
+    if not _is_flatten_from_1(node, modules) or not isinstance(node.args[0], torch.fx.Node):
         return None
     source = node.args[0]
     meta = source.meta.get("tensor_meta")
@@ -96,8 +102,10 @@ def linear_head_as_conv(model: nn.Module, example: torch.Tensor) -> nn.Module:
         with torch.no_grad():
             ShapeProp(graph_module).propagate(example)
     except Exception as exc:  # noqa: BLE001 - fx raises many types on untraceable code
-        _log.info("classifier kept as Linear (model not traceable: %s)", str(exc).splitlines()[0])
+        reason = f"model not traceable by torch.fx ({str(exc).splitlines()[0][:200]})"
+        _log.info("classifier kept as Linear: %s", reason)
         copied.head_convs = ()
+        copied.head_reason = reason
         return copied
     converted = _rewrite_heads(graph_module)
     graph_module.head_convs = tuple(converted)

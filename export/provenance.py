@@ -20,7 +20,7 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         + ([state["calib_info"]["warning"]] if "warning" in state["calib_info"] else []),
         "preprocessing": loaded.preprocessing.as_dict(),
         "calibration": state["calib_info"],
-        "classifier": "1x1 conv" if config.head_as_conv else "linear (FULLY_CONNECTED)",
+        "classifier": _classifier(stages),
         "quantization": {"weights": "per-channel" if config.per_channel else "per-tensor",
                          "input": static.input, "output": static.output},
         "artifacts": state["artifacts"],
@@ -33,6 +33,16 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         "total_seconds": round(sum(s.seconds for s in stages), 3),
     }
     return _json_safe(doc)
+
+
+def _classifier(stages) -> str:
+    """What the exported head is, from the head stage's result (not the flag)."""
+    head = next((s for s in stages if s.name == "classifier as 1x1 conv"), None)
+    if head is None:
+        return "linear (FULLY_CONNECTED; --linear-head)"
+    if head.details.get("converted"):
+        return "1x1 conv (" + ", ".join(head.details["converted"]) + ")"
+    return f"unchanged: {head.details.get('reason', 'not converted')}"
 
 
 def render_report(doc: dict) -> str:

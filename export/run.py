@@ -134,7 +134,8 @@ def head_as_conv(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
     record.details.update(check.as_dict())
     if not check.converted:
         record.status = "skipped"
-        record.details["reason"] = "no Linear reads globally pooled features"
+        record.details["reason"] = getattr(converted, "head_reason",
+                                           "no Linear reads globally pooled features")
     return converted
 
 

@@ -15,10 +15,12 @@ from tinyexport.firmware_eval.api import (
     Analysis,
     analyse,
     arena_dict,
+    check_labels,
     load,
     measure,
     prepare_inputs,
     runtime_blockers,
+    top1,
 )
 from tinyexport.firmware_eval.flatbuf import Graph
 
@@ -46,7 +48,8 @@ def board_verdicts(graph: Graph, ana: Analysis, boards: list[str]) -> list[dict]
     out = []
     for name in boards:
         board = BOARDS.get(name)
-        sram = predict(graph, board.isa).total
+        pred = predict(graph, board.isa)
+        sram = max(pred.total, pred.min_arena)  # TFLM cannot allocate below either
         v = verdict(board.name, sram, graph.model_bytes + runtime_estimate(graph)).as_dict()
         v["isa"] = board.isa
         out.append(v)
@@ -83,12 +86,6 @@ def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         return data["images"], (data["labels"] if "labels" in data.files else None)
 
 
-def _check_labels(images: np.ndarray, labels: np.ndarray | None) -> None:
-    if labels is not None and (labels.ndim != 1 or len(labels) != len(images)):
-        raise UserError(f"--images: 'labels' has shape {labels.shape}; it needs one class id per "
-                        f"image ({len(images)})")
-
-
 def build_report(path: str, board=None, do_measure: bool = False, images: np.ndarray | None = None,
                  labels: np.ndarray | None = None) -> dict:
     """The report as a JSON-serialisable dict. ``images`` / ``labels``: what TFLM runs with
@@ -118,7 +115,7 @@ def build_report(path: str, board=None, do_measure: bool = False, images: np.nda
         report.update(result)
         report["inputs"] = {"count": len(x), "source": "synthetic" if images is None else "file"}
         if outputs is not None and labels is not None:
-            report["top1"] = float(np.mean(outputs.argmax(1) == labels))
+            report["top1"] = top1(graph, outputs, labels)
     return report
 
 
@@ -161,6 +158,7 @@ def render(report: dict) -> str:
                      f"SRAM {v['sram_needed']:,}/{v['sram_budget']:,} (margin "
                      f"{v['sram_margin']:,}), flash {v['flash_needed']:,}/{v['flash_budget']:,} "
                      f"(margin {v['flash_margin']:,})")
+    lines += [f"note: {n}" for n in report.get("notes", [])]
     lines += [f"error: {e}" for e in report.get("errors", [])]
     return "\n".join(lines)
 
@@ -203,7 +201,8 @@ def run_tflite_report(args) -> int:
         if not getattr(args, "measure", False):
             raise UserError("--images is what TFLite Micro runs: add --measure")
         images, labels = load_images_file(args.images)
-        _check_labels(images, labels)
+        if labels is not None:
+            check_labels(load(args.target), labels, len(images))
     report = build_report(args.target, getattr(args, "board", None),
                           bool(getattr(args, "measure", False)), images, labels)
     if getattr(args, "plot", None):

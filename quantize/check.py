@@ -130,8 +130,15 @@ def quantize_input(images_nhwc: np.ndarray, detail: dict) -> np.ndarray:
     if dtype.kind == "f":
         return images_nhwc.astype(dtype)
     scale, zero_point = detail["quantization"]
+    return quantize_values(images_nhwc, scale, zero_point, dtype)
+
+
+def quantize_values(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """``clip(round(x / scale) + zero_point)`` with round half away from zero, as TFLite's own
+    QUANTIZE (``TfLiteRound`` = ``std::round``) and the bundle's ``main.cc`` (``lround``) do."""
+    v = np.asarray(values, dtype=np.float64) / scale
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point
     info = np.iinfo(dtype)
-    q = np.round(images_nhwc / scale + zero_point)
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
 from tinyexport.firmware_eval.api import firmware_check, load
 
@@ -209,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.tflm_src is None:
         ap.error("--tflm-src or $TFLM_SRC is required")
     work = args.work or Path(tempfile.mkdtemp(prefix="bundle_host_"))
-    out = check(args.model, args.tflm_src, work, args.inputs, args.seed)
+    try:
+        if len(load(args.model).inputs) != 1:
+            raise UserError(f"{args.model}: the check feeds one input; this model has "
+                            f"{len(load(args.model).inputs)}")
+        out = check(args.model, args.tflm_src, work, args.inputs, args.seed)
+    except (UserError, OSError) as exc:
+        print(json.dumps({"model": str(args.model), "error": str(exc)}, indent=1))
+        return 2
     out["work"] = str(work)
     print(json.dumps(out, indent=1))
     return 0 if out.get("match") else 1

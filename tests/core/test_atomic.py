@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from tinyexport.atomic import atomic_dir, atomic_path, write_json, write_text
+import tinyexport.atomic as atomic
 from tinyexport.errors import UserError
 
 
@@ -13,18 +13,27 @@ def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+@pytest.fixture(autouse=True)
+def _umask_022():
+    """A known umask (022): the modes then differ from mkstemp's 0600 / mkdtemp's 0700, so the
+    tests fail if the chmod is missing (under umask 077 they could not)."""
+    import importlib
+
+    import tinyexport.atomic as atomic
+
+    old = os.umask(0o022)
+    importlib.reload(atomic)  # the module reads the umask at import
+    yield
+    os.umask(old)
+    importlib.reload(atomic)
 
 
 def test_write_replaces_and_uses_the_umask(tmp_path):
     target = tmp_path / "a" / "x.json"
-    write_json(target, {"a": 1})
-    write_text(target, "new\n")
+    atomic.write_json(target, {"a": 1})
+    atomic.write_text(target, "new\n")
     assert target.read_text() == "new\n"
-    assert _mode(target) == 0o666 & ~_umask()  # not mkstemp's 0600
+    assert _mode(target) == 0o644  # umask 022, not mkstemp's 0600
     assert sorted(p.name for p in target.parent.iterdir()) == ["x.json"]  # no temp left
 
 
@@ -32,7 +41,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     target = tmp_path / "model.tflite"
     target.write_bytes(b"old")
     with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
+        with atomic.atomic_path(target) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old"
@@ -41,19 +50,19 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
 
 def test_atomic_dir_needs_force_and_survives_failure(tmp_path):
     out = tmp_path / "export"
-    with atomic_dir(out) as tmp:
+    with atomic.atomic_dir(out) as tmp:
         (tmp / "f").write_text("1")
     assert (out / "f").read_text() == "1"
-    assert _mode(out) == 0o777 & ~_umask()  # not mkdtemp's 0700
+    assert _mode(out) == 0o755  # umask 022, not mkdtemp's 0700
     with pytest.raises(UserError, match="--force"):
-        with atomic_dir(out):
+        with atomic.atomic_dir(out):
             pass
     with pytest.raises(RuntimeError):
-        with atomic_dir(out, force=True) as tmp:
+        with atomic.atomic_dir(out, force=True) as tmp:
             (tmp / "f").write_text("2")
             raise RuntimeError("interrupted")
     assert (out / "f").read_text() == "1"
-    with atomic_dir(out, force=True) as tmp:
+    with atomic.atomic_dir(out, force=True) as tmp:
         (tmp / "f").write_text("3")
     assert (out / "f").read_text() == "3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -76,6 +76,31 @@ def test_untraceable_model_is_returned_unchanged():
     converted = linear_head_as_conv(model, _images(8, 1))
     assert converted is not model and converted.head_convs == ()
     assert isinstance(converted.fc, nn.Linear)
+    assert converted.head_reason.startswith("model not traceable by torch.fx")
+
+
+class _FlattenVariants(nn.Module):
+    """nn.Flatten() before one Linear (converted); flatten(x, 0, 1) before another (not: it
+    merges batch and channels, so it is no pooled-features flatten)."""
+
+    def __init__(self, merge: bool):
+        super().__init__()
+        self.merge = merge
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(1 if merge else 3, 2)
+
+    def forward(self, x):
+        x = self.pool(x)
+        x = torch.flatten(x, 0, 1) if self.merge else self.flat(x)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("merge, converted", [(False, ("fc",)), (True, ())])
+def test_only_a_start_dim_1_flatten_counts(merge, converted):
+    model = _FlattenVariants(merge).eval()
+    out, check = head_as_conv_and_check(model, _images(8, 1))
+    assert check.converted == converted and check.passed
 
 
 def test_the_check_fails_on_a_wrong_head(monkeypatch):
@@ -109,5 +134,5 @@ def test_linear_head_flag_keeps_fully_connected(tmp_path, capsys):
     ops = check_int8_model((out / "model_int8.tflite").read_bytes()).op_histogram
     doc = json.loads((out / "export.json").read_text())
     assert ops.get("FULLY_CONNECTED") == 1 and "RESHAPE" not in ops
-    assert doc["classifier"] == "linear (FULLY_CONNECTED)"
+    assert doc["classifier"] == "linear (FULLY_CONNECTED; --linear-head)"
     assert "classifier as 1x1 conv" not in doc["checks"]

@@ -35,5 +35,8 @@ def test_tflm_agrees(name):
     graph = read_graph(path)
     x = np.zeros((1, *graph.tensors[graph.inputs[0]].shape[1:]), np.int8)
     run = tflm_runner.run_tflm(path, x, arena_size=1 << 16)
-    head, tail, _ = EXPECTED[name]
+    head, tail, smallest = EXPECTED[name]
     assert (run.head, run.tail) == (head, tail)
+    # the smallest arena_size TFLM accepts, bisected in the real interpreter, is what we predict
+    found = tflm_runner.min_arena(path, x, run.outputs, start=run.total)
+    assert found.min_arena == smallest == arena.predict(graph).min_arena

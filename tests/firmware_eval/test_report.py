@@ -45,7 +45,8 @@ def test_cli_measure_with_labelled_images_reports_tflm_top1(models, tmp_path, ca
 
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"), (b"not numpy", "not a readable"), ("wrong_key", "needs 'images'"),
-    ("bad_labels", "one class id per image"), ("no_measure", "add --measure")])
+    ("bad_labels", "integer class ids"), ("str_labels", "integer class ids"),
+    ("no_measure", "add --measure")])
 def test_cli_images_file_errors_are_one_line(models, tmp_path, capsys, content, message):
     import numpy as np
 
@@ -55,6 +56,8 @@ def test_cli_images_file_errors_are_one_line(models, tmp_path, capsys, content, 
         path.write_bytes(content)
     elif content == "wrong_key":
         np.savez(path, pics=np.zeros((1, 16, 16, 3), np.float32))
+    elif content == "str_labels":
+        np.savez(path, images=np.zeros((2, 16, 16, 3), np.float32), labels=np.array(["a", "b"]))
     elif content in ("bad_labels", "no_measure"):
         np.savez(path, images=np.zeros((2, 16, 16, 3), np.float32), labels=np.zeros(3, int))
         if content == "no_measure":
