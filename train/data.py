@@ -313,10 +313,14 @@ def build_dataset(spec: DataSpec | str, split: str, pre: Preprocessing, train_tr
 
 
 def take_images(dataset: Dataset, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed random subset of ``count`` (image, label) pairs as stacked tensors."""
+    """A fixed random subset of ``count`` (image, label) pairs as stacked tensors. Random
+    train-style augmentation draws from torch's global generator: it is seeded with ``seed`` here
+    (and restored after), so the same call gives the same images and an export is reproducible."""
     if len(dataset) == 0:
         raise UserError("the data set is empty")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=generator)[:count].tolist()
-    pairs = [dataset[i] for i in order]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pairs = [dataset[i] for i in order]
     return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
