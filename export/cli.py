@@ -1,6 +1,6 @@
 """``tinyexport``: PyTorch → recalibrated, fused → ONNX → full-int8 TFLite, verified at every step.
 
-Thin CLI over :func:`tinyexport.export.run.run_export`; see docs/export.md.
+Thin CLI over :func:`tinyexport.export.run.run_export`; see the README, "Export".
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Files: ``model_data.cc/.h`` (the model as a 16-byte aligned array and its length
 ``op_resolver.h`` (``MicroMutableOpResolver<N>`` with exactly the model's ops), ``arena_size.h``
 (predicted total + margin) and ``main.cc`` (quantize an input with the model's own scale and zero
 point, invoke, print the top class). Drop the folder into an Arduino / Zephyr / STM32Cube project
-next to the TFLM library (docs/firmware_eval.md). ``scripts/build_bundle_host.sh`` builds it for the
-x86-64 host against a TFLM source tree; ``scripts/check_bundle_host.py`` compares that binary with
-the Python TFLM interpreter (tests/firmware_eval/test_bundle_build.py).
+next to the TFLM library (README, "Dropping the bundle into a firmware project").
+``scripts/build_bundle_host.sh`` builds it for the x86-64 host against a TFLM source tree;
+``scripts/check_bundle_host.py`` compares that binary with the Python TFLM interpreter
+(tests/firmware_eval/test_bundle_build.py).
 """
 
 from __future__ import annotations

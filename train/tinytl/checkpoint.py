@@ -1,7 +1,7 @@
 """TinyTL checkpoints: kind ``"tinytl"`` payloads (``tinyexport.train.checkpoint``) that record how
 the adapted net was built, so it can be rebuilt and exported.
 
-Export decision (see ``docs/tinytl.md``): weight standardisation is folded into the conv weights
+Export decision (see the README TinyTL section): weight standardisation is folded into the conv weights
 (exact up to float rounding, checked); GroupNorm cannot be folded into a conv and has no int8
 TFLite Micro kernel, so ``model_from_payload`` — the path ``tinyexport --checkpoint`` takes —
 refuses a GN checkpoint with a clear error. ``build_from_payload`` rebuilds any of them (fp32 use).

@@ -13,7 +13,7 @@ from tinyexport.train.tinytl.transfer import RECIPES, TransferConfig, run_transf
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinytrain transfer",
                                 description="Transfer a pretrained net with TinyTL or a "
-                                            "fine-tuning baseline (docs/tinytl.md).")
+                                            "fine-tuning baseline (README, TinyTL section).")
     p.add_argument("--from", dest="source", help="source checkpoint: NetAug target.pt, one of "
                    "ours, or a released state_dict (with --model)")
     p.add_argument("--model", help="zoo model name (needed for a plain state_dict)")

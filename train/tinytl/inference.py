@@ -9,7 +9,7 @@ profiler (``tinyexport.benchmarks.model_profile``: per conv/linear in + out, + h
 That convention counts conv/linear layers only; the adapter's own lifetimes (the block input kept
 until the branch's pool reads it, the main output kept while the branch runs, the resize output
 and the ADD) are only seen by the real TFLite Micro arena, which the export's firmware stage
-measures (docs/tinytl.md has both for the same model).
+measures (the README TinyTL section has both for the same model).
 """
 
 from __future__ import annotations
