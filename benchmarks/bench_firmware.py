@@ -32,7 +32,7 @@ def wide_bit_exactness(model: Path, count: int) -> dict:
     compares 4; rounding-boundary differences show up only over many outputs)."""
     import numpy as np
 
-    from tinyexport.firmware_eval.api import measure_arena_size
+    from tinyexport.firmware_eval.api import bit_exactness, measure_arena_size
     from tinyexport.firmware_eval.arena import predict
     from tinyexport.firmware_eval.tflm_runner import TflmFailure, run_litert_ref, run_tflm
 
@@ -41,12 +41,10 @@ def wide_bit_exactness(model: Path, count: int) -> dict:
     x = np.random.default_rng(1).integers(-128, 128, (count, *shape), np.int8)
     size = measure_arena_size(graph, predict(graph).total)
     try:
-        diff = np.abs(run_tflm(model, x, arena_size=size).outputs.astype(np.int32)
-                      - run_litert_ref(model, x).astype(np.int32))
+        found = bit_exactness(run_litert_ref(model, x), run_tflm(model, x, arena_size=size).outputs)
     except TflmFailure as exc:
         return {"error": str(exc)}
-    return {"equal": bool((diff == 0).all()), "mismatches": int((diff > 0).sum()),
-            "max_abs_diff": int(diff.max(initial=0)), "values": int(diff.size), "inputs": count}
+    return {**found, "inputs": count}
 
 
 def bench(path: Path, boards: list[str], bitexact_inputs: int = 0) -> dict:

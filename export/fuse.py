@@ -75,11 +75,6 @@ def find_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
         return _pairs_walk(model)
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)
-
-
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval mode) with every Conv+BN pair folded into one biased conv and the
     BN replaced by ``Identity``. The input model is not modified."""
@@ -90,21 +85,18 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     for conv_name, bn_name in pairs:
         conv = fused.get_submodule(conv_name)
         bn = fused.get_submodule(bn_name)
-        _set_submodule(fused, conv_name, fuse_conv_bn_eval(conv, bn))
-        _set_submodule(fused, bn_name, nn.Identity())
+        fused.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
+        fused.set_submodule(bn_name, nn.Identity())
     fused.fused_pairs = len(pairs)
     return fused
 
 
-@torch.no_grad()
 def check_fusion(original: nn.Module, fused: nn.Module, images: torch.Tensor,
                  rtol: float = FUSE_RTOL) -> FuseCheck:
     """Max |fused − original| on ``images``, relative to max |original| (tolerance ``rtol``)."""
-    from tinyexport.export.to_onnx import compare_outputs
+    from tinyexport.export.to_onnx import compare_modules
 
-    with torch.no_grad():
-        ref, out = original.eval()(images), fused.eval()(images)
-    parity = compare_outputs("fused vs unfused", ref.numpy(), out.numpy(), rtol)
+    parity = compare_modules("fused vs unfused", original, fused, images, rtol)
     return FuseCheck(getattr(fused, "fused_pairs", 0), parity.max_abs_diff, parity.output_scale,
                      parity.tolerance, parity.passed)
 

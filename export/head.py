@@ -108,8 +108,11 @@ def linear_head_as_conv(model: nn.Module, example: torch.Tensor) -> nn.Module:
         copied.head_reason = reason
         return copied
     converted = _rewrite_heads(graph_module)
+    if not converted:
+        copied.head_convs = ()
+        return copied
     graph_module.head_convs = tuple(converted)
-    return graph_module if converted else copied
+    return graph_module
 
 
 def _rewrite_heads(graph_module) -> list[str]:
@@ -122,7 +125,7 @@ def _rewrite_heads(graph_module) -> list[str]:
         source = _pooled_source(node.args[0], modules)
         if source is None:
             continue
-        _replace_submodule(graph_module, node.target, _as_conv(modules[node.target]))
+        graph_module.set_submodule(node.target, _as_conv(modules[node.target]))
         with graph.inserting_before(node):
             conv = graph.call_module(node.target, (source,))
             flat = graph.call_function(torch.flatten, (conv, 1))
@@ -135,19 +138,12 @@ def _rewrite_heads(graph_module) -> list[str]:
     return converted
 
 
-def _replace_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, leaf, module)
-
-
-@torch.no_grad()
 def check_head(original: nn.Module, converted: nn.Module, images: torch.Tensor,
                rtol: float = HEAD_RTOL) -> HeadCheck:
     """Max |converted − original| on ``images``, relative to max |original| (tolerance ``rtol``)."""
-    from tinyexport.export.to_onnx import compare_outputs
+    from tinyexport.export.to_onnx import compare_modules
 
-    parity = compare_outputs("1x1-conv head vs Linear head", original.eval()(images).numpy(),
-                             converted.eval()(images).numpy(), rtol)
+    parity = compare_modules("1x1-conv head vs Linear head", original, converted, images, rtol)
     return HeadCheck(tuple(getattr(converted, "head_convs", ())), parity.max_abs_diff,
                      parity.output_scale, parity.tolerance, parity.passed)
 

@@ -224,11 +224,27 @@ def _with_modules(static, int8: bytes, model: nn.Module):
     return dataclasses.replace(static, problems=problems)
 
 
+@dataclass
+class TflmBatch:
+    """The first ``TFLM_EVAL_IMAGES`` evaluation images (NHWC), their labels and LiteRT's int8
+    logits: the firmware stage runs TFLite Micro on the same images."""
+
+    images_nhwc: np.ndarray
+    labels: np.ndarray
+    litert_int8: np.ndarray
+
+    def tflm_record(self, firmware_result: dict) -> dict | None:
+        """TFLM's top-1 next to LiteRT's on these images (``evaluation['tflm']``)."""
+        if "top1" not in firmware_result:
+            return None
+        return {"images": len(self.labels), "top1_tflm_int8": firmware_result["top1"],
+                "top1_litert_int8": float((self.litert_int8.argmax(1) == self.labels).mean())}
+
+
 def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: Path,
-             int8: bytes, record) -> dict:
-    """Stage 8: top-1 of fp32 torch, ONNX Runtime and int8 LiteRT on ``--eval-data``. Keeps the
-    first ``TFLM_EVAL_IMAGES`` images (NHWC), labels and LiteRT int8 logits for the firmware
-    stage, which scores TFLite Micro on the same images."""
+             int8: bytes, record) -> tuple[dict, TflmBatch]:
+    """Stage 8: top-1 of fp32 torch, ONNX Runtime and int8 LiteRT on ``--eval-data``; also the
+    batch the firmware stage scores TFLite Micro on."""
     from tinyexport.export.to_onnx import run_onnxruntime
     from tinyexport.quantize.check import run_tflite
 
@@ -244,16 +260,8 @@ def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: 
                               ("litert_int8", int8_out))}
     record.details.update(info, **{f"top1_{k}": v for k, v in top1.items()})
     n = min(TFLM_EVAL_IMAGES, len(labels))
-    return {"data": info, "top1": top1,
-            "_tflm_batch": (nchw_to_nhwc(images[:n]), labels[:n], int8_out[:n])}
-
-
-def tflm_top1(evaluation: dict, firmware_result: dict) -> None:
-    """Record TFLM's top-1 next to LiteRT's on the same images (``evaluation['tflm']``)."""
-    _, labels, litert = evaluation.pop("_tflm_batch")
-    if "top1" in firmware_result:
-        evaluation["tflm"] = {"images": len(labels), "top1_tflm_int8": firmware_result["top1"],
-                              "top1_litert_int8": float((litert.argmax(1) == labels).mean())}
+    return ({"data": info, "top1": top1},
+            TflmBatch(nchw_to_nhwc(images[:n]), labels[:n], int8_out[:n]))
 
 
 def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: nn.Module,
@@ -344,19 +352,18 @@ def run_export(config: ExportConfig, out_tmp: Path,
         if config.quant_report:
             with timer.stage("per-layer quant report") as rec:
                 state["layers"] = quant_report(saved, int8, calib_nhwc, fused, rec)
+    batch = None
     if config.eval_data:
         with timer.stage("evaluation") as rec:
-            state["evaluation"] = evaluate(config, loaded, fused, onnx_path, int8, rec)
+            state["evaluation"], batch = evaluate(config, loaded, fused, onnx_path, int8, rec)
     if config.firmware:
-        evaluation = state.get("evaluation")
-        images, labels = ((evaluation["_tflm_batch"][0], evaluation["_tflm_batch"][1])
-                          if evaluation else (check_nhwc[:4], None))
+        images, labels = (batch.images_nhwc, batch.labels) if batch else (check_nhwc[:4], None)
         with timer.stage("firmware check") as rec:
             state["firmware"] = firmware(config, out_tmp / "model_int8.tflite", out_tmp, images,
                                         rec, labels)
-        if evaluation:
-            tflm_top1(evaluation, state["firmware"])
-    state.get("evaluation", {}).pop("_tflm_batch", None)
+        tflm = batch.tflm_record(state["firmware"]) if batch else None
+        if tflm:
+            state["evaluation"]["tflm"] = tflm
     state["artifacts"] = {name: {"bytes": (out_tmp / name).stat().st_size,
                                  "sha256": sha256(out_tmp / name)} for name in ARTIFACTS}
     provenance = build_provenance(state, timer.records)

@@ -55,6 +55,15 @@ def compare_outputs(name: str, reference: np.ndarray, candidate: np.ndarray,
     return Parity(name, diff, scale, rtol * scale, agree, diff <= rtol * scale)
 
 
+@torch.no_grad()
+def compare_modules(name: str, reference: nn.Module, candidate: nn.Module, images: torch.Tensor,
+                    rtol: float = PARITY_RTOL) -> Parity:
+    """``compare_outputs`` of two torch models (eval mode) on the same ``images``: the
+    equivalence check after each model surgery (fusion, the 1×1-conv head)."""
+    return compare_outputs(name, reference.eval()(images).numpy(),
+                           candidate.eval()(images).numpy(), rtol)
+
+
 def to_onnx(model: nn.Module, path: str | os.PathLike, resolution: int) -> Path:
     """Export ``model`` (eval mode) with a fixed 1×3×R×R input to ``path`` and run ``onnx.checker``."""
     import onnx

@@ -248,15 +248,20 @@ def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
     out["outputs"] = run.outputs
     try:
         ref = tr.run_litert_ref(path, x)
-        diff = np.abs(ref.astype(np.int32) - run.outputs.astype(np.int32))
-        out["bit_exact"] = {"equal": bool((diff == 0).all()), "mismatches": int((diff > 0).sum()),
-                            "max_abs_diff": int(diff.max(initial=0)), "values": int(diff.size)}
+        out["bit_exact"] = bit_exactness(ref, run.outputs)
         if not out["bit_exact"]["equal"]:
-            row = int(np.argwhere(diff > 0)[0][0])
+            row = int(np.argwhere(ref != run.outputs)[0][0])
             out["bit_exact"]["first_difference"] = localize(path, graph, x[row:row + 1])
     except tr.TflmFailure as exc:
         out["errors"].append(f"LiteRT reference: {exc}")
     return out
+
+
+def bit_exactness(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """How two integer output arrays of the same shape differ: equal, count and max |diff|."""
+    diff = np.abs(np.asarray(reference, np.int64) - np.asarray(candidate, np.int64))
+    return {"equal": bool((diff == 0).all()), "mismatches": int((diff > 0).sum()),
+            "max_abs_diff": int(diff.max(initial=0)), "values": int(diff.size)}
 
 
 def localize(path: Path, graph: Graph, x: np.ndarray) -> dict | None:
@@ -329,10 +334,11 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
     x = prepare_inputs(graph, images)
     isa = _board_isa(board)
     ana = analyse(graph, isa)
+    blockers = runtime_blockers(graph)
     summary = {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
                "arena": arena_dict(ana.prediction), "min_arena": ana.prediction.min_arena,
                "lower_bound": ana.prediction.lower_bound, "linear_planner": ana.prediction.linear,
-               "errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
+               "errors": [f"TFLM not run: {b}" for b in blockers]}
     outputs = None
     if run_tflm and not summary["errors"]:
         result = measure(path, graph, x, ana.prediction.total, ana.prediction.min_arena)
@@ -341,7 +347,7 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
         summary["errors"] = result["errors"]
         if outputs is not None and labels is not None:
             summary["top1"] = top1(graph, outputs, labels)
-    if offline_plan and runtime_blockers(graph):
+    if offline_plan and blockers:
         summary["offline_plan"] = {"applied": False, "ordering": ana.plan.ordering,
                                    "predicted_head": ana.plan.head,
                                    "greedy_head": ana.plan.greedy_head,

@@ -38,10 +38,6 @@ EVAL_TENSOR = 24  # sizeof(TfLiteEvalTensor)
 NODE = 64  # sizeof(NodeAndRegistration)
 IO_TENSOR = 96  # persistent TfLiteTensor (64 B) + its per-tensor quantization data (32 B)
 SCRATCH_HANDLE = 8  # sizeof(ScratchBufferHandle)
-# Extra safety margin on the tail. 0 since predict_tail replays the 16-byte alignment of each
-# persistent buffer (the old flat 48 B over-predicted small models by up to 2 %).
-PERSISTENT_ALIGN_SLACK = 0
-
 # OpData bytes per op (calibrate.py on tflite-micro 0.dev20261023182759, x86-64; zoo models
 # re-checked: the summed prediction equals 'Persistent buffer data' to the byte on mcunet).
 # RESHAPE allocates none: calibrate reports 0 B for a constant shape input (onnx2tf's head
@@ -349,7 +345,7 @@ def predict_tail(graph: Graph, scratch: dict[int, list[int]]) -> int:
         t = planner.align_up(t + size)
     for i in (*graph.inputs, *graph.outputs):
         t += io_tensor_bytes(graph.tensors[i])
-    return planner.align_up(t + PERSISTENT_ALIGN_SLACK)
+    return planner.align_up(t)
 
 
 def _tail_before_io(graph: Graph, scratch: dict[int, list[int]]) -> int:

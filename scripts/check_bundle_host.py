@@ -34,7 +34,7 @@ import numpy as np
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.api import firmware_check, load
+from tinyexport.firmware_eval.api import bit_exactness, firmware_check, load
 
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build_bundle_host.sh"
 _RESULT = re.compile(r"top class: (\d+) \(arena used (\d+) bytes\)")
@@ -182,10 +182,7 @@ def check(model: Path, tflm_src: Path, work: Path, n_inputs: int = 5, seed: int 
     if dump.returncode != 0 or len(rows) != n_candidates:
         out["error"] = f"dump binary failed (rc {dump.returncode}): {dump.stderr[-2000:]}"
         return out
-    diff = np.abs(np.stack(rows) - ref.outputs[:, :n_out].astype(np.int64))
-    out["outputs_bit_exact"] = {"equal": bool((diff == 0).all()), "values": int(diff.size),
-                                "mismatches": int((diff > 0).sum()),
-                                "max_abs_diff": int(diff.max(initial=0))}
+    out["outputs_bit_exact"] = bit_exactness(ref.outputs[:, :n_out], np.stack(rows))
     arena_h = (work / "bundle" / "arena_size.h").read_text()
     out.update({
         "top_class_binary": tops, "top_class_python_tflm": py_tops,
@@ -211,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--tflm-src or $TFLM_SRC is required")
     work = args.work or Path(tempfile.mkdtemp(prefix="bundle_host_"))
     try:
-        if len(load(args.model).inputs) != 1:
-            raise UserError(f"{args.model}: the check feeds one input; this model has "
-                            f"{len(load(args.model).inputs)}")
+        inputs = len(load(args.model).inputs)
+        if inputs != 1:
+            raise UserError(f"{args.model}: the check feeds one input; this model has {inputs}")
         out = check(args.model, args.tflm_src, work, args.inputs, args.seed)
     except (UserError, OSError) as exc:
         print(json.dumps({"model": str(args.model), "error": str(exc)}, indent=1))

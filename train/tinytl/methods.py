@@ -55,14 +55,12 @@ def classifier_path(model: nn.Module) -> str:
 def replace_classifier_(model: nn.Module, num_classes: int) -> nn.Module:
     """Put a fresh Linear (uniform ±1/sqrt(in), zero bias; §4 step 4) on ``model`` in place."""
     path = classifier_path(model)
-    parent_name, _, attr = path.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    old = getattr(parent, attr)
+    old = model.get_submodule(path)
     new = nn.Linear(old.in_features, num_classes)
     bound = 1.0 / old.in_features ** 0.5
     nn.init.uniform_(new.weight, -bound, bound)
     nn.init.zeros_(new.bias)
-    setattr(parent, attr, new)
+    model.set_submodule(path, new)
     if hasattr(model, "spec"):
         model.spec = model.spec.with_(num_classes=num_classes)
     return model

@@ -24,9 +24,7 @@ def _replace_modules(model: nn.Module, want, make) -> nn.Module:
     new = copy.deepcopy(model)
     for name, module in list(new.named_modules()):
         if want(module):
-            parent_name, _, attr = name.rpartition(".")
-            parent = new.get_submodule(parent_name) if parent_name else new
-            setattr(parent, attr, make(module))
+            new.set_submodule(name, make(module))
     return new
 
 
