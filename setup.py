@@ -2,7 +2,7 @@
 
 ``core/`` is ``tinyexport`` itself; ``train/`` is ``tinyexport.train``, and so on. Every subpackage
 is listed explicitly (found below), because an unlisted one would import in an editable install
-but be missing from the wheel (see shared STYLE.md "Layout").
+but be missing from the wheel (docs/style.md, "Layout").
 """
 
 from setuptools import find_packages, setup

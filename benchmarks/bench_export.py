@@ -3,7 +3,7 @@
 For mcunet, mbv2-tiny and proxylessnas-w0.35 at native resolution (random weights, synthetic
 calibration): ``tinyexport`` stage times and total; then, on the same ``model.onnx``, the bare
 onnx2tf CLI + TFLiteConverter (what a user would run by hand) and the ratio; int8 size and op
-histogram. Writes ``benchmarks/results/export.json`` and ``export.md``.
+histogram. Writes ``benchmarks/results/export_results.json`` and ``export_results.md``.
 
     .venv/bin/python -m tinyexport.benchmarks.bench_export [--models mcunet mbv2-tiny ...]
 """
@@ -19,14 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyexport.atomic import write_json, write_text
+from tinyexport.config import package_versions
+from tinyexport.export.config import ExportConfig
+from tinyexport.export.convert import onnx2tf_command, prepare_scratch, subprocess_env
+from tinyexport.export.pipeline import export
+from tinyexport.quantize.ptq import quantize_int8
+
 RESULTS = Path(__file__).parent / "results"
 
 
 def bare_tools(onnx_path: Path, calib_nhwc: np.ndarray, work: Path) -> float:
     """onnx2tf CLI (float saved_model) + TFLiteConverter int8, timed together."""
-    from tinyexport.export.convert import onnx2tf_command, prepare_scratch, subprocess_env
-    from tinyexport.quantize.ptq import quantize_int8
-
     start = time.perf_counter()
     calib = prepare_scratch(work, calib_nhwc)
     subprocess.run(onnx2tf_command(onnx_path, work / "o", calib), cwd=work, env=subprocess_env(),
@@ -36,10 +40,6 @@ def bare_tools(onnx_path: Path, calib_nhwc: np.ndarray, work: Path) -> float:
 
 
 def bench(name: str, calib_images: int) -> dict:
-    from tinyexport.export.cli import export
-    from tinyexport.export.pipeline import ExportConfig
-    from tinyexport.quantize.check import run_tflite  # noqa: F401 - warm import
-
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / name
         start = time.perf_counter()
@@ -81,28 +81,25 @@ def render(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tinyexport.atomic import write_json, write_text
-    from tinyexport.config import package_versions
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (C++ log noise)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["mcunet", "mbv2-tiny", "proxylessnas-w0.35"])
     p.add_argument("--calib-images", type=int, default=100)
     p.add_argument("--render-only", action="store_true",
-                   help="re-render export.md from the existing export.json (no runs)")
+                   help="re-render export_results.md from export_results.json (no runs)")
     args = p.parse_args(argv)
     if args.render_only:
         import json
 
-        write_text(RESULTS / "export.md", render(json.loads((RESULTS / "export.json")
+        write_text(RESULTS / "export_results.md", render(json.loads((RESULTS / "export_results.json")
                                                             .read_text())["rows"]))
         return 0
     rows = [bench(name, args.calib_images) for name in args.models]
     host = {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
             "note": "shared machine: other jobs ran concurrently; compare ratios, not seconds"}
-    write_json(RESULTS / "export.json", {"versions": package_versions(), "host": host,
+    write_json(RESULTS / "export_results.json", {"versions": package_versions(), "host": host,
                                          "calib_images": args.calib_images, "rows": rows})
-    write_text(RESULTS / "export.md", render(rows))
+    write_text(RESULTS / "export_results.md", render(rows))
     print(render(rows))
     return 0
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_firmware.py MODEL.tflite [...] \
         [--boards stm32f412 stm32f746 stm32h743] [--bitexact-inputs 64]
 
-Writes benchmarks/results/firmware.json and firmware.md (one row per model). Each model is copied
+Writes benchmarks/results/firmware_results.json and firmware_results.md (one row per model). Each model is copied
 to a temp folder; the offline plan is applied to the copy and measured in TFLM (only when our
 plan is below the greedy head; the row says so otherwise). Board verdicts use the arena with that
 board's CMSIS-NN scratch (SRAM) and the model file + runtime-code estimate (flash).
@@ -18,10 +18,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from tinyexport.atomic import write_json, write_text
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.api import analyse, firmware_check, load
-from tinyexport.firmware_eval.report import board_verdicts
+from tinyexport.firmware_eval.arena import predict
+from tinyexport.firmware_eval.check import load
+from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.firmware_eval.measure import bit_exactness, measure_arena_size
+from tinyexport.firmware_eval.tflm_runner import TflmFailure, run_litert_ref, run_tflm
+from tinyexport.firmware_eval.verdicts import board_verdicts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOARDS = ("stm32f412", "stm32f746", "stm32h743")
@@ -30,12 +36,6 @@ BOARDS = ("stm32f412", "stm32f746", "stm32h743")
 def wide_bit_exactness(model: Path, count: int) -> dict:
     """TFLM vs LiteRT reference kernels on ``count`` seeded uniform int8 inputs (firmware_check
     compares 4; rounding-boundary differences show up only over many outputs)."""
-    import numpy as np
-
-    from tinyexport.firmware_eval.api import bit_exactness, measure_arena_size
-    from tinyexport.firmware_eval.arena import predict
-    from tinyexport.firmware_eval.tflm_runner import TflmFailure, run_litert_ref, run_tflm
-
     graph = load(model)
     shape = graph.tensors[graph.inputs[0]].shape[1:]
     x = np.random.default_rng(1).integers(-128, 128, (count, *shape), np.int8)
@@ -62,7 +62,7 @@ def bench(path: Path, boards: list[str], bitexact_inputs: int = 0) -> dict:
             "measured" in plain else None
         planned = firmware_check(model, Path(tmp) / "b1", offline_plan=True)
     plan = planned["offline_plan"]
-    verdicts = board_verdicts(graph, analyse(graph), boards)
+    verdicts = board_verdicts(graph, boards)
     return {"model": path.name, "model_bytes": graph.model_bytes, "ops": len(graph.ops),
             "predicted": plain["arena"], "measured": plain.get("measured", {}),
             "lower_bound": plain["lower_bound"], "linear": plain["linear_planner"],
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     rows = [bench(p, args.boards, args.bitexact_inputs) for p in args.models]
-    write_json(args.out / "firmware.json", rows)
-    write_text(args.out / "firmware.md", table(rows))
+    write_json(args.out / "firmware_results.json", rows)
+    write_text(args.out / "firmware_results.md", table(rows))
     print(table(rows))
     return 0
 

@@ -7,7 +7,7 @@
 2. Step time: seconds per training step of the NetAug step (base + one augmented pass, each phase)
    over the plain step, on fixed tensors (no data loading), same batch and threads.
 
-Writes ``benchmarks/results/netaug.json`` and ``netaug.md``. Run::
+Writes ``benchmarks/results/netaug_results.json`` and ``netaug_results.md``. Run::
 
     OMP_NUM_THREADS=1 .venv/bin/python -m tinyexport.benchmarks.bench_netaug --seeds 0 1 2
 """
@@ -27,16 +27,19 @@ from pathlib import Path
 import torch
 
 from tinyexport.atomic import write_json, write_text
+from tinyexport.train.models import build_model, model_spec
+from tinyexport.train.netaug.recipe import Recipe
+from tinyexport.train.netaug.run import run_training
+from tinyexport.train.netaug.supernet import build_supernet
+from tinyexport.train.netaug.task import NetAugTask
+from tinyexport.train.task import TrainTask
+from tinyexport.train.trainer import TrainConfig, train
 
 _log = logging.getLogger("bench_netaug")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _train(seed: int, netaug: bool, args, out: Path) -> dict:
-    from tinyexport.train.engine import TrainConfig
-    from tinyexport.train.netaug.recipe import Recipe
-    from tinyexport.train.netaug.run import run_training
-
     recipe = Recipe(model="mbv2-tiny", data="fashion-mnist", resolution=args.resolution,
                     epochs=args.epochs, warmup_epochs=1, batch_size=args.batch_size,
                     base_lr=args.lr, stop_aug_w_epoch=max(args.epochs // 3, 1),
@@ -83,11 +86,6 @@ def accuracy_runs(args) -> list[dict]:
 
 def step_time(args, steps: int = 10) -> dict:
     """Seconds per step: plain step vs NetAug step in each phase, fixed tensors."""
-    from tinyexport.train import engine
-    from tinyexport.train.models import build_model, model_spec
-    from tinyexport.train.netaug.supernet import build_supernet
-    from tinyexport.train.netaug.task import NetAugTask
-
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
     y = torch.randint(0, 10, (args.batch_size,))
@@ -101,11 +99,11 @@ def step_time(args, steps: int = 10) -> dict:
                  "netaug_min_w": (build_supernet(model_spec("mbv2-tiny", 10, args.resolution)),
                                   10)}  # every epoch is `min_w`
         for name, (model, stop) in cases.items():
-            task = engine.TrainTask(crit) if stop is None else NetAugTask(crit, 2, stop)
+            task = TrainTask(crit) if stop is None else NetAugTask(crit, 2, stop)
             opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            cfg = engine.TrainConfig(epochs=1, out_dir=tmp, progress=False, tensorboard=False)
+            cfg = TrainConfig(epochs=1, out_dir=tmp, progress=False, tensorboard=False)
             start = time.perf_counter()
-            engine.train(model, task, loader, opt, None, cfg)
+            train(model, task, loader, opt, None, cfg)
             results[name] = (time.perf_counter() - start) / steps
     base = results["baseline"]
     return {"seconds_per_step": {k: round(v, 4) for k, v in results.items()},
@@ -165,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
               "step_time": step_time(args)}
     report["runs"] = [] if args.skip_accuracy else accuracy_runs(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "netaug.json", report)
-    write_text(RESULTS / "netaug.md", render(report))
+    write_json(RESULTS / "netaug_results.json", report)
+    write_text(RESULTS / "netaug_results.md", render(report))
     print(render(report))
     return 0
 

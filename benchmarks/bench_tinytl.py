@@ -1,7 +1,7 @@
-"""TinyTL benchmark: the shape of the paper's Table 2 (tinytl.md §7) on data that exists here.
+"""TinyTL benchmark: the shape of the paper's Table 2 (docs/tinytl.md §7) on data that exists here.
 
 1. Pretrain ``mbv2-tiny`` with lite residuals in place (as the official setup, whose adapters are
-   pretrained with the backbone, tinytl.md §2) on Fashion-MNIST classes 0–4, all weights trained.
+   pretrained with the backbone, docs/tinytl.md §2) on Fashion-MNIST classes 0–4, all weights trained.
 2. Transfer to Fashion-MNIST classes 5–9 (remapped 0–4) with each of the six methods and every
    seed: same data subset, recipe (Adam, per-iteration cosine, batch 8) and LR for all methods.
 3. fp32 top-1 = final-epoch weights on the held-out subset of the test split (§5).
@@ -9,10 +9,10 @@
    ONNX, onnx2tf, full-int8 PTQ, TFLM op check and the firmware run), then the exported
    ``model_int8.tflite`` is evaluated with the LiteRT interpreter on the same images — for the
    first ``--int8-seeds`` seeds of each method (each export costs one onnx2tf + TF run).
-5. Training memory per method: analytic (tinytl.md §6, batch 8) and measured
+5. Training memory per method: analytic (docs/tinytl.md §6, batch 8) and measured
    (``measure_train_memory``: CPU = autograd-saved tensors + params + grads + Adam state).
 
-Writes ``benchmarks/results/tinytl.json`` and ``tinytl.md``.
+Writes ``benchmarks/results/tinytl_results.json`` and ``tinytl_results.md``.
 
     .venv/bin/python -m tinyexport.benchmarks.bench_tinytl [--resolution 32] [--seeds 0 1 2]
 """
@@ -31,6 +31,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinyexport.atomic import write_json, write_text
+from tinyexport.export.config import ExportConfig
+from tinyexport.export.pipeline import export
+from tinyexport.log import setup_logging
+from tinyexport.quantize.check import run_tflite
+from tinyexport.train.checkpoint import read_payload
+from tinyexport.train.data import Preprocessing, build_dataset
+from tinyexport.train.tinytl.checkpoint import build_from_payload
+from tinyexport.train.tinytl.memory import analytic_train_memory, measure_train_memory
+from tinyexport.train.tinytl.methods import METHODS, prepare_method
+from tinyexport.train.tinytl.transfer import TransferConfig, run_transfer, select
+
 RESULTS = Path(__file__).parent / "results"
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # T-shirt/top, Trouser, Pullover, Dress, Coat
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # Sandal, Shirt, Sneaker, Bag, Ankle boot
@@ -39,27 +51,23 @@ _log = logging.getLogger("bench_tinytl")
 
 
 def pretrain(args, work: Path) -> dict:
-    from tinyexport.train.tinytl.transfer import TransferConfig, run_transfer
-
     start = time.perf_counter()
     res = run_transfer(TransferConfig(
         data="fashion-mnist", out_dir=str(work / "pretrain"), method="ft-full", model=MODEL,
         epochs=args.pretrain_epochs, lr=args.pretrain_lr, batch_size=32, label_smoothing=0.1,
-        resolution=args.resolution, classes=SOURCE_CLASSES, train_count=args.pretrain_count,
-        val_count=args.val_count, seed=0))
+        resolution=args.resolution, classes=SOURCE_CLASSES, limit_train=args.pretrain_count,
+        limit_val=args.val_count, seed=0))
     return {"top1": res.top1, "checkpoint": res.checkpoint, "epochs": res.epochs,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
 def transfer(args, source: str, method: str, seed: int, work: Path) -> dict:
-    from tinyexport.train.tinytl.transfer import TransferConfig, run_transfer
-
     start = time.perf_counter()
     res = run_transfer(TransferConfig(
         data="fashion-mnist", out_dir=str(work / f"{method}-s{seed}"), method=method,
         source=source, epochs=args.epochs, lr=args.lr, batch_size=8, label_smoothing=0.1,
-        resolution=args.resolution, classes=TARGET_CLASSES, train_count=args.train_count,
-        val_count=args.val_count, seed=seed))
+        resolution=args.resolution, classes=TARGET_CLASSES, limit_train=args.train_count,
+        limit_val=args.val_count, seed=seed))
     return {"method": method, "seed": seed, "top1_fp32": res.top1,
             "trainable_params": res.trainable_params, "frozen_unchanged": res.frozen_unchanged,
             "checkpoint": res.checkpoint, "train_seconds": round(time.perf_counter() - start, 1)}
@@ -67,9 +75,6 @@ def transfer(args, source: str, method: str, seed: int, work: Path) -> dict:
 
 def val_images(args) -> tuple[np.ndarray, np.ndarray]:
     """The transfer runs' evaluation subset (same selection: seed + 1), NHWC, normalised."""
-    from tinyexport.train.data import Preprocessing, build_dataset
-    from tinyexport.train.tinytl.transfer import select
-
     ds, _ = select(build_dataset("fashion-mnist", "val", Preprocessing(args.resolution), False),
                    TARGET_CLASSES, args.val_count, 0 + 1)
     xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
@@ -78,10 +83,6 @@ def val_images(args) -> tuple[np.ndarray, np.ndarray]:
 
 def int8_top1(row: dict, images: np.ndarray, labels: np.ndarray, work: Path) -> dict:
     """Export through the real pipeline, then top-1 of the int8 model on ``images``."""
-    from tinyexport.export.cli import export
-    from tinyexport.export.pipeline import ExportConfig
-    from tinyexport.quantize.check import run_tflite
-
     out = work / f"export-{row['method']}-s{row['seed']}"
     start = time.perf_counter()
     try:
@@ -103,11 +104,6 @@ def int8_top1(row: dict, images: np.ndarray, labels: np.ndarray, work: Path) -> 
 
 
 def memory_rows(args, source: str) -> dict:
-    from tinyexport.train.checkpoint import read_payload
-    from tinyexport.train.tinytl.checkpoint import build_from_payload
-    from tinyexport.train.tinytl.memory import analytic_train_memory, measure_train_memory
-    from tinyexport.train.tinytl.methods import METHODS, prepare_method
-
     rows = {}
     for method in METHODS:
         model = prepare_method(build_from_payload(read_payload(source)), method,
@@ -192,10 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tinyexport.atomic import write_json, write_text
-    from tinyexport.log import setup_logging
-    from tinyexport.train.tinytl.methods import METHODS
-
     args = build_parser().parse_args(argv)
     setup_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -227,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
            "host": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch threads 1",
            "total_seconds": round(time.perf_counter() - start, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "tinytl.json", doc)
-    write_text(args.out / "tinytl.md", render(doc))
+    write_json(args.out / "tinytl_results.json", doc)
+    write_text(args.out / "tinytl_results.md", render(doc))
     print(render(doc))
     return 0
 

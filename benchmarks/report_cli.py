@@ -4,7 +4,7 @@
     tinyreport --model NAME --train-memory [--batch-size 8] [--resolution R] [--num-classes N]
     tinyreport FILE.tflite [--board B] [--measure [--images F.npz]] [--json] [--plot F.png]
 
-The model report uses the analytic MCUNet conventions (``tinyexport.benchmarks.model_profile``); a
+The model report uses the analytic MCUNet conventions (``tinyexport.train.models.profile``); a
 ``.tflite`` file gets the TFLite Micro arena analysis of ``tinyexport.firmware_eval``; the training
 memory of the six TinyTL methods comes from ``tinyexport.train.tinytl``.
 """
@@ -15,7 +15,16 @@ import argparse
 import json
 import sys
 
+from tinyexport.atomic import atomic_path
+from tinyexport.boards import BOARDS, verdict
 from tinyexport.errors import UserError, run_cli
+from tinyexport.firmware_eval.report import run_tflite_report
+from tinyexport.firmware_eval.verdicts import board_names
+from tinyexport.log import setup_logging
+from tinyexport.train.models import MODELS, check_bounds
+from tinyexport.train.models.profile import profile_zoo_model
+from tinyexport.train.tinytl.report import render as render_train_memory
+from tinyexport.train.tinytl.report import train_memory_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--board", action="append", default=None,
                         help="board profile for a fits / does-not-fit verdict (repeatable; "
                              "'all' for every board)")
+    parser.add_argument("--boards", action="store_true",
+                        help="list the board profiles (SRAM, flash, core) and exit")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="write a per-layer memory plot")
     parser.add_argument("--measure", action="store_true",
@@ -46,25 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _boards(requested: list[str] | None) -> list[str]:
-    from tinyexport.boards import BOARDS
-
-    if not requested:
-        return []
-    if any(b.lower() == "all" for b in requested):
-        return BOARDS.names()
-    return [BOARDS.canonical(b) for b in requested]
-
-
 def model_report(args: argparse.Namespace) -> dict:
     """Profile the model and attach board verdicts (analytic peak activation, int8 weight bytes)."""
-    from tinyexport.benchmarks.model_profile import profile_zoo_model
-    from tinyexport.boards import verdict
-
     prof = profile_zoo_model(args.model, resolution=args.resolution, num_classes=args.num_classes)
     report = prof.as_dict()
     report["boards"] = [verdict(b, prof.peak_activation_bytes, prof.weight_bytes_int8).as_dict()
-                        for b in _boards(args.board)]
+                        for b in board_names(args.board)]
     report["conventions"] = (
         "params include BN; MACs = conv+linear with BN folded (classifier included); peak "
         "activation = MCUNet 'Act' (layer in+out, block input held at residual depthwise, "
@@ -118,8 +116,6 @@ def plot_model_report(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tinyexport.atomic import atomic_path
-
     values = [layer["activation_bytes"] / 1024 for layer in report["layers"]]
     fig, ax = plt.subplots(figsize=(max(8, len(values) * 0.18), 4.5))
     colors = ["tab:red" if layer["name"] == report["bottleneck"] else "tab:blue"
@@ -140,19 +136,15 @@ def plot_model_report(report: dict, path: str) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from tinyexport.train.models import MODELS
-
     if args.target and args.model:
         raise UserError("give either a .tflite file or --model, not both")
     if not args.target and not args.model:
         raise UserError("nothing to report: pass --model NAME or a FILE.tflite")
+    if args.train_memory and not args.model:
+        raise UserError("--train-memory needs --model NAME (it profiles a zoo model's training)")
     if args.model:
         MODELS.canonical(args.model)
-    if args.num_classes < 1:
-        raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
-    if args.resolution is not None and args.resolution < 32:
-        raise UserError(f"--resolution must be >= 32 (the nets downsample 32x), "
-                        f"got {args.resolution}")
+    check_bounds(resolution=args.resolution, num_classes=args.num_classes)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.images and not args.target:
@@ -160,21 +152,40 @@ def _validate(args: argparse.Namespace) -> None:
                         "drop it for --model reports")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a FILE.png, got {args.plot!r}")
-    _boards(args.board)
+    board_names(args.board)
+
+
+def board_table() -> list[dict]:
+    """Every board profile as a plain row (``tinyreport --boards``)."""
+    return [{"board": b.name, "aliases": list(BOARDS.aliases_of(b.name)), "mcu": b.mcu,
+             "core": b.core, "sram_bytes": b.sram_bytes, "flash_bytes": b.flash_bytes,
+             "source": b.source} for b in (BOARDS.get(name) for name in BOARDS.names())]
+
+
+def render_board_table(rows: list[dict]) -> str:
+    lines = [f"{'board':<14} {'SRAM':>9} {'flash':>9}  {'core':<26} aliases"]
+    lines += [f"{r['board']:<14} {r['sram_bytes'] // 1024:>6} KB {r['flash_bytes'] // 1024:>6} KB  "
+              f"{r['core']:<26} {', '.join(r['aliases'])}" for r in rows]
+    return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.boards:
+        rows = board_table()
+        print(json.dumps(rows, indent=2) if args.json else render_board_table(rows))
+        return 0
     _validate(args)
     if args.target:
         if not args.target.lower().endswith(".tflite"):
             raise UserError(f"{args.target!r} is not a .tflite file; for a zoo model use --model")
-        from tinyexport.firmware_eval.report import run_tflite_report
-
-        return run_tflite_report(args)
+        return run_tflite_report(args.target, boards=args.board, run_tflm=args.measure,
+                                 images_path=args.images, plot_path=args.plot,
+                                 as_json=args.json)
     if args.train_memory:
-        from tinyexport.train.tinytl.report import run_train_memory_report
-
-        return run_train_memory_report(args)
+        table = train_memory_table(args.model, args.resolution, args.num_classes, args.batch_size,
+                                   args.measure)
+        print(json.dumps(table.as_dict(), indent=2) if args.json else render_train_memory(table))
+        return 0
     report = model_report(args)
     if args.plot:
         plot_model_report(report, args.plot)
@@ -189,8 +200,6 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tinyexport.log import setup_logging
-
     setup_logging(args.verbose)
     return run_cli(lambda: _run(args))
 

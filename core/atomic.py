@@ -6,13 +6,20 @@ An interrupted run therefore leaves either the previous file or the new one, nev
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tinyexport.errors import UserError
+
+_log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -62,34 +69,119 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a full disk as "unexpected pos"
+            raise OSError(errno.EIO, f"torch.save failed ({str(exc).splitlines()[0][:120]}); is "
+                          "the disk full?", str(path)) from None
+
+
+class FolderBusy(UserError):
+    """Another live process is writing the same output folder."""
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def folder_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on output folder ``path`` (a ``.NAME.lock`` file beside it).
+
+    ``flock`` is released by the kernel when the holder dies, so a killed run never leaves a stale
+    lock; the file is removed on release, and a lock taken on a file that another process removed
+    meanwhile is retried (same inode check as lockfile tools do).
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderBusy(f"output folder {str(path)!r} is being written by another run "
+                             "right now; wait for it to finish or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def recover_folder(path: Path) -> list[str]:
+    """Clean what a killed run left beside ``path`` (call with the folder's lock held, so no live
+    run owns any of it): stale ``.NAME.*.partial`` folders are removed; a ``.NAME.old`` left by a
+    kill between the two renames of a replacement is restored when ``path`` is missing (it is the
+    last complete result) and removed otherwise. Returns what was done, for the log."""
+    done = []
+    for stale in sorted(path.parent.glob(f".{path.name}.*.partial")):
+        shutil.rmtree(stale, ignore_errors=True)
+        done.append(f"removed the unfinished {stale.name} of an interrupted run")
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old.name}, left by an interrupted replacement")
+        else:
+            os.replace(old, path)
+            done.append(f"restored {path.name} from {old.name} (an interrupted replacement had "
+                        "moved the previous result aside)")
+    return done
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, force: bool = False,
+               replaceable: Callable[[Path], str | None] | None = None) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it onto ``path`` at the end.
 
     Without ``force`` an existing ``path`` is an error (nothing is overwritten). With ``force`` the
-    old folder is replaced only after the new one is complete.
+    old folder is replaced only after the new one is complete, and only if ``replaceable(path)``
+    returns None (else its text says why not: ``force`` never deletes what is not ours). The
+    folder is locked for the whole block (a second writer fails with :class:`FolderBusy`), and
+    leftovers of killed runs are cleaned first (:func:`recover_folder`).
     """
     path = Path(path)
-    if path.exists() and not force:
-        from tinyexport.errors import UserError
-
-        raise UserError(f"output folder {str(path)!r} exists; pass --force to replace it")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {str(path)!r} is an existing file, not a folder; choose another "
+                        "--out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, _DIR_MODE)  # mkdtemp creates 0700
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with folder_lock(path):
+        for line in recover_folder(path):
+            _log.warning("%s: %s", path, line)
+        _check_replace(path, force, replaceable)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial",
+                                    dir=path.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, _DIR_MODE)  # mkdtemp creates 0700
+            _swap_into_place(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_replace(path: Path, force: bool, replaceable: Callable[[Path], str | None] | None
+                   ) -> None:
+    if not path.exists():
+        return
+    if not force:
+        raise UserError(f"output folder {str(path)!r} exists; pass --force to replace it")
+    reason = replaceable(path) if replaceable is not None else None
+    if reason:
+        raise UserError(f"--force will not replace {str(path)!r}: {reason}; choose another --out "
+                        "or move those files away")
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)  # a kill here leaves .old, restored by the next run (recover_folder)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)

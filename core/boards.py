@@ -1,9 +1,9 @@
 """Board profiles: SRAM and flash budgets of common TinyML microcontrollers.
 
-Figures from shared reference ``boards.md`` §1. ``sram_bytes`` is the contiguous RAM a model's
+Figures from ``docs/boards.md`` §1. ``sram_bytes`` is the contiguous RAM a model's
 arena can use (e.g. the 512 KB AXI SRAM of the STM32H743, not its 1 MB total); ``flash_bytes`` is
 on-chip flash, or the usual on-board QSPI part where the chip has none (RP2040, ESP32-S3).
-``isa`` selects the CMSIS-NN scratch rules of ``tflm_memory.md`` §5.
+``isa`` selects the CMSIS-NN scratch rules of ``docs/tflm_memory.md`` §5.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ each CLI's ``main`` catches them through :func:`run_cli` and prints one line.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -28,6 +30,24 @@ class StageError(Exception):
     exit_code = EXIT_FAILURE
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "free some space or choose another --out",
+    errno.EDQUOT: "free some space or choose another --out",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EACCES: "you may not write there; choose another --out",
+    errno.EPERM: "you may not write there; choose another --out",
+    errno.EEXIST: "it already exists; choose another --out",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed read/write: what, where, why and what to do (no traceback)."""
+    where = f" {exc.filename!r}" if exc.filename else ""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    hint = _OS_HINTS.get(exc.errno)
+    return f"cannot write or read{where}: {why}" + (f" ({hint})" if hint else "")
+
+
 def run_cli(body: Callable[[], int]) -> int:
     """Run a CLI body; turn user mistakes into a one-line error and an exit code.
 
@@ -40,8 +60,6 @@ def run_cli(body: Callable[[], int]) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed: not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (UserError, StageError) as exc:
@@ -50,3 +68,6 @@ def run_cli(body: Callable[[], int]) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a path we cannot write: permissions, read-only mount, full disk
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,6 +1,6 @@
 """``tinyexport``: PyTorch → recalibrated, fused → ONNX → full-int8 TFLite, verified at every step.
 
-Thin CLI over :func:`tinyexport.export.run.run_export`; see the README, "Export".
+Thin CLI over :func:`tinyexport.export.pipeline.export`; see docs/guide/export.md.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ import os
 import sys
 from pathlib import Path
 
-from tinyexport.errors import UserError, run_cli
+from tinyexport.errors import EXIT_FAILURE, UserError, run_cli
+from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
+from tinyexport.export.pipeline import export, recorded_data_readable
+from tinyexport.export.provenance import layer_rows
+from tinyexport.log import setup_logging
+from tinyexport.quantize.layer_report import render_layer_table
+from tinyexport.train.checkpoint import describe_checkpoint
+from tinyexport.train.models import MODELS, model_spec
 
 _log = logging.getLogger(__name__)
 
@@ -23,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         "for TensorFlow Lite Micro (PyTorch → fused → ONNX → onnx2tf → TFLiteConverter).")
     p.add_argument("--model", help="zoo model name (e.g. mcunet, mbv2-tiny); optional with a "
                    "tinyexport checkpoint, which names its model")
-    p.add_argument("--int8", action="store_true", required=True,
-                   help="full-int8 export (int8 weights, activations, input and output)")
+    p.add_argument("--int8", action="store_true",
+                   help="full-int8 export: int8 weights, activations, input and output (the "
+                        "default and only target: TFLite Micro runs int8 models)")
     p.add_argument("--checkpoint", type=Path, help="our checkpoint or a released NetAug/MCUNet "
                    ".pth; without it the weights are random (accuracy meaningless)")
     p.add_argument("--resolution", type=int, help="input size (default: the model's native one)")
@@ -36,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images for the int8-vs-fp32 check (100, taken from calibration)")
     p.add_argument("--eval-data", help="data SPEC; reports top-1 of torch, ORT and int8 LiteRT")
     p.add_argument("--eval-images", type=int, default=1000, help="evaluation images (1000)")
+    p.add_argument("--min-agreement", type=float, default=MIN_TOP1_AGREEMENT,
+                   help="int8 gate without labelled data: least top-1 agreement of int8 with fp32 "
+                        f"on the check images ({MIN_TOP1_AGREEMENT:g})")
+    p.add_argument("--max-top1-drop", type=float, default=MAX_TOP1_DROP,
+                   help="int8 gate with --eval-data: most top-1 points int8 may lose against fp32 "
+                        f"({MAX_TOP1_DROP:g}); a failed gate still writes the export, exit 1")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight quantization")
     p.add_argument("--linear-head", dest="head_as_conv", action="store_false",
                    help="keep the classifier as FULLY_CONNECTED instead of a 1x1 CONV_2D (saves "
@@ -46,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                        default=None, help="re-estimate BN statistics (default on for NetAug)")
     recal.add_argument("--no-bn-recalibrate", dest="bn_recalibrate", action="store_false")
     p.add_argument("--quant-report", action="store_true",
-                   help="per-layer int8-vs-float SQNR report, worst layers first")
+                   help="print the per-layer int8-vs-float SQNR report, worst layers first (it is "
+                        "always written to export.json and report.md)")
     p.add_argument("--onnxsim", action="store_true", help="let onnx2tf run onnxsim (slower)")
     p.add_argument("--no-firmware", dest="firmware", action="store_false",
                    help="skip the firmware_eval stage (TFLM run, arena, C bundle)")
@@ -60,40 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-    from tinyexport.export.pipeline import ExportConfig, default_out
-    from tinyexport.train.checkpoint import describe_checkpoint
-    from tinyexport.train.models import MODELS, model_spec
-
     described = describe_checkpoint(args.checkpoint) if args.checkpoint else {}
     if not args.model and not described:
         raise UserError("pass --model NAME (or a --checkpoint written by tinyexport/tinytrain, "
                         "which names its model)")
     name = MODELS.canonical(args.model or described["model"])
     resolution = args.resolution or described.get("resolution") or model_spec(name).resolution
+    calib_data, eval_data, source = args.calib_data, args.eval_data, "flags"
+    recorded = described.get("data")
+    if recorded and (calib_data is None or eval_data is None) and recorded_data_readable(recorded):
+        _log.info("using the data the checkpoint was trained on, %s, for %s (pass --calib-data / "
+                  "--eval-data to choose other data)", recorded,
+                  " and ".join(w for w, v in (("calibration", calib_data), ("evaluation",
+                                                                            eval_data)) if v is None))
+        calib_data, eval_data, source = calib_data or recorded, eval_data or recorded, "checkpoint"
     return ExportConfig(model=name, out=args.out or default_out(name, resolution),
                         checkpoint=args.checkpoint, resolution=args.resolution,
-                        num_classes=args.num_classes, calib_data=args.calib_data,
+                        num_classes=args.num_classes, calib_data=calib_data,
                         calib_images=args.calib_images, check_images=args.check_images,
-                        eval_data=args.eval_data, eval_images=args.eval_images,
+                        eval_data=eval_data, eval_images=args.eval_images, data_source=source,
+                        min_agreement=args.min_agreement, max_top1_drop=args.max_top1_drop,
                         per_channel=not args.per_tensor, head_as_conv=args.head_as_conv,
                         bn_recalibrate=args.bn_recalibrate,
-                        quant_report=args.quant_report, onnxsim=args.onnxsim, force=args.force,
+                        onnxsim=args.onnxsim, force=args.force,
                         firmware=args.firmware, offline_plan=args.offline_plan, board=args.board)
-
-
-def export(config, progress=None):
-    """Run the export into a temporary folder; rename it onto ``config.out`` when complete."""
-    from tinyexport.atomic import atomic_dir, write_json, write_text
-    from tinyexport.export.provenance import render_report
-    from tinyexport.export.run import check_user_paths, run_export
-
-    check_user_paths(config)
-    with atomic_dir(config.out, force=config.force) as tmp:
-        result = run_export(config, tmp, progress)
-        write_json(tmp / "export.json", result.provenance)
-        write_text(tmp / "report.md", render_report(result.provenance))
-    result.out = config.out
-    return result
 
 
 def _summary(result) -> str:
@@ -105,6 +110,7 @@ def _summary(result) -> str:
              f"{q['input']['shape']} output {q['output']['dtype']}{q['output']['shape']}",
              "  ops: " + ", ".join(f"{k} {v}" for k, v in doc["op_histogram"].items())]
     lines += _numerics_lines(doc)
+    lines += _gate_lines(doc)
     lines += [f"  WARNING: {w}" for w in doc["warnings"]]
     return "\n".join(lines)
 
@@ -128,9 +134,21 @@ def _numerics_lines(doc: dict) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tinyexport.log import setup_logging
+def _gate_lines(doc: dict) -> list[str]:
+    gate = doc.get("gate") or {}
+    if not gate:
+        return []
+    word = {True: "passed", False: "FAILED"}[gate["passed"]] if gate["basis"] != "not applied" \
+        else "not applied"
+    lines = [f"  int8 gate ({gate['basis']}): {word} — {gate['reason']}"]
+    if gate["passed"] is False and doc.get("quant_report"):
+        worst = doc["quant_report"][:3]
+        lines.append("  layers losing most precision: " + ", ".join(
+            f"{r.get('module') or r['tensor']} ({r['sqnr_db']:.1f} dB)" for r in worst))
+    return lines
 
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (C++ log noise)
@@ -140,8 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         result = export(_config(args), progress=print)
         print(_summary(result))
+        if args.quant_report:
+            print(render_layer_table(layer_rows(result.provenance)))
         if args.json:
             print(json.dumps(result.provenance, indent=2))
+        gate = result.provenance.get("gate") or {}
+        if gate.get("passed") is False:
+            print(f"error: the int8 model failed the gate: {gate['reason']}; everything is "
+                  f"written to {result.out}/ for inspection (report.md lists the layers that "
+                  "lose precision)", file=sys.stderr)
+            return EXIT_FAILURE
         return 0
 
     return run_cli(body)

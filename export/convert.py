@@ -1,6 +1,6 @@
 """ONNX → float TFLite (NHWC) with onnx2tf, in a subprocess, fully offline.
 
-toolchain.md §5.2–5.4: onnx2tf downloads a calibration sample unless a file of that name is in its
+docs/toolchain.md §5.2–5.4: onnx2tf downloads a calibration sample unless a file of that name is in its
 working directory, calls the ``onnxsim`` CLI through PATH, and changes process-global state — so it
 runs as ``python -m onnx2tf`` in a scratch directory holding our own sample file, with the
 interpreter's ``bin`` on PATH. Its saved_model is what ``tinyexport.quantize`` quantizes (§6).
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from tinyexport.errors import StageError
+from tinyexport.procs import run_child
 
 _log = logging.getLogger(__name__)
 
-SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"  # toolchain.md §5.2
+SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"  # docs/toolchain.md §5.2
 TIMEOUT_S = 1800
 
 
@@ -58,11 +59,11 @@ def prepare_scratch(scratch: Path, calib_nhwc: np.ndarray) -> Path:
 
 
 def subprocess_env() -> dict[str, str]:
-    """PATH with this interpreter's ``bin`` first (onnxsim CLI, §5.3); no GPU probing."""
+    """PATH with this interpreter's ``bin`` first (onnxsim CLI, §5.3); TensorFlow's C++ logs
+    quiet."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
@@ -91,7 +92,7 @@ def onnx_to_tflite(onnx_path: str | os.PathLike, work_dir: str | os.PathLike,
     cmd = onnx2tf_command(Path(onnx_path).resolve(), out_dir, calib, onnxsim)
     _log.debug("running %s", " ".join(cmd))
     try:
-        proc = subprocess.run(cmd, cwd=work_dir, env=subprocess_env(), capture_output=True,
+        proc = run_child(cmd, cwd=work_dir, env=subprocess_env(), capture_output=True,
                               text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise StageError(f"onnx2tf did not finish within {TIMEOUT_S} s") from None

@@ -5,7 +5,7 @@ is a ``Conv2d`` output that nothing else reads. This covers the zoo (``ConvBNAct
 torchvision-layout ``mobilenetv2`` and TinyTL lite-residual branches (grouped conv → norm). If a
 model cannot be traced, a module walk pairs a ``Conv2d`` with the ``BatchNorm2d`` registered right
 after it in the same parent (how ``nn.Sequential`` runs them); the equivalence check then guards
-that assumption. ReLU6 stays as it is: the converter folds the clamp into the conv (toolchain.md §5.6).
+that assumption. ReLU6 stays as it is: the converter folds the clamp into the conv (docs/toolchain.md §5.6).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from tinyexport.errors import StageError
+from tinyexport.export.parity import compare_modules
 
 _log = logging.getLogger(__name__)
 
-# Folding reorders float32 sums: ~1e-6..1e-5 relative per layer (toolchain.md §4 measured 2e-8
+# Folding reorders float32 sums: ~1e-6..1e-5 relative per layer (docs/toolchain.md §4 measured 2e-8
 # absolute on a 10-layer net); over 50+ layers of a random-weight zoo net it reaches ~1e-5 of the
 # output's range. 1e-4 of the range stays 40x below one int8 step (1/255 of the range).
 FUSE_RTOL = 1e-4
@@ -94,8 +95,6 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
 def check_fusion(original: nn.Module, fused: nn.Module, images: torch.Tensor,
                  rtol: float = FUSE_RTOL) -> FuseCheck:
     """Max |fused − original| on ``images``, relative to max |original| (tolerance ``rtol``)."""
-    from tinyexport.export.to_onnx import compare_modules
-
     parity = compare_modules("fused vs unfused", original, fused, images, rtol)
     return FuseCheck(getattr(fused, "fused_pairs", 0), parity.max_abs_diff, parity.output_scale,
                      parity.tolerance, parity.passed)

@@ -4,7 +4,7 @@ Why: a ``Linear`` that reads a globally pooled feature map becomes TFLite's FULL
 int8 FULLY_CONNECTED kernels of TFLite Micro and of LiteRT's reference kernels requantize with
 different rounding (TFLM: ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT``, two
 roundings; LiteRT's per-channel FC: one). Logits that land on a rounding boundary then differ by
-one LSB between the two runtimes (README, firmware_eval results: 3 of 4,000 mcunet logits). Their
+one LSB between the two runtimes (docs/guide/firmware.md, results: 3 of 4,000 mcunet logits). Their
 CONV_2D kernels round the same way and agree bit for bit, and MCUNet's own TFLite files carry the
 classifier as a 1×1 CONV_2D too. ``pool → flatten → Linear`` equals ``pool → Conv2d(1×1) → flatten``
 when the pooled map is N×C×1×1: the same dot products, summed in another order (float32
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tinyexport.errors import StageError
+from tinyexport.export.parity import compare_modules
 
 _log = logging.getLogger(__name__)
 
@@ -141,8 +142,6 @@ def _rewrite_heads(graph_module) -> list[str]:
 def check_head(original: nn.Module, converted: nn.Module, images: torch.Tensor,
                rtol: float = HEAD_RTOL) -> HeadCheck:
     """Max |converted − original| on ``images``, relative to max |original| (tolerance ``rtol``)."""
-    from tinyexport.export.to_onnx import compare_modules
-
     parity = compare_modules("1x1-conv head vs Linear head", original, converted, images, rtol)
     return HeadCheck(tuple(getattr(converted, "head_convs", ())), parity.max_abs_diff,
                      parity.output_scale, parity.tolerance, parity.passed)

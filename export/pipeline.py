@@ -1,158 +1,160 @@
-"""The ``tinyexport`` pipeline: load → BN recalibration → fusion → ONNX → float TFLite → int8 →
-checks → evaluation, each stage timed and checked. Writes into a temporary folder renamed into
-place at the end (``tinyexport.atomic.atomic_dir``), so a failed export leaves nothing behind.
-"""
+"""``run_export``: the stages of :mod:`tinyexport.export.stages` in order, each timed and checked,
+and :func:`export`, which writes into a temporary folder renamed into place at the end
+(``tinyexport.atomic.atomic_dir``), so a failed export leaves nothing behind."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import json
 import logging
-import math
-import tempfile
-import time
 from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
+from tinyexport.atomic import atomic_dir, write_json, write_text
 from tinyexport.errors import UserError
+from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, ExportConfig
+from tinyexport.export.gate import judge_int8
+from tinyexport.export.provenance import build_provenance, render_report
+from tinyexport.export.records import ExportResult, StageTimer, nchw_to_nhwc, scratch_dir, sha256
+from tinyexport.export.stages import (
+    check_int8,
+    evaluate,
+    export_float_tflite,
+    export_onnx,
+    firmware,
+    fuse,
+    head_as_conv,
+    load_images,
+    load_model,
+    quant_report,
+    quantize,
+    recalibrate,
+)
+from tinyexport.train.data import Preprocessing, build_dataset
 
 _log = logging.getLogger(__name__)
 
-ARTIFACTS = ("model.onnx", "model_fp32.tflite", "model_int8.tflite")
-RANDOM_WEIGHTS_WARNING = ("no --checkpoint: the model has RANDOM weights; the export is valid for "
-                          "deployability profiling but every accuracy figure is meaningless")
-# Gates on the int8 model vs fp32 (STYLE.md habit 6). Only enforced with trained weights: a
-# random-weight net has near-tied logits, so its top-1 agreement means nothing.
-MIN_TOP1_AGREEMENT = 0.90
+
+def export(config: ExportConfig, progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Run the export into a temporary folder; rename it onto ``config.out`` when complete."""
+    check_user_paths(config)
+    with atomic_dir(config.out, force=config.force, replaceable=previous_export_problem) as tmp:
+        result = run_export(config, tmp, progress)
+        write_json(tmp / "export.json", result.provenance)
+        write_text(tmp / "report.md", render_report(result.provenance))
+    result.out = config.out
+    return result
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    """What to export and how (validated on construction)."""
-
-    model: str
-    out: Path
-    checkpoint: Path | None = None
-    resolution: int | None = None
-    num_classes: int | None = None
-    calib_data: str | None = None
-    calib_images: int = 500
-    check_images: int = 100
-    eval_data: str | None = None
-    eval_images: int = 1000
-    per_channel: bool = True
-    head_as_conv: bool = True  # export.head: classifier as a 1x1 conv (TFLM == LiteRT bit for bit)
-    bn_recalibrate: bool | None = None  # None: on for NetAug supernet checkpoints
-    quant_report: bool = False
-    onnxsim: bool = False
-    force: bool = False
-    firmware: bool = True
-    offline_plan: bool = False
-    board: str | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("calib_images", "check_images", "eval_images"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, "
-                                f"got {getattr(self, name)}")
-        if self.resolution is not None and not 16 <= self.resolution <= 1024:
-            raise UserError(f"--resolution must be in 16..1024, got {self.resolution}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise UserError(f"--num-classes must be >= 2, got {self.num_classes}")
+def previous_export_problem(folder: Path) -> str | None:
+    """None when ``--force`` may replace ``folder``: it is empty or a previous export (its
+    export.json was written by tinyexport); else what it holds that is not ours."""
+    entries = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    if not entries:
+        return None
+    try:
+        doc = json.loads((folder / "export.json").read_text())
+    except (OSError, ValueError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("tool") == "tinyexport":
+        return None
+    shown = ", ".join(entries[:3]) + (f" (+{len(entries) - 3} more)" if len(entries) > 3 else "")
+    return f"it is not a previous tinyexport export (no tinyexport export.json) and holds {shown}"
 
 
-@dataclass
-class StageRecord:
-    name: str
-    seconds: float = 0.0
-    status: str = "ok"
-    details: dict[str, Any] = field(default_factory=dict)
+def gate(config: ExportConfig, state: dict, record) -> dict:
+    """The int8 verdict (:mod:`tinyexport.export.gate`), recorded; a failure marks the stage
+    FAILED and the export goes on, so every artifact is written for inspection."""
+    verdict = judge_int8(config.checkpoint is not None, state["numerics"].top1_agreement,
+                         state["numerics"].images, config.min_agreement,
+                         (state.get("evaluation") or {}).get("top1"), config.max_top1_drop)
+    record.details.update(verdict.as_dict())
+    if not verdict.passed:
+        record.status = "FAILED"
+    elif verdict.basis == "not applied":
+        record.status = "skipped"
+    return verdict.as_dict()
 
 
-@dataclass
-class ExportResult:
-    out: Path
-    provenance: dict[str, Any]
-    stages: list[StageRecord]
-
-    @property
-    def total_seconds(self) -> float:
-        return sum(s.seconds for s in self.stages)
-
-
-class StageTimer:
-    """Runs named stages, logs one progress line each and keeps their records."""
-
-    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
-        self.records: list[StageRecord] = []
-        self.progress = progress or _log.info
-
-    @contextmanager
-    def stage(self, name: str):
-        record = StageRecord(name)
-        index = len(self.records) + 1
-        self.progress(f"[{index}] {name} ...")
-        start = time.perf_counter()
-        try:
-            yield record
-        finally:
-            record.seconds = time.perf_counter() - start
-            self.records.append(record)
-        summary = ", ".join(f"{k}={_short(v)}" for k, v in record.details.items()
-                            if not isinstance(v, (dict, list)))
-        self.progress(f"[{index}] {name}: {record.status} in {record.seconds:.1f} s"
-                      + (f" ({summary})" if summary else ""))
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def check_finite(model: nn.Module) -> None:
-    """Raise UserError naming the first parameter/buffer holding NaN or Inf."""
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise UserError(f"checkpoint weight {name!r} holds NaN/Inf values; the checkpoint is "
-                            "corrupt or training diverged — export a good checkpoint")
-
-
-def nchw_to_nhwc(images: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _json_safe(dataclasses.asdict(value))
-    if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
-    return value
+def run_export(config: ExportConfig, out_tmp: Path,
+               progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Run every stage into ``out_tmp`` (the caller renames it into place)."""
+    timer = StageTimer(progress)
+    state: dict = {"config": config}
+    with timer.stage("load model") as rec:
+        loaded = load_model(config)
+        rec.details.update(model=loaded.meta.get("model"), resolution=loaded.resolution,
+                           kind=loaded.meta.get("kind"))
+        if config.checkpoint is None:
+            _log.warning("WARNING: %s", RANDOM_WEIGHTS_WARNING)
+            rec.details["warning"] = RANDOM_WEIGHTS_WARNING
+    calib, _, calib_info = load_images(config.calib_data, "train", loaded.preprocessing,
+                                       config.calib_images, False, config.seed)
+    calib_nhwc = nchw_to_nhwc(calib)
+    check_nhwc = calib_nhwc[:config.check_images]
+    state.update(loaded=loaded, calib_info=calib_info)
+    with timer.stage("BN recalibration") as rec:
+        model = recalibrate(config, loaded, rec)
+    with timer.stage("Conv+BN fusion") as rec:
+        fused = fuse(model, calib, rec)
+    if config.head_as_conv:
+        with timer.stage("classifier as 1x1 conv") as rec:
+            fused = head_as_conv(fused, calib, rec)
+    onnx_path = out_tmp / "model.onnx"
+    with timer.stage("ONNX export") as rec:
+        ort = export_onnx(fused, onnx_path, loaded.resolution, calib, rec)
+    with scratch_dir(out_tmp) as work:
+        with timer.stage("onnx2tf float TFLite") as rec:
+            saved = export_float_tflite(onnx_path, out_tmp / "model_fp32.tflite", Path(work),
+                                        calib_nhwc, ort, config.onnxsim, rec)
+        with timer.stage("int8 quantization") as rec:
+            int8 = quantize(saved, out_tmp / "model_int8.tflite", calib_nhwc, config.per_channel,
+                            rec)
+        with timer.stage("int8 checks") as rec:
+            state["static"], state["numerics"] = check_int8(
+                int8, out_tmp / "model_fp32.tflite", check_nhwc, rec, fused)
+        with timer.stage("per-layer quant report") as rec:  # always: it explains a failed gate
+            state["layers"] = quant_report(saved, int8, calib_nhwc, fused, rec)
+    batch = None
+    if config.eval_data:
+        with timer.stage("evaluation") as rec:
+            state["evaluation"], batch = evaluate(config, loaded, fused, onnx_path, int8, rec)
+    with timer.stage("int8 gate") as rec:
+        state["gate"] = gate(config, state, rec)
+    if config.firmware:
+        images, labels = (batch.images_nhwc, batch.labels) if batch else (check_nhwc[:4], None)
+        with timer.stage("firmware check") as rec:
+            state["firmware"] = firmware(config, out_tmp / "model_int8.tflite", out_tmp, images,
+                                        rec, labels)
+        tflm = batch.tflm_record(state["firmware"]) if batch else None
+        if tflm:
+            state["evaluation"]["tflm"] = tflm
+    state["artifacts"] = {name: {"bytes": (out_tmp / name).stat().st_size,
+                                 "sha256": sha256(out_tmp / name)} for name in ARTIFACTS}
+    provenance = build_provenance(state, timer.records)
+    return ExportResult(out_tmp, provenance, timer.records)
 
 
-def default_out(model: str, resolution: int) -> Path:
-    return Path("exports") / f"{model}-r{resolution}-int8"
+def recorded_data_readable(spec: str) -> bool:
+    """Whether the data a checkpoint records (``tinytrain --data``) can be read on this machine;
+    if not, say why once (the export then falls back to the flags' defaults)."""
+    try:
+        return len(build_dataset(spec, "val", Preprocessing(32), False)) > 0
+    except (UserError, OSError, ValueError) as exc:
+        _log.warning("warning: the checkpoint was trained on %s, which is not readable here (%s); "
+                     "pass --calib-data / --eval-data", spec, exc)
+        return False
 
 
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="tinyexport-")
+def check_user_paths(config: ExportConfig) -> None:
+    """Fail before any work on paths and data that cannot be right (a bad --eval-data must not
+    wait for the whole conversion to fail)."""
+    checkpoint = config.checkpoint
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        raise UserError(f"--checkpoint {str(checkpoint)!r} is a folder; pass the checkpoint file "
+                        "in it (e.g. best.pt, target.pt or transfer.pt)")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint {str(checkpoint)!r} does not exist")
+    for flag, spec, split in (("--calib-data", config.calib_data, "train"),
+                              ("--eval-data", config.eval_data, "val")):
+        if spec is not None and len(build_dataset(spec, split, Preprocessing(32), False)) == 0:
+            raise UserError(f"{flag} {spec!r} holds no images for the {split} split")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from tinyexport.export.pipeline import RANDOM_WEIGHTS_WARNING, StageRecord, _json_safe
+from tinyexport.config import git_sha, package_versions
+from tinyexport.export.config import RANDOM_WEIGHTS_WARNING
+from tinyexport.export.records import StageRecord, json_safe
+from tinyexport.quantize.layer_report import LayerError, render_layer_table
 
 
 def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
     """The export.json document (plain JSON types)."""
-    from tinyexport.config import git_sha, package_versions
-
     config, loaded, static = state["config"], state["loaded"], state["static"]
     doc = {
         "tool": "tinyexport", "git_sha": git_sha(), "package_versions": package_versions(),
@@ -17,9 +18,12 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         "checkpoint_meta": loaded.meta,
         "weights": "trained" if config.checkpoint else "random",
         "warnings": ([RANDOM_WEIGHTS_WARNING] if config.checkpoint is None else [])
-        + ([state["calib_info"]["warning"]] if "warning" in state["calib_info"] else []),
+        + ([state["calib_info"]["warning"]] if "warning" in state["calib_info"] else [])
+        + ([state["evaluation"]["data"]["warning"]]
+           if "warning" in (state.get("evaluation") or {}).get("data", {}) else []),
         "preprocessing": loaded.preprocessing.as_dict(),
         "calibration": state["calib_info"],
+        "data_source": config.data_source,
         "classifier": _classifier(stages),
         "quantization": {"weights": "per-channel" if config.per_channel else "per-tensor",
                          "input": static.input, "output": static.output},
@@ -28,11 +32,18 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         "checks": {s.name: {"status": s.status, "seconds": round(s.seconds, 3), **s.details}
                    for s in stages},
         "evaluation": state.get("evaluation"),
+        "gate": state.get("gate"),
         "quant_report": state.get("layers"),
         "firmware": state.get("firmware", {"status": "skipped: disabled"}),
         "total_seconds": round(sum(s.seconds for s in stages), 3),
     }
-    return _json_safe(doc)
+    return json_safe(doc)
+
+
+def layer_rows(doc: dict) -> list[LayerError]:
+    """The per-layer int8 error rows of an export.json document, worst first."""
+    return [LayerError(r["tensor"], r["op"], tuple(r["shape"]), r["sqnr_db"], r.get("module", ""))
+            for r in doc.get("quant_report") or []]
 
 
 def _classifier(stages) -> str:
@@ -101,12 +112,12 @@ def _check_lines(doc: dict) -> list[str]:
         top1 = doc["evaluation"]["top1"]
         lines.append("- top-1 on " + doc["evaluation"]["data"]["spec"] + ": "
                      + ", ".join(f"{k} {v:.2%}" for k, v in top1.items()))
+    gate = doc.get("gate")
+    if gate:
+        lines.append(f"- int8 gate ({gate['basis']}): "
+                     f"{'pass' if gate['passed'] else 'FAILED'} — {gate['reason']}")
     if doc.get("quant_report"):
-        from tinyexport.quantize.layer_report import LayerError, render_layer_table
-
-        rows = [LayerError(r["tensor"], r["op"], tuple(r["shape"]), r["sqnr_db"],
-                           r.get("module", ""))
-                for r in doc["quant_report"]]
-        lines += ["", "## Per-layer int8 error (worst first)", "", render_layer_table(rows)]
+        lines += ["", "## Per-layer int8 error (worst first)", "",
+                  render_layer_table(layer_rows(doc))]
     lines.append(f"- firmware: {doc['firmware'].get('status', 'see export.json')}")
     return lines

@@ -3,10 +3,10 @@
 Usage: ``python -m tinyexport.firmware_eval._tflm_child REQUEST.json``. The request names a mode:
 
 * ``tflm``   - build the TFLM interpreter, invoke it on every input, save the outputs, then call
-  ``print_allocations()``; its C-level stderr is read by the parent (tflm_memory.md §9.1).
+  ``print_allocations()``; its C-level stderr is read by the parent (docs/tflm_memory.md §9.1).
 * ``bisect`` - smallest ``arena_size`` for which construct + invoke reproduces ``expected``
-  (tflm_memory.md §9.2); progress is written after every try, so a crash still leaves a result.
-* ``litert`` - LiteRT with ``BUILTIN_REF`` reference kernels (toolchain.md §8), the golden.
+  (docs/tflm_memory.md §9.2); progress is written after every try, so a crash still leaves a result.
+* ``litert`` - LiteRT with ``BUILTIN_REF`` reference kernels (docs/toolchain.md §8), the golden.
 * ``localize`` - both interpreters keep every tensor (TFLM ``kPreserveAllTensors``, LiteRT
   ``experimental_preserve_all_tensors``); the op outputs are compared in execution order and the
   first differing one is written out (where a TFLM / LiteRT mismatch starts).
@@ -20,6 +20,9 @@ import zlib
 
 import numpy as np
 
+from tinyexport.tflite_graph.interpreter import make_interpreter
+from tinyexport.tflite_graph.reader import read_graph
+
 
 def _tflm(model: bytes, arena_size: int | None):
     from tflite_micro.python.tflite_micro import runtime
@@ -29,8 +32,6 @@ def _tflm(model: bytes, arena_size: int | None):
 
 def _io(model_path: str) -> tuple[list[tuple[tuple[int, ...], str]], int]:
     """(shape, dtype) of every model input and the number of outputs (subgraph order)."""
-    from tinyexport.firmware_eval.flatbuf import read_graph
-
     graph = read_graph(model_path)
     return ([(graph.tensors[i].shape, graph.tensors[i].dtype) for i in graph.inputs],
             len(graph.outputs))
@@ -116,8 +117,6 @@ def _model_bytes(req: dict) -> bytes:
 
 
 def run_litert(req: dict) -> None:
-    from tinyexport.quantize.check import make_interpreter
-
     interp = make_interpreter(_model_bytes(req), reference_kernels=True)
     # Tensor indices in subgraph order, as TFLM's set_input(x, k) / get_output(k) use them (the
     # LiteRT details lists follow the signature, which may order I/O by name).
@@ -128,16 +127,12 @@ def run_litert(req: dict) -> None:
 
 
 def _subgraph_io(model_path: str) -> tuple[list[int], list[int]]:
-    from tinyexport.firmware_eval.flatbuf import read_graph
-
     graph = read_graph(model_path)
     return list(graph.inputs), list(graph.outputs)
 
 
 def run_localize(req: dict) -> None:
     from tflite_micro.python.tflite_micro import runtime
-
-    from tinyexport.quantize.check import make_interpreter
 
     x = np.load(req["inputs"])[:1]
     arrays = _row_inputs(x[0], _io(req["model"])[0])

@@ -5,8 +5,8 @@
   MIRROR_PAD / ADD_N index arrays, int4 filters; ``reduce_common.cc``, ``transpose_conv.cc``,
   ``mirror_pad.cc``, ``add_n.cc``, ``conv_common.cc``; UNIDIRECTIONAL_SEQUENCE_LSTM's four int16
   gate buffers, ``unidirectional_sequence_lstm.cc``). For a board, the CMSIS-NN scratch of its
-  ISA is added per op (tflm_memory.md §5) and the head is re-planned with it.
-* tail: the persistent section (tflm_memory.md §1, §6): allocator objects, one 24 B
+  ISA is added per op (docs/tflm_memory.md §5) and the head is re-planned with it.
+* tail: the persistent section (docs/tflm_memory.md §1, §6): allocator objects, one 24 B
   ``TfLiteEvalTensor`` per tensor, one 64 B ``NodeAndRegistration`` per op, the Python wrapper's
   persistent I/O tensors and pointer arrays, each op's ``OpData`` and builtin-options struct, the
   per-channel multiplier/shift arrays (2 x int32 per output channel) of conv, depthwise,
@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from tinyexport.firmware_eval import planner
-from tinyexport.firmware_eval.flatbuf import Graph, Op
+from tinyexport.tflite_graph.reader import Graph, Op
 
 # Fixed tail of every model: SingleArenaBufferAllocator, RecordingMicroAllocator,
 # GreedyMemoryPlanner, MicroBuiltinDataAllocator, SubgraphAllocations - the part of the tail that
@@ -104,25 +104,6 @@ BUILTIN_DATA = {
 # only fitted because the builtin structs were summed without their 4-byte alignment (below); it
 # over-predicted hello_world_int8 (3 FCs) and dtln by 16 B.
 DEFAULT_BUILTIN_DATA = 8
-# Ops in the TFLM op resolver (all_ops_resolver / micro_mutable_op_resolver.h, @90b983c2) that a
-# CNN export may use; anything else is reported as unsupported.
-TFLM_OPS = frozenset({
-    "ABS", "ADD", "ADD_N", "ARG_MAX", "ARG_MIN", "ASSIGN_VARIABLE", "AVERAGE_POOL_2D",
-    "BATCH_MATMUL", "BATCH_TO_SPACE_ND", "BROADCAST_ARGS", "BROADCAST_TO", "CALL_ONCE", "CAST",
-    "CEIL", "CONCATENATION", "CONV_2D", "COS", "CUMSUM", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D",
-    "DYNAMIC_UPDATE_SLICE", "REDUCE_ALL",
-    "DEQUANTIZE", "DIV", "ELU", "EMBEDDING_LOOKUP", "EQUAL", "EXP", "EXPAND_DIMS", "FILL",
-    "FLOOR", "FLOOR_DIV", "FLOOR_MOD", "FULLY_CONNECTED", "GATHER", "GATHER_ND", "GREATER",
-    "GREATER_EQUAL", "HARD_SWISH", "IF", "L2_NORMALIZATION", "L2_POOL_2D", "LEAKY_RELU", "LESS",
-    "LESS_EQUAL", "LOG", "LOG_SOFTMAX", "LOGICAL_AND", "LOGICAL_NOT", "LOGICAL_OR", "LOGISTIC",
-    "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL", "PACK",
-    "PAD", "PADV2", "PRELU", "QUANTIZE", "READ_VARIABLE", "REDUCE_MAX", "REDUCE_MIN", "RELU",
-    "RELU6", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "REVERSE_V2", "ROUND",
-    "RSQRT", "SELECT_V2", "SHAPE", "SIN", "SLICE", "SOFTMAX", "SPACE_TO_BATCH_ND",
-    "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE", "SQUARED_DIFFERENCE", "SQUEEZE",
-    "STRIDED_SLICE", "SUB", "SUM", "SVDF", "TANH", "TRANSPOSE", "TRANSPOSE_CONV", "UNPACK",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM", "VAR_HANDLE", "WHILE", "ZEROS_LIKE",
-})
 _DTYPE_BYTES = {"int16": 2, "float32": 4}  # TfLiteTypeGetSize of an LSTM cell state
 _CONV_LIKE = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
 # Kernels that call CreateWritableTensorDimsWithCopy on their output in Prepare (tflite-micro
@@ -225,7 +206,7 @@ def reference_scratch(graph: Graph) -> dict[int, list[int]]:
 
 
 def cmsis_scratch(graph: Graph, isa: str) -> dict[int, int]:
-    """Extra CMSIS-NN scratch per op for a board ISA (tflm_memory.md §5 table), in bytes."""
+    """Extra CMSIS-NN scratch per op for a board ISA (docs/tflm_memory.md §5 table), in bytes."""
     out = {}
     for op in graph.ops:
         if op.opcode not in {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D"} or isa == "xtensa":

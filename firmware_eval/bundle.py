@@ -4,7 +4,7 @@ Files: ``model_data.cc/.h`` (the model as a 16-byte aligned array and its length
 ``op_resolver.h`` (``MicroMutableOpResolver<N>`` with exactly the model's ops), ``arena_size.h``
 (predicted total + margin) and ``main.cc`` (quantize an input with the model's own scale and zero
 point, invoke, print the top class). Drop the folder into an Arduino / Zephyr / STM32Cube project
-next to the TFLM library (README, "Dropping the bundle into a firmware project").
+next to the TFLM library (docs/guide/firmware.md, "The C bundle").
 ``scripts/build_bundle_host.sh`` builds it for the x86-64 host against a TFLM source tree;
 ``scripts/check_bundle_host.py`` compares that binary with the Python TFLM interpreter
 (tests/firmware_eval/test_bundle_build.py).
@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from tinyexport.atomic import write_text
-from tinyexport.firmware_eval.flatbuf import Graph
+from tinyexport.tflite_graph.reader import Graph
 
 # Arena margin: 16 B for an unaligned arena pointer (micro_interpreter.h:144-149) plus 1 KiB for
 # temp allocations during Prepare that the recording allocator can under-report (tflite-micro#2738).

@@ -1,7 +1,7 @@
 """Measure the persistent bytes each op type requests in TFLM (``OP_DATA`` in :mod:`arena`).
 
 ``python -m tinyexport.firmware_eval.calibrate MODEL.tflite`` cuts the model into single-op models
-(:func:`flatbuf_write.single_op_models`), runs each in the TFLM interpreter (child process) and
+(:func:`tinyexport.tflite_graph.writer.single_op_models`), runs each in the TFLM interpreter (child process) and
 prints, per op, the "Persistent buffer data" bytes minus the I/O pointer arrays every model has and
 minus the per-channel multiplier/shift arrays. Ops whose Prepare adds other persistent buffers
 (BATCH_MATMUL, the CreateWritableTensorDimsWithCopy ops) include them; arena.persistent_buffers
@@ -17,7 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tinyexport.firmware_eval.flatbuf import parse_graph
+from tinyexport.firmware_eval.arena import per_channel_bytes
+from tinyexport.tflite_graph.reader import parse_graph
+from tinyexport.tflite_graph.writer import single_op_models
 
 _CHILD = r"""
 import sys
@@ -32,9 +34,6 @@ _PERSIST = re.compile(r"'Persistent buffer data' used \d+ bytes with alignment o
 
 def measure_op_data(data: bytes) -> list[tuple[str, int]]:
     """(opcode, OpData bytes) for each operator of the model."""
-    from tinyexport.firmware_eval.arena import per_channel_bytes
-    from tinyexport.firmware_eval.flatbuf_write import single_op_models
-
     graph = parse_graph(data)
     models = single_op_models(data)
     with tempfile.TemporaryDirectory() as tmp:

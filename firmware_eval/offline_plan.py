@@ -5,7 +5,7 @@ any already-placed buffer alive at the same time) tried over several buffer orde
 by lifetime start, by size x lifetime, by live-set pressure - and the smallest high-water mark
 wins. The result is provably optimal when it equals the live-set lower bound
 (:func:`planner.lower_bound`); the report says which. Scratch buffers stay online: TFLM fits them
-into the gaps of the fixed plan (tflm_memory.md §4).
+into the gaps of the fixed plan (docs/tflm_memory.md §4).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tinyexport.firmware_eval import planner
-from tinyexport.firmware_eval.flatbuf import Graph
 from tinyexport.firmware_eval.planner import Buffer
+from tinyexport.tflite_graph.reader import Graph
 
 
 @dataclass(frozen=True)

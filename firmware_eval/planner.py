@@ -1,9 +1,9 @@
 """Tensor lifetimes and arena planners, replicating TFLite Micro's head planning.
 
 * :func:`buffers_for` - the planned buffers exactly as ``AllocationInfoBuilder`` builds them
-  (tflm_memory.md §2; ``micro_allocation_info.cc``): non-constant, non-variable tensors with a
+  (docs/tflm_memory.md §2; ``micro_allocation_info.cc``): non-constant, non-variable tensors with a
   non-zero size, lifetimes as inclusive op-scope intervals, then the scratch buffers.
-* :func:`greedy_plan` - ``GreedyMemoryPlanner::CalculateOffsetsIfNeeded`` (tflm_memory.md §3.1),
+* :func:`greedy_plan` - ``GreedyMemoryPlanner::CalculateOffsetsIfNeeded`` (docs/tflm_memory.md §3.1),
   including the equal-size tie-break (buffers are filled into the sort array from the tail, so
   equal sizes end up in descending planner index) and the first-fit walk over the offset list.
 * :func:`linear_size`, :func:`lower_bound`, :func:`tight_plan` - the linear planner, the live-set
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinyexport.firmware_eval.flatbuf import Graph
+from tinyexport.tflite_graph.reader import Graph
 
 ALIGN = 16  # MicroArenaBufferAlignment(), micro_arena_constants.h
 

@@ -1,70 +1,31 @@
 """``tinyreport FILE.tflite``: per-op table, predicted (and measured) TFLM arena, lower bound,
-greedy vs our plan, flash, runtime-code estimate and board verdicts; JSON and a plan plot."""
+greedy vs our plan, flash, runtime-code estimate and board verdicts; JSON and a plan plot.
+
+The argparse side lives in ``tinyexport.benchmarks.report_cli``; :func:`run_tflite_report` takes
+plain values.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from tinyexport.atomic import atomic_path
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import planner
-from tinyexport.firmware_eval.api import (
-    Analysis,
-    analyse,
-    arena_dict,
-    check_labels,
-    load,
-    measure,
-    prepare_inputs,
-    runtime_blockers,
-    top1,
+from tinyexport.firmware_eval.analysis import Analysis, analyse, arena_dict
+from tinyexport.firmware_eval.check import load, runtime_blockers
+from tinyexport.firmware_eval.measure import check_labels, measure, prepare_inputs, top1
+from tinyexport.firmware_eval.verdicts import (
+    RUNTIME_BASIS,
+    board_names,
+    board_verdicts,
+    runtime_estimate,
 )
-from tinyexport.firmware_eval.flatbuf import Graph
-
-_log = logging.getLogger(__name__)
-
-# Runtime code estimate [est] (tflm_memory.md §10): framework without kernels 9,732 B on a
-# Cortex-M3 ("bluepill", examples/memory_footprint/README.md) + ~6 KB of -Os kernel code per op
-# type, which lands a 7-op CNN at ~52 KB, inside the 50-100 KB range quoted there.
-RUNTIME_FRAMEWORK_BYTES = 9_732
-RUNTIME_PER_OP_BYTES = 6_000
-RUNTIME_BASIS = ("estimate: 9,732 B TFLM framework (memory_footprint README, Cortex-M3) + "
-                 "6,000 B per op type (-Os kernels); measure on the target")
-
-
-def runtime_estimate(graph: Graph) -> int:
-    return RUNTIME_FRAMEWORK_BYTES + RUNTIME_PER_OP_BYTES * len(graph.opcodes)
-
-
-def board_verdicts(graph: Graph, ana: Analysis, boards: list[str]) -> list[dict]:
-    """Fit verdict per board: SRAM = predicted arena with that board's CMSIS-NN scratch,
-    flash = model file + runtime estimate."""
-    from tinyexport.boards import BOARDS, verdict
-    from tinyexport.firmware_eval.arena import predict
-
-    out = []
-    for name in boards:
-        board = BOARDS.get(name)
-        pred = predict(graph, board.isa)
-        sram = max(pred.total, pred.min_arena)  # TFLM cannot allocate below either
-        v = verdict(board.name, sram, graph.model_bytes + runtime_estimate(graph)).as_dict()
-        v["isa"] = board.isa
-        out.append(v)
-    return out
-
-
-def _boards(board) -> list[str]:
-    from tinyexport.boards import BOARDS
-
-    if not board:
-        return []
-    names = [board] if isinstance(board, str) else list(board)
-    if any(n.lower() == "all" for n in names):
-        return BOARDS.names()
-    return names
+from tinyexport.tflite_graph.reader import Graph
 
 
 def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -86,8 +47,8 @@ def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         return data["images"], (data["labels"] if "labels" in data.files else None)
 
 
-def build_report(path: str, board=None, do_measure: bool = False, images: np.ndarray | None = None,
-                 labels: np.ndarray | None = None) -> dict:
+def build_report(path: str, boards: str | Sequence[str] | None = None, do_measure: bool = False,
+                 images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
     """The report as a JSON-serialisable dict. ``images`` / ``labels``: what TFLM runs with
     ``do_measure`` (seeded uniform int8 when None); top-1 is reported when labels are given."""
     graph = load(path)
@@ -103,7 +64,7 @@ def build_report(path: str, board=None, do_measure: bool = False, images: np.nda
         "ops": [{"index": r.index, "op": r.opcode, "inputs": r.in_shapes,
                  "outputs": r.out_shapes, "macs": r.macs, "live_bytes": r.live_bytes,
                  "scratch_bytes": r.scratch_bytes} for r in pred.ops],
-        "boards": board_verdicts(graph, ana, _boards(board)),
+        "boards": board_verdicts(graph, board_names(boards)),
     }
     blockers = runtime_blockers(graph)
     if blockers and not do_measure:
@@ -187,29 +148,35 @@ def plot_plan(graph: Graph, ana: Analysis, out: str) -> None:
     ax.set_title(f"TFLM greedy plan: head {ana.prediction.head:,} B")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    from tinyexport.atomic import atomic_path
-
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
 
-def run_tflite_report(args) -> int:
-    """Entry point used by ``tinyreport`` for ``.tflite`` targets (benchmarks/report_cli.py)."""
+def run_tflite_report(target: str, *, boards: Sequence[str] | None = None,
+                      run_tflm: bool = False, images_path: str | None = None,
+                      plot_path: str | None = None, as_json: bool = False) -> int:
+    """Print the report of the model ``target`` (``tinyreport FILE.tflite``); 1 if it has errors.
+
+    Args:
+        boards: board names (or ``all``) for fit verdicts.
+        run_tflm: also run TFLite Micro and LiteRT's reference kernels (``--measure``).
+        images_path: ``.npy`` / ``.npz`` images (and labels) TFLM runs; needs ``run_tflm``.
+        plot_path: write the memory-plan timeline PNG there.
+        as_json: print JSON instead of tables.
+    Raises:
+        UserError: bad model, images file or labels.
+    """
     images = labels = None
-    if getattr(args, "images", None):
-        if not getattr(args, "measure", False):
+    if images_path:
+        if not run_tflm:
             raise UserError("--images is what TFLite Micro runs: add --measure")
-        images, labels = load_images_file(args.images)
+        images, labels = load_images_file(images_path)
         if labels is not None:
-            check_labels(load(args.target), labels, len(images))
-    report = build_report(args.target, getattr(args, "board", None),
-                          bool(getattr(args, "measure", False)), images, labels)
-    if getattr(args, "plot", None):
-        graph = load(args.target)
-        plot_plan(graph, analyse(graph), args.plot)
-    if getattr(args, "json", False):
-        print(json.dumps(report, indent=2, default=list))
-    else:
-        print(render(report))
+            check_labels(load(target), labels, len(images))
+    report = build_report(target, boards, run_tflm, images, labels)
+    if plot_path:
+        graph = load(target)
+        plot_plan(graph, analyse(graph), plot_path)
+    print(json.dumps(report, indent=2, default=list) if as_json else render(report))
     return 1 if report.get("errors") else 0

@@ -1,5 +1,5 @@
 """Run a model in the real TFLite Micro interpreter and in LiteRT reference kernels, each in a
-child process (STYLE.md habit 11; tflm_memory.md §9).
+child process (docs/style.md §11; docs/tflm_memory.md §9).
 
 The interpreter prints its allocation report from C on file descriptor 2 and can kill its process
 (SIGABRT with no message, seen on some int8 models ending in SOFTMAX). The child's stderr is a pipe
@@ -75,7 +75,7 @@ def _explain(mode: str, rc: int, stderr: str) -> str:
     if rc < 0:
         name = signal.Signals(-rc).name
         return (f"{who} killed its process with {name} (no message); known for some int8 models "
-                "ending in SOFTMAX (tflm_memory.md §9.2) - try exporting without the softmax")
+                "ending in SOFTMAX (docs/tflm_memory.md §9.2) - try exporting without the softmax")
     # Python traceback scaffolding (indented frame/source/^^^ lines, "Traceback ...") is dropped;
     # the interpreter's own messages and the final "XxxError: ..." line are kept.
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()

@@ -1,10 +1,10 @@
 """Checks on a full-int8 ``.tflite``: what TFLite Micro will accept, and how close to float it is.
 
-* ops: only builtins registered by TFLM's ``MicroMutableOpResolver`` (tflite-micro @ 90b983c2,
-  ``micro_mutable_op_resolver.h``); no TRANSPOSE (layout leftovers, tflm_memory.md §11.5), no
+* ops, read from the flatbuffer (:mod:`tinyexport.tflite_graph`): only builtins registered by
+  TFLM (``tflite_graph.ops.TFLM_OPS``); no TRANSPOSE (layout leftovers, docs/tflm_memory.md §11.5), no
   DEQUANTIZE and no op with float operands (float compute; hybrid models are rejected by TFLM);
-  int8 input and output.
-* numerics: LiteRT runs the model (reference kernels = TFLM's arithmetic, toolchain.md §8); int8
+  int8 input and output (LiteRT's input / output details).
+* numerics: LiteRT runs the model (reference kernels = TFLM's arithmetic, docs/toolchain.md §8); int8
   vs float top-1 agreement and output SQNR.
 """
 
@@ -17,23 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinyexport.errors import StageError
+from tinyexport.tflite_graph.interpreter import make_interpreter
+from tinyexport.tflite_graph.ops import TFLM_OPS
+from tinyexport.tflite_graph.quant import dequantize_values, quantize_values
+from tinyexport.tflite_graph.reader import Graph, Op, Quant, parse_graph
 
 _log = logging.getLogger(__name__)
 
-TFLM_BUILTINS = frozenset((
-    "ABS ADD ADD_N ARG_MAX ARG_MIN ASSIGN_VARIABLE AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND "
-    "BROADCAST_ARGS BROADCAST_TO CALL_ONCE CAST CEIL CONCATENATION CONV_2D COS CUMSUM "
-    "DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE DIV DYNAMIC_UPDATE_SLICE ELU EMBEDDING_LOOKUP "
-    "EQUAL EXP EXPAND_DIMS FILL FLOOR FLOOR_DIV FLOOR_MOD FULLY_CONNECTED GATHER GATHER_ND GREATER "
-    "GREATER_EQUAL HARD_SWISH IF L2_NORMALIZATION L2_POOL_2D LEAKY_RELU LESS LESS_EQUAL LOG "
-    "LOGICAL_AND LOGICAL_NOT LOGICAL_OR LOGISTIC LOG_SOFTMAX MAXIMUM MAX_POOL_2D MEAN MINIMUM "
-    "MIRROR_PAD MUL NEG NOT_EQUAL PACK PAD PADV2 PRELU QUANTIZE READ_VARIABLE REDUCE_ALL REDUCE_MAX "
-    "REDUCE_MIN RELU RELU6 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR REVERSE_V2 ROUND RSQRT "
-    "SELECT_V2 SHAPE SIN SLICE SOFTMAX SPACE_TO_BATCH_ND SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE "
-    "SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM SVDF TANH TRANSPOSE TRANSPOSE_CONV "
-    "UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE").split())
 FORBIDDEN = frozenset({"TRANSPOSE", "DEQUANTIZE"})
-_FLOATS = (np.float16, np.float32, np.float64)
+_FLOATS = frozenset({"float16", "float32", "float64"})
 
 
 @dataclass(frozen=True)
@@ -66,23 +58,6 @@ class Int8Check:
                 "problems": [p.describe() for p in self.problems]}
 
 
-def make_interpreter(model_bytes: bytes, reference_kernels: bool = False,
-                     preserve_all_tensors: bool = False, delegates: bool = True):
-    """A LiteRT interpreter on ``model_bytes`` (reference kernels = TFLM's arithmetic; without
-    ``delegates`` the op list is the file's own, with no XNNPACK DELEGATE node)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    if reference_kernels:
-        resolver = OpResolverType.BUILTIN_REF
-    else:
-        resolver = (OpResolverType.AUTO if delegates
-                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver,
-                              experimental_preserve_all_tensors=preserve_all_tensors)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def _io(detail: dict) -> dict:
     scale, zero_point = detail["quantization"]
     return {"name": detail["name"], "dtype": np.dtype(detail["dtype"]).name,
@@ -90,37 +65,40 @@ def _io(detail: dict) -> dict:
             "zero_point": int(zero_point)}
 
 
-def _op_problems(interpreter) -> list[OpProblem]:
-    tensors = interpreter.get_tensor_details()
+def _op_problem(graph: Graph, op: Op) -> str | None:
+    """Why TFLM cannot run ``op`` as int8, or None."""
+    if op.opcode not in TFLM_OPS:
+        return "not a TFLite Micro builtin op"
+    if op.opcode in FORBIDDEN:
+        return "layout transpose left in the graph" if op.opcode == "TRANSPOSE" \
+            else "dequantizes to float"
+    if any(graph.tensors[i].dtype in _FLOATS for i in (*op.inputs, *op.outputs) if i >= 0):
+        return "computes in float"
+    return None
+
+
+def _op_problems(graph: Graph) -> list[OpProblem]:
     problems = []
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - LiteRT's only op listing
-        name = op["op_name"]
-        outputs = [int(i) for i in op["outputs"] if i >= 0]
-        layer = tensors[outputs[0]]["name"] if outputs else "?"
-        reason = None
-        if name not in TFLM_BUILTINS:
-            reason = "not a TFLite Micro builtin op"
-        elif name in FORBIDDEN:
-            reason = ("layout transpose left in the graph" if name == "TRANSPOSE"
-                      else "dequantizes to float")
-        elif any(t in _FLOATS for t in list(op["operand_types"]) + list(op["result_types"])):
-            reason = "computes in float"
+    for op in graph.ops:
+        reason = _op_problem(graph, op)
         if reason:
-            problems.append(OpProblem(int(op["index"]), name, layer, reason))
+            outputs = [i for i in op.outputs if i >= 0]
+            layer = graph.tensors[outputs[0]].name if outputs else "?"
+            problems.append(OpProblem(op.index, op.opcode, layer, reason))
     return problems
 
 
 def check_int8_model(model_bytes: bytes) -> Int8Check:
     """Static TFLM-readiness checks; the result lists every problem (empty = deployable)."""
     interpreter = make_interpreter(model_bytes, delegates=False)
-    ops = interpreter._get_ops_details()  # noqa: SLF001
-    problems = _op_problems(interpreter)
+    graph = parse_graph(model_bytes)
+    problems = _op_problems(graph)
     inp, out = _io(interpreter.get_input_details()[0]), _io(interpreter.get_output_details()[0])
     for label, io in (("input", inp), ("output", out)):
         if io["dtype"] != "int8":
             problems.append(OpProblem(-1, label.upper(), io["name"],
                                       f"model {label} is {io['dtype']}, TFLM deploys int8"))
-    histogram = dict(Counter(op["op_name"] for op in ops).most_common())
+    histogram = dict(Counter(op.opcode for op in graph.ops).most_common())
     return Int8Check(histogram, tuple(problems), inp, out, len(model_bytes), not problems)
 
 
@@ -133,20 +111,13 @@ def quantize_input(images_nhwc: np.ndarray, detail: dict) -> np.ndarray:
     return quantize_values(images_nhwc, scale, zero_point, dtype)
 
 
-def quantize_values(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
-    """``clip(round(x / scale) + zero_point)`` with round half away from zero, as TFLite's own
-    QUANTIZE (``TfLiteRound`` = ``std::round``) and the bundle's ``main.cc`` (``lround``) do."""
-    v = np.asarray(values, dtype=np.float64) / scale
-    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point
-    info = np.iinfo(dtype)
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
 def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
+    """A LiteRT output (``detail`` from the interpreter) in float64, with its own scale / zero
+    point; float outputs unchanged."""
     if np.dtype(detail["dtype"]).kind == "f":
         return values.astype(np.float64)
-    return (values.astype(np.float64) - zero_point) * scale
+    scale, zero_point = detail["quantization"]
+    return dequantize_values(values, Quant((scale,), (zero_point,)))
 
 
 def run_tflite(model_bytes: bytes, images_nhwc: np.ndarray, reference_kernels: bool = False

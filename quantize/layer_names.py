@@ -3,7 +3,7 @@
 onnx2tf names TFLite tensors after the TF ops it emitted (``model/tf.nn.convolution_7/...``), not
 after the ONNX nodes, so names cannot be followed back. Weights can: every CONV_2D /
 DEPTHWISE_CONV_2D / FULLY_CONNECTED carries its filter, which dequantized with its own
-per-channel scales (STYLE.md habit 13) equals the fused PyTorch module's weight in TFLite's layout
+per-channel scales (docs/style.md §13) equals the fused PyTorch module's weight in TFLite's layout
 (conv OHWI, depthwise 1HWO, dense OI) up to int8 rounding. Each weighted op is matched to the
 module with that shape whose weight is closest; any other op (ADD, PAD, MEAN, ...) is reported as
 following the last weighted op before it (ops are stored in execution order).
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 from torch import nn
+
+from tinyexport.tflite_graph.quant import dequantize_values
+from tinyexport.tflite_graph.reader import Graph, constant_values, parse_graph
 
 _WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 # int8 rounding error of a weight is ≤ half a step (≈ 0.4 % of the channel range); a wrong
@@ -34,20 +37,11 @@ def _tflite_layout(module: nn.Module) -> tuple[str, np.ndarray] | None:
     return None
 
 
-def _dequantized_filter(interpreter, index: int) -> np.ndarray | None:
-    detail = interpreter.get_tensor_details()[index]
-    try:
-        values = interpreter.get_tensor(index).astype(np.float64)
-    except ValueError:  # not readable (not a constant)
-        return None
-    q = detail["quantization_parameters"]
-    scales, zeros = np.asarray(q["scales"], np.float64), np.asarray(q["zero_points"], np.float64)
-    if scales.size == 0:
-        return values
-    shape = [1] * values.ndim
-    if scales.size > 1:
-        shape[int(q["quantized_dimension"])] = scales.size
-    return (values - zeros.reshape(shape)) * scales.reshape(shape)
+def _dequantized_filter(data: bytes, graph: Graph, index: int) -> np.ndarray | None:
+    """A constant filter dequantized with its own (per-channel) scales; None if not constant."""
+    tensor = graph.tensors[index]
+    values = constant_values(data, tensor)
+    return None if values is None else dequantize_values(values, tensor.quant)
 
 
 def _best_module(kind: str, weights: np.ndarray, candidates: dict[str, tuple[str, np.ndarray]]
@@ -65,33 +59,26 @@ def _best_module(kind: str, weights: np.ndarray, candidates: dict[str, tuple[str
 def op_modules(model_bytes: bytes, model: nn.Module) -> dict[int, str]:
     """Op index -> PyTorch module name (``blocks.3.depthwise.conv``) for every op of the file;
     ops without weights read ``after <module>`` (or ``model input`` before the first one)."""
-    from tinyexport.quantize.check import make_interpreter
-
-    interpreter = make_interpreter(model_bytes, delegates=False)
+    graph = parse_graph(model_bytes)
     candidates = {name: layout for name, m in model.named_modules()
                   if (layout := _tflite_layout(m)) is not None}
     names: dict[int, str] = {}
     last = None
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - LiteRT's only op listing
-        index, kind = int(op["index"]), op["op_name"]
+    for op in graph.ops:
         found = None
-        if kind in _WEIGHTED and len(op["inputs"]) > 1:
-            weights = _dequantized_filter(interpreter, int(op["inputs"][1]))
-            found = None if weights is None else _best_module(kind, weights, candidates)
+        if op.opcode in _WEIGHTED and len(op.inputs) > 1 and op.inputs[1] >= 0:
+            weights = _dequantized_filter(model_bytes, graph, op.inputs[1])
+            found = None if weights is None else _best_module(op.opcode, weights, candidates)
         if found is not None:
-            names[index], last = found, found
+            names[op.index], last = found, found
         else:
-            names[index] = f"after {last}" if last else "model input"
+            names[op.index] = f"after {last}" if last else "model input"
     return names
 
 
 def tensor_modules(model_bytes: bytes, model: nn.Module) -> dict[str, str]:
     """TFLite tensor name -> PyTorch module name of the op that produces it."""
-    from tinyexport.quantize.check import make_interpreter
-
-    interpreter = make_interpreter(model_bytes, delegates=False)
-    tensors = interpreter.get_tensor_details()
+    graph = parse_graph(model_bytes)
     modules = op_modules(model_bytes, model)
-    return {tensors[int(i)]["name"]: modules[int(op["index"])]
-            for op in interpreter._get_ops_details()  # noqa: SLF001
-            for i in op["outputs"] if i >= 0}
+    return {graph.tensors[i].name: modules[op.index]
+            for op in graph.ops for i in op.outputs if i >= 0}

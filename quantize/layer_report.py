@@ -1,8 +1,9 @@
 """Per-layer int8 error report: every int8 activation vs its float counterpart (SQNR, worst first).
 
 The float model is converted from the same saved_model without quantization, so activation
-tensors carry the same names in both files. Both run on LiteRT with all tensors preserved; each
-int8 tensor is dequantized with its own scale / zero point (STYLE.md habit 13) and compared.
+tensors carry the same names in both files. The producing op of each tensor is read from the
+flatbuffer (:mod:`tinyexport.tflite_graph`). Both run on LiteRT with all tensors preserved; each
+int8 tensor is dequantized with its own scale / zero point (docs/style.md §13) and compared.
 A low SQNR early in the network (typically a depthwise conv, the MobileNetV2 PTQ weak spot)
 points at the layer to keep per-channel, recalibrate, or train with QAT.
 """
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyexport.quantize.check import dequantize, make_interpreter, quantize_input, sqnr_db
+from tinyexport.quantize.check import dequantize, quantize_input, sqnr_db
+from tinyexport.tflite_graph.interpreter import make_interpreter
+from tinyexport.tflite_graph.reader import parse_graph
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,7 @@ def _activations(model_bytes: bytes, images_nhwc: np.ndarray) -> tuple[dict, dic
     """name -> list of float activations per image; name -> producing op; name -> detail."""
     interpreter = make_interpreter(model_bytes, preserve_all_tensors=True, delegates=False)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    producers = {}
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - LiteRT's only op listing
-        for index in op["outputs"]:
-            producers[int(index)] = op["op_name"]
+    producers = {i: op.opcode for op in parse_graph(model_bytes).ops for i in op.outputs if i >= 0}
     inp = interpreter.get_input_details()[0]
     values: dict[str, list[np.ndarray]] = {}
     for image in images_nhwc:

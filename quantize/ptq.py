@@ -1,4 +1,4 @@
-"""Full-int8 post-training quantization with TFLiteConverter (toolchain.md §6, mcunet.md §4).
+"""Full-int8 post-training quantization with TFLiteConverter (docs/toolchain.md §6, docs/mcunet.md §4).
 
 ``Optimize.DEFAULT`` + a representative dataset of calibration images + ``TFLITE_BUILTINS_INT8``
 only + int8 input and output: every op runs in int8 and TFLite Micro accepts the file. Weights are

@@ -34,7 +34,9 @@ import numpy as np
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.api import bit_exactness, firmware_check, load
+from tinyexport.firmware_eval.check import load
+from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.firmware_eval.measure import bit_exactness
 
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build_bundle_host.sh"
 _RESULT = re.compile(r"top class: (\d+) \(arena used (\d+) bytes\)")

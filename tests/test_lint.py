@@ -1,4 +1,4 @@
-"""House style: ruff (F, I, E, B) is clean over the whole tree (STYLE.md habit 15)."""
+"""House style: ruff (F, I, E, B) is clean over the whole tree (docs/style.md §15)."""
 
 import shutil
 import subprocess

@@ -1,4 +1,4 @@
-"""BatchNorm statistics re-estimation (shared reference ``netaug.md`` §1.7, NetAug ``reset_bn``).
+"""BatchNorm statistics re-estimation (``docs/netaug.md`` §1.7, NetAug ``reset_bn``).
 
 Procedure (§1.7): deep-copy the model, eval mode, no grad; every ``BatchNorm2d`` normalises each
 batch with that batch's own per-channel mean and *biased* variance (as train-mode BN does, so later

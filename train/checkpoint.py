@@ -9,14 +9,18 @@
   with ``norm`` for BN; the MCUNet zoo (``ProxylessNASNets``) names them ``first_conv``,
   ``blocks.<i>.mobile_inverted_conv.{inverted_bottleneck,depth_conv,point_linear}``,
   ``feature_mix_layer``, ``classifier.linear`` (ZeroLayer blocks keep their index there).
-* ``model_from_checkpoint(path, ...)`` rebuilds the model a checkpoint describes; our payloads name
-  their kind (``base``, ``netaug-supernet``, ``tinytl``) and each kind has a handler.
+* ``make_payload`` / ``save_checkpoint`` / ``describe_checkpoint``: our own payload (plain types and
+  tensors; its ``kind`` says which method wrote it).
+
+Rebuilding a model from any checkpoint (dispatch on the kind to the NetAug / TinyTL code) is
+``tinyexport.train.checkpoint_loader.model_from_checkpoint``, one floor up.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,19 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from tinyexport.atomic import torch_save
 from tinyexport.errors import UserError
 
 FORMAT = "tinyexport"
 FORMAT_VERSION = 1
-
-# kind -> "module:function(payload, **overrides) -> (nn.Module, dict meta)"; handlers live with
-# the code that knows the kind (NetAug supernet extraction, TinyTL adapters).
-KIND_HANDLERS: dict[str, str] = {
-    "base": "tinyexport.train.checkpoint:_base_from_payload",
-    "netaug-supernet": "tinyexport.train.netaug.checkpoint:base_model_from_payload",
-    "tinytl": "tinyexport.train.tinytl.checkpoint:model_from_payload",
-}
-
 
 @dataclass(frozen=True)
 class LoadReport:
@@ -48,13 +44,28 @@ class LoadReport:
 def read_payload(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``; a bare state_dict becomes ``{"state_dict": sd}``."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {str(path)!r} is a folder; pass the checkpoint file in it "
+                        "(e.g. best.pt, target.pt or transfer.pt)")
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {str(path)!r} is empty (0 bytes): an interrupted copy or "
+                        "write; use the original file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if not found:  # not a pickle of allowed values at all: corrupt or not a checkpoint
+            raise UserError(f"checkpoint {str(path)!r} is not a readable PyTorch file (truncated, "
+                            f"corrupt or not written by torch.save): {_short_reason(exc)}") from None
+        raise UserError(f"checkpoint {str(path)!r} holds a Python object ({found.group(1)}), "
+                        "not only tensors and plain values, which tinyexport never loads (it reads checkpoints with "
+                        "weights_only=True, so a file cannot run code); save the weights alone "
+                        "with torch.save(model.state_dict(), PATH) and pass that file") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise UserError(f"checkpoint {str(path)!r} cannot be read as a PyTorch file "
-                        f"(weights_only=True): {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"checkpoint {str(path)!r} is not a readable PyTorch file (truncated, "
+                        f"corrupt or not written by torch.save): {_short_reason(exc)}") from None
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, "
                         "expected a state_dict or {'state_dict': ...}")
@@ -63,6 +74,15 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"state_dict": obj}
     raise UserError(f"checkpoint {str(path)!r} has no 'state_dict' (keys: {sorted(obj)[:8]})")
+
+
+def _short_reason(exc: Exception) -> str:
+    """The first line of a loader error, without torch's advice to load unsafely."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    if not first or "weights_only" in first:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {first[:160]}"
 
 
 def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
@@ -166,7 +186,7 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
         raise UserError(message)
     model.load_state_dict(sd, strict=True)
     if fmt == "mcunet-zoo" and getattr(getattr(model, "spec", None), "name", "") == "mbv2-tiny":
-        # the zoo's mbv2-w0.35-r144 baseline was trained with BN eps 1e-3 (mcunet.md §2.1);
+        # the zoo's mbv2-w0.35-r144 baseline was trained with BN eps 1e-3 (docs/mcunet.md §2.1);
         # NetAug's MobileNetV2-Tiny (our default) uses 1e-5
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -191,69 +211,20 @@ def make_payload(model: nn.Module, kind: str = "base", **meta: Any) -> dict[str,
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, kind: str = "base", **meta) -> None:
-    from tinyexport.atomic import torch_save
-
     torch_save(make_payload(model, kind, **meta), path)
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Model name, resolution, class count and kind of one of our checkpoints ({} for a released
-    plain state_dict, whose architecture the user must name)."""
+    """Model name, resolution, class count, kind and training data SPEC (``data``, when recorded)
+    of one of our checkpoints ({} for a released plain state_dict, whose architecture the user
+    must name)."""
     payload = read_payload(path)
     if payload.get("format") != FORMAT:
         return {}
-    return {k: payload[k] for k in ("model", "resolution", "num_classes", "kind") if k in payload}
-
-
-def _base_from_payload(payload: dict, **_: Any) -> tuple[nn.Module, dict]:
-    from tinyexport.train.models import build_model
-
-    model = build_model(payload["model"], num_classes=int(payload["num_classes"]),
-                        resolution=int(payload["resolution"]))
-    load_state_dict_into(model, payload["state_dict"])
-    return model, {"kind": "base", "model": payload["model"]}
-
-
-def _classes_in(sd: dict[str, torch.Tensor]) -> int | None:
-    for key in ("classifier.weight", "classifier.linear.weight", "classifier.1.weight"):
-        if key in sd:
-            return int(sd[key].shape[0])
-    linear = [k for k in sd if k.startswith("head.op_list.") and k.endswith("linear.weight")]
-    return int(sd[linear[0]].shape[0]) if linear else None
-
-
-def model_from_checkpoint(path: str | os.PathLike, model_name: str | None = None,
-                          resolution: int | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild the model a checkpoint holds. Our payloads describe themselves; released files
-    (a plain NetAug / MCUNet-zoo / torchvision state_dict) need ``model_name``.
-
-    Returns the model (eval mode) and a metadata dict (``kind``, ``model``, ``source_format`` ...).
-    """
-    payload = read_payload(path)
-    if payload.get("format") == FORMAT:
-        kind = payload.get("kind", "base")
-        if kind not in KIND_HANDLERS:
-            raise UserError(f"checkpoint {str(path)!r} has unknown kind {kind!r} "
-                            f"(known: {', '.join(sorted(KIND_HANDLERS))})")
-        if model_name and model_name.lower() != str(payload.get("model")).lower():
-            from tinyexport.train.models import MODELS
-
-            if MODELS.canonical(model_name) != MODELS.canonical(str(payload.get("model"))):
-                raise UserError(f"--model {model_name} does not match the checkpoint's model "
-                                f"{payload.get('model')!r}; drop --model or pass the right one")
-        module_name, func = KIND_HANDLERS[kind].split(":")
-        handler = getattr(importlib.import_module(module_name), func)
-        model, meta = handler(payload, resolution=resolution)
-        meta = {"source_format": FORMAT, **meta}
-    else:
-        if not model_name:
-            raise UserError(f"checkpoint {str(path)!r} is a plain state_dict; pass --model NAME "
-                            "so its architecture is known")
-        from tinyexport.train.models import build_model
-
-        classes = _classes_in(payload["state_dict"]) or 1000
-        model = build_model(model_name, num_classes=classes, resolution=resolution)
-        report = load_state_dict_into(model, payload["state_dict"])
-        meta = {"kind": "base", "model": model.spec.name, "source_format": report.source_format}
-    model.eval()
-    return model, meta
+    described = {k: payload[k] for k in ("model", "resolution", "num_classes", "kind")
+                 if k in payload}
+    recipe = payload.get("recipe") if isinstance(payload.get("recipe"), dict) else {}
+    data = payload.get("data") or recipe.get("data")
+    if isinstance(data, str):
+        described["data"] = data
+    return described

@@ -1,10 +1,15 @@
-"""``tinytrain``: train a zoo model with NetAug (or the plain baseline); ``tinytrain transfer ...``
-is TinyTL transfer learning (``tinyexport.train.tinytl.cli``).
+"""``tinytrain``: train a zoo model with NetAug (or the plain baseline); ``tinytrain transfer`` is
+TinyTL transfer learning (options in ``tinyexport.train.tinytl.cli``).
 
 Runs as one process, or under ``torchrun --nproc_per_node N`` (NCCL on CUDA, gloo on CPU)::
 
     tinytrain --model mbv2-tiny --data fashion-mnist --netaug --epochs 2 --out runs/fm
+    tinytrain transfer --from runs/fm/target.pt --data digits --out runs/tl
     torchrun --nproc_per_node 2 -m tinyexport.train --model mbv2-tiny --data fashion-mnist ...
+
+One parser: the training options sit on ``tinytrain`` itself and ``transfer`` is its subcommand, so
+``tinytrain --help`` lists the training options and ``tinytrain transfer --help`` the transfer ones.
+Both share ``--out`` (required), ``--limit-train``, ``--limit-val`` and ``--max-steps``.
 """
 
 from __future__ import annotations
@@ -13,13 +18,25 @@ import argparse
 import logging
 import sys
 
+import torch
+
+from tinyexport.distributed import cleanup, init_distributed
 from tinyexport.errors import UserError, run_cli
+from tinyexport.log import setup_logging
+from tinyexport.train._cli import OUT_HELP, add_limits, warn_renamed
+from tinyexport.train.netaug.recipe import resolve_recipe
+from tinyexport.train.netaug.run import run_training
+from tinyexport.train.tinytl import cli as transfer_cli
+from tinyexport.train.trainer import TrainConfig
 
 _log = logging.getLogger(__name__)
 
+USAGE = ("tinytrain --out DIR [--model NAME] [--data SPEC] [options]\n"
+         "       tinytrain transfer --data SPEC --out DIR [--from CKPT] [options]")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinytrain", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="tinytrain", usage=USAGE, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="zoo model name (default mbv2-tiny)")
     p.add_argument("--data", help="data SPEC: ImageFolder DIR, fashion-mnist[:DIR], cifar10:DIR, "
                                   "digits, synthetic[:N]")
@@ -33,11 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="input size (default: the recipe / model's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader workers per process")
-    p.add_argument("--limit-train", type=int, help="use a fixed subset of N training images")
-    p.add_argument("--limit-val", type=int, help="use a fixed subset of N validation images")
-    p.add_argument("--max-steps", type=int, dest="max_steps_per_epoch",
-                   help="stop each epoch after N steps (smoke runs)")
-    p.add_argument("--out", default="runs/tinytrain", help="output folder (default %(default)s)")
+    add_limits(p)
+    # Not argparse-required: the parent's check would also fire for `tinytrain transfer` (whose
+    # own --out is required); main() checks it for training.
+    p.add_argument("--out", metavar="DIR", help=OUT_HELP)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (fp16: CUDA only)")
@@ -45,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
+    commands = p.add_subparsers(dest="command", title="subcommands", metavar="{transfer}")
+    transfer = commands.add_parser("transfer", prog="tinytrain transfer",
+                                   description=transfer_cli.DESCRIPTION,
+                                   help="TinyTL transfer learning (tinytrain transfer --help)")
+    transfer_cli.add_arguments(transfer)
     return p
 
 
@@ -55,13 +76,6 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
-    from tinyexport.distributed import cleanup, init_distributed
-    from tinyexport.train.engine import TrainConfig
-    from tinyexport.train.netaug.recipe import resolve_recipe
-    from tinyexport.train.netaug.run import run_training
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
@@ -84,22 +98,16 @@ def _train(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "transfer":
-        from importlib import import_module
-
-        return import_module("tinyexport.train.tinytl.cli").main(argv[1:])
-    args = build_parser().parse_args(argv)
-    from tinyexport.log import setup_logging
-
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "transfer" and argv[0] != "transfer":
+        parser.error("the subcommand comes first: tinytrain transfer [options]")
+    if args.command is None and args.out is None:
+        parser.error("the following arguments are required: --out")
     setup_logging(args.verbose)
-
-    def body() -> int:
-        try:
-            return _train(args)
-        except ValueError as exc:  # frozen-config validation
-            raise UserError(str(exc)) from None
-
-    return run_cli(body)
+    warn_renamed(args)
+    run = transfer_cli.run if args.command == "transfer" else _train
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

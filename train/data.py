@@ -9,10 +9,10 @@ SPEC forms:
 * ``digits`` — scikit-learn's 8×8 digits (1,797 images; deterministic 80/20 split);
 * ``synthetic[:N]`` — N random images with random labels (10 classes), for smoke runs.
 
-Grey images are expanded to 3 channels. Transforms (shared reference ``netaug.md`` §4–5):
+Grey images are expanded to 3 channels. Transforms (``docs/netaug.md`` §4–5):
 train = RandomResizedCrop(S) + horizontal flip + ColorJitter(32/255, saturation 0.5); eval = resize
 the short side to ceil(S/0.875), centre-crop S. Normalisation is the model's preprocessing
-(ImageNet mean/std for our training; 0.5/0.5 for the MCUNet-zoo weights, ``mcunet.md`` §4).
+(ImageNet mean/std for our training; 0.5/0.5 for the MCUNet-zoo weights, ``docs/mcunet.md`` §4).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tinyexport.errors import UserError
+from tinyexport.train.tv_compat import import_torchvision
 
 _log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Preprocessing:
 
 
 def mcunet_zoo_preprocessing(resolution: int) -> Preprocessing:
-    """MCUNet zoo weights: Resize(int(S·256/224)), CenterCrop(S), mean = std = 0.5 (mcunet.md §4)."""
+    """MCUNet zoo weights: Resize(int(S·256/224)), CenterCrop(S), mean = std = 0.5 (docs/mcunet.md §4)."""
     return Preprocessing(resolution, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224 / 256)
 
 
@@ -100,6 +101,10 @@ def parse_data_spec(text: str) -> DataSpec:
         if count < 1:
             raise UserError(f"synthetic:N needs N >= 1, got {count}")
         return DataSpec("synthetic", count=count)
+    if rest and os.sep not in head and not Path(text).exists():
+        raise UserError(f"unknown data kind {head!r} in {text!r}; known kinds: fashion-mnist[:DIR], "
+                        "cifar10:DIR, digits, synthetic[:N]; for any other data set (ImageNet "
+                        "included) pass its ImageFolder directory itself")
     if text and (os.sep in text or Path(text).exists() or text.startswith(".")):
         return DataSpec("imagefolder", text)
     raise UserError(f"unknown data SPEC {text!r}; use an ImageFolder directory, "
@@ -157,11 +162,50 @@ def load_cifar10(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
                         "'cifar-10-batches-py' (data_batch_1..5, test_batch)")
     images, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        images.append(batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels += list(batch[b"labels"])
+        data, batch_labels = read_cifar_batch(folder / name)
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels += batch_labels
     return np.concatenate(images), np.asarray(labels, dtype=np.int64)
+
+
+class _CifarBatchUnpickler(pickle.Unpickler):
+    """Unpickles what a real CIFAR-10 python batch holds and nothing else: dicts, lists,
+    bytes/str and ints (built in by the pickle protocol) and one uint8 numpy array. Any other
+    global (``os.system``, ``builtins.eval``, ...) is refused before it can be called: a batch
+    file is data from the user's disk, never code."""
+
+    ALLOWED = frozenset({
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),  # how protocol 2 spells a bytes literal written by Python 3
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch "
+                                         "never holds (refused, not run)")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """``data`` (N×3072 uint8) and ``labels`` of one CIFAR-10 python batch, unpickled with
+    :class:`_CifarBatchUnpickler`; anything else is a UserError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarBatchUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, MemoryError) as exc:
+        raise UserError(f"CIFAR-10 batch {str(path)!r} cannot be read: {exc or type(exc).__name__}; "
+                        "expected a file of the extracted 'cifar-10-batches-py'") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+            or data.shape[1] != 3 * 32 * 32 or not isinstance(labels, list)
+            or len(labels) != len(data)
+            or not all(isinstance(v, int) and 0 <= v < 10 for v in labels)):
+        raise UserError(f"CIFAR-10 batch {str(path)!r} is not a CIFAR-10 python batch (expected "
+                        "b'data': uint8 N×3072 and b'labels': N ints in 0..9)")
+    return data, labels
 
 
 def synthetic_arrays(count: int, size: int = 32, classes: int = 10, seed: int = 0):
@@ -174,8 +218,6 @@ def synthetic_arrays(count: int, size: int = 32, classes: int = 10, seed: int = 
 
 def build_transform(pre: Preprocessing, train: bool):
     """torchvision transform on PIL images (train-style or eval-style), ending in a normalised tensor."""
-    from tinyexport.train.tv_compat import import_torchvision
-
     T = import_torchvision().transforms
     size = pre.resolution
     if train:
@@ -274,6 +316,9 @@ def _imagefolder_root(path: str, split: str) -> Path:
     root = Path(path)
     if not root.exists():
         raise UserError(f"data folder {path!r} does not exist")
+    if not root.is_dir():
+        raise UserError(f"data {path!r} is a file, not a folder; pass an ImageFolder directory "
+                        "(one sub-folder of images per class, optionally under train/ and val/)")
     wanted = "train" if split == "train" else "val"
     if (root / "train").is_dir() or (root / "val").is_dir():
         if not (root / wanted).is_dir():
@@ -324,3 +369,49 @@ def take_images(dataset: Dataset, count: int, seed: int = 0) -> tuple[torch.Tens
         torch.manual_seed(seed)
         pairs = [dataset[i] for i in order]
     return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+
+class SubsetDataset(Dataset):
+    """The images at ``indices`` of ``dataset``, labels optionally remapped (``remap[label]``).
+
+    Keeps ``.dataset`` (so ``.skipped`` of an ImageFolder stays reachable) and ``.classes``
+    (the remapped classes' names, in ``remap`` order, when both are known).
+    """
+
+    def __init__(self, dataset: Dataset, indices: list[int], remap: dict[int, int] | None = None):
+        self.dataset, self.indices, self.remap = dataset, indices, remap
+        classes = getattr(dataset, "classes", None)
+        if remap and classes is not None:
+            classes = [classes[c] for c in remap if c < len(classes)]
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[self.indices[index]]
+        return image, (self.remap[label] if self.remap else label)
+
+
+def subset(dataset: Dataset, limit: int | None, seed: int, indices: list[int] | None = None,
+           remap: dict[int, int] | None = None) -> Dataset:
+    """A fixed random ``limit`` of ``indices`` (default: all of ``dataset``), kept in index order.
+
+    The choice is ``torch.randperm(len(indices))`` with a generator seeded by ``seed``, so the same
+    call selects the same images on every rank and run. Returns ``dataset`` itself when nothing is
+    dropped or remapped (``limit`` None or not below its size).
+
+    Args:
+        dataset: any map-style dataset.
+        limit: how many images to keep, or None for all of ``indices``.
+        seed: the selection seed.
+        indices: the candidates (e.g. the images of some classes); None = every index.
+        remap: label → new label (e.g. kept classes → 0..K-1), or None.
+    """
+    keep = list(range(len(dataset))) if indices is None else list(indices)
+    if limit is not None and limit < len(keep):
+        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed)).tolist()
+        keep = sorted(keep[i] for i in order[:limit])
+    elif indices is None and remap is None:
+        return dataset
+    return SubsetDataset(dataset, keep, remap)

@@ -1,8 +1,8 @@
 """Import torchvision with this stack's CPU torch.
 
 PyPI's torchvision 0.28.0 is the CUDA build; its C ops do not load with the CPU torch, and
-``import torchvision`` then fails with "operator torchvision::nms does not exist" (shared reference
-``toolchain.md`` §3). Defining the two op schemas first makes the import work; transforms and model
+``import torchvision`` then fails with "operator torchvision::nms does not exist" (see
+``docs/toolchain.md`` §3). Defining the two op schemas first makes the import work; transforms and model
 definitions work, ``torchvision.ops.nms`` does not (we never use it).
 """
 

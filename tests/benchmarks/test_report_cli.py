@@ -52,9 +52,9 @@ def test_plot_writes_png(tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["--model", "mcunett"], "unknown model 'mcunett'"),
     (["--model", "mcunet", "--board", "stm32f999"], "unknown board 'stm32f999'"),
-    (["--model", "mcunet", "--resolution", "0"], "--resolution must be"),
-    (["--model", "mcunet", "--resolution", "16"], "--resolution must be"),
-    (["--model", "mcunet", "--num-classes", "0"], "--num-classes must be >= 1, got 0"),
+    (["--model", "mcunet", "--resolution", "0"], "--resolution: resolution must be"),
+    (["--model", "mcunet", "--resolution", "16"], "--resolution: resolution must be"),
+    (["--model", "mcunet", "--num-classes", "0"], "--num-classes: num_classes must be in 2..100,000, got 0"),
     ([], "nothing to report"),
     (["--model", "mcunet", "--plot", "out.jpg"], "PNG"),
 ])
@@ -63,3 +63,12 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, fragment):
     err = capsys.readouterr().err
     assert fragment in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_boards_lists_the_board_table(capsys):
+    assert main(["--boards"]) == 0
+    out = capsys.readouterr().out
+    assert "stm32f746" in out and "320 KB" in out and "f746" in out and "rp2040" in out
+    assert main(["--boards", "--json"]) == 0
+    rows = {r["board"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["stm32f746"]["sram_bytes"] == 320 * 1024 and "f746" in rows["stm32f746"]["aliases"]

@@ -47,17 +47,25 @@ def _train_digits_model(path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def digits_export(tmp_path_factory):
+def digits_checkpoint(tmp_path_factory) -> Path:
+    """mbv2-tiny trained a few epochs on digits (our checkpoint format, no recorded data)."""
+    checkpoint = tmp_path_factory.mktemp("digits_checkpoint") / "digits.pt"
+    with _single_thread_torch():
+        _train_digits_model(checkpoint)
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def digits_export(tmp_path_factory, digits_checkpoint):
     """(output folder, export.json dict, exit code) of ``tinyexport`` on the trained model."""
     import json
 
     from tinyexport.export.cli import main
 
     root = tmp_path_factory.mktemp("digits_export")
-    checkpoint = root / "digits.pt"
+    checkpoint = digits_checkpoint
     out = root / "out"
     with _single_thread_torch():
-        _train_digits_model(checkpoint)
         code = main(["--model", "mbv2-tiny", "--int8", "--checkpoint", str(checkpoint),
                      "--resolution", str(RESOLUTION), "--calib-data", "digits", "--calib-images",
                      "64", "--check-images", "32", "--eval-data", "digits", "--eval-images",

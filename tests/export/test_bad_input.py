@@ -74,3 +74,48 @@ def test_missing_checkpoint_and_bad_counts(tmp_path, capsys):
     assert code != 0 and "does not exist" in err
     code, err = _run(["--model", "mbv2-tiny", "--int8", "--calib-images", "0"], capsys)
     assert code != 0 and "--calib-images must be >= 1" in err
+
+
+def test_int8_is_the_default(tmp_path, capsys):
+    """--int8 is optional (the only target); validation still runs without it."""
+    code, err = _run(["--model", "mcunett", "--out", str(tmp_path / "o")], capsys)
+    assert code != 0 and "unknown model 'mcunett'" in err and "--int8" not in err
+
+
+def _fails_fast(tmp_path, capsys, extra, fragment):
+    out = tmp_path / "o"
+    code, err = _run(["--model", "mbv2-tiny", "--resolution", "32", "--num-classes", "10",
+                      "--out", str(out), *extra], capsys)
+    assert code != 0 and fragment in err, err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+    return err
+
+
+def test_arguments_are_validated_before_any_work(tmp_path, capsys):
+    _fails_fast(tmp_path, capsys, ["--board", "nosuchboard"], "unknown board 'nosuchboard'")
+    _fails_fast(tmp_path, capsys, ["--check-images", "100", "--calib-images", "10"],
+                "--check-images 100 exceeds --calib-images 10")
+    _fails_fast(tmp_path, capsys, ["--no-firmware", "--offline-plan", "--board", "stm32f746"],
+                "--offline-plan and --board need the firmware stage")
+    _fails_fast(tmp_path, capsys, ["--checkpoint", str(tmp_path)], "is a folder")
+    _fails_fast(tmp_path, capsys, ["--eval-data", str(tmp_path / "missing")], "does not exist")
+    _fails_fast(tmp_path, capsys, ["--eval-data", "imagenet:/x"], "unknown data kind 'imagenet'")
+
+
+def test_force_never_deletes_what_is_not_an_export(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("keep me")
+    (out / "sub" / "data.csv").write_text("1,2")
+    code, err = _run(["--model", "mbv2-tiny", "--resolution", "32", "--num-classes", "10",
+                      "--out", str(out), "--force"], capsys)
+    assert code != 0 and "will not replace" in err and "notes.txt" in err
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "sub" / "data.csv").exists()
+
+
+def test_class_count_mismatch_is_a_warning():
+    from tinyexport.export.stages import class_mismatch
+
+    assert class_mismatch(10, {"spec": "digits", "classes": 10}) is None
+    assert "3 outputs but --eval-data digits has 10 classes" in class_mismatch(
+        3, {"spec": "digits", "classes": 10})

@@ -5,7 +5,8 @@ import sys
 
 import numpy as np
 
-from tinyexport.quantize.check import TFLM_BUILTINS, check_int8_model
+from tinyexport.quantize.check import check_int8_model
+from tinyexport.tflite_graph.ops import TFLM_OPS
 
 
 def test_export_succeeds_with_fixed_names(digits_export):
@@ -22,7 +23,7 @@ def test_int8_model_is_tflm_ready(digits_export):
     check = check_int8_model((out / "model_int8.tflite").read_bytes())
     assert check.passed, check.problems
     assert check.input["dtype"] == check.output["dtype"] == "int8"
-    assert set(check.op_histogram) <= TFLM_BUILTINS
+    assert set(check.op_histogram) <= TFLM_OPS
     assert not {"TRANSPOSE", "DEQUANTIZE", "QUANTIZE"} & set(check.op_histogram)
     # the classifier is a 1x1 CONV_2D (export/head.py): no FULLY_CONNECTED whose int8 rounding
     # differs between TFLite Micro and LiteRT

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyexport.firmware_eval.arena import TFLM_OPS
 from tinyexport.firmware_eval.bundle import add_method
+from tinyexport.tflite_graph.ops import TFLM_OPS
 
 ROOT = Path(__file__).resolve().parents[2]
 TFLM_SRC = os.environ.get("TFLM_SRC")

@@ -5,8 +5,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.api import analyse, validate
-from tinyexport.firmware_eval.flatbuf import parse_graph, read_graph
+from tinyexport.firmware_eval.analysis import analyse
+from tinyexport.firmware_eval.check import validate
+from tinyexport.tflite_graph.reader import parse_graph, read_graph
 
 
 def test_empty_truncated_and_foreign_files(tmp_path, models):

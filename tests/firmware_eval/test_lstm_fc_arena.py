@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinyexport.firmware_eval import arena, tflm_runner
-from tinyexport.firmware_eval.flatbuf import read_graph
+from tinyexport.tflite_graph.reader import read_graph
 
 DATA = Path(__file__).parent / "data"
 # model: (head, tail, smallest arena_size that allocates)

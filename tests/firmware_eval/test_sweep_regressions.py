@@ -5,13 +5,12 @@ un-fused dilated convolution TFLM would run into garbage."""
 
 import json
 import re
-from argparse import Namespace
 
 import numpy as np
 import pytest
 
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.api import load
+from tinyexport.firmware_eval.check import load
 from tinyexport.firmware_eval.report import run_tflite_report
 
 
@@ -67,8 +66,7 @@ def sweep(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["tconv", "multi", "bmm"])
 def test_sweep_models_match_tflm(sweep, name, capsys):
-    args = Namespace(target=str(sweep[name]), board=None, measure=True, json=True, plot=None)
-    assert run_tflite_report(args) == 0
+    assert run_tflite_report(str(sweep[name]), run_tflm=True, as_json=True) == 0
     rep = json.loads(capsys.readouterr().out)
     pred, meas = rep["arena"], rep["measured"]
     assert rep["errors"] == []

@@ -5,21 +5,22 @@ import json
 import shutil
 import subprocess
 import sys
-from argparse import Namespace
 
 import numpy as np
 import pytest
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.api import analyse, firmware_check, load, prepare_inputs
+from tinyexport.firmware_eval.analysis import analyse
 from tinyexport.firmware_eval.bundle import add_method, resolver_ops
+from tinyexport.firmware_eval.check import load
+from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.firmware_eval.measure import prepare_inputs
 from tinyexport.firmware_eval.report import run_tflite_report
 
 
 def test_prediction_matches_tflm_and_litert_bit_exact(models, capsys):
-    args = Namespace(target=str(models["int8"]), board=None, measure=True, json=True, plot=None)
-    assert run_tflite_report(args) == 0
+    assert run_tflite_report(str(models["int8"]), run_tflm=True, as_json=True) == 0
     rep = json.loads(capsys.readouterr().out)
     pred, meas = rep["arena"], rep["measured"]
     assert pred["head"] == meas["head"]
@@ -86,7 +87,7 @@ def test_cli_bad_input_no_traceback(tmp_path, models):
 
 
 def test_import_is_light():
-    code = ("import sys, tinyexport.firmware_eval.report, tinyexport.firmware_eval.api;"
+    code = ("import sys, tinyexport.firmware_eval.report, tinyexport.firmware_eval.firmware;"
             "bad=[m for m in ('tensorflow','tflite_micro','ai_edge_litert','onnx') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

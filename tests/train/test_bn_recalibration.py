@@ -1,4 +1,4 @@
-"""reestimate_bn against a direct computation of netaug.md §1.7."""
+"""reestimate_bn against a direct computation of docs/netaug.md §1.7."""
 
 import torch
 from torch import nn

@@ -16,10 +16,10 @@ from tinyexport.train.checkpoint import (
     load_checkpoint,
     make_payload,
     mcunet_key_map,
-    model_from_checkpoint,
     netaug_key_map,
     save_checkpoint,
 )
+from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.models import build_model
 
 
@@ -72,10 +72,34 @@ def test_mismatch_names_missing_unexpected_and_shapes(tmp_path):
 def test_unreadable_and_missing_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot be read"):
+    with pytest.raises(UserError, match="not a readable PyTorch file"):
         load_checkpoint(build_model("mcunet-in0"), bad)
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(build_model("mcunet-in0"), tmp_path / "nope.pt")
+
+
+class _Pickled:  # any class: weights_only loading refuses it
+    pass
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("empty", r"is empty \(0 bytes\)"), ("folder", "is a folder"),
+    ("truncated", "not a readable PyTorch file"), ("object", "never loads"),
+])
+def test_bad_checkpoints_never_suggest_unsafe_loading(tmp_path, kind, fragment):
+    path = tmp_path / "ck.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "truncated":
+        torch.save(build_model("mcunet-in0", num_classes=10).state_dict(), path)
+        path.write_bytes(path.read_bytes()[:5000])
+    else:
+        torch.save({"state_dict": {}, "obj": _Pickled()}, path)
+    with pytest.raises(UserError, match=fragment) as err:
+        load_checkpoint(build_model("mcunet-in0", num_classes=10), path)
+    assert "weights_only=False" not in str(err.value)
 
 
 def test_weights_only_refuses_pickled_objects(tmp_path):

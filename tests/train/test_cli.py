@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tinyexport.train.checkpoint import model_from_checkpoint
+from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.cli import main
 
 TINY = ["--model", "mbv2-tiny", "--data", "digits", "--resolution", "32", "--epochs", "2",
@@ -77,3 +77,55 @@ def test_tinyexport_int8_of_target(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "model_int8.tflite").is_file()
+
+
+def test_help_of_tinytrain_and_of_the_transfer_subcommand(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--netaug" in out and "--limit-train" in out and "transfer" in out
+    with pytest.raises(SystemExit) as done:
+        main(["transfer", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tinytrain transfer")
+    for option in ("--from", "--method", "--limit-train", "--limit-val", "--max-steps", "--out"):
+        assert option in out, option
+    for old in ("--train-count", "--val-count", "--max-steps-per-epoch"):  # hidden aliases
+        assert old not in out, old
+
+
+def test_out_is_required_in_both(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(TINY)
+    assert done.value.code == 2 and "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["transfer", "--model", "mbv2-tiny", "--data", "synthetic:24"])
+    assert done.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_transfer_subcommand_must_come_first(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--model", "mbv2-tiny", "transfer", "--data", "digits", "--out", str(tmp_path)])
+    assert done.value.code == 2 and "comes first" in capsys.readouterr().err
+
+
+def test_transfer_old_spellings_are_hidden_aliases(tmp_path, capsys):
+    """`--train-count/--val-count/--max-steps-per-epoch` still work (one release) and warn."""
+    from tinyexport.train.tinytl.cli import build_parser
+
+    old = build_parser().parse_args(["--data", "d", "--out", "o", "--train-count", "40",
+                                     "--val-count", "16", "--max-steps-per-epoch", "2"])
+    new = build_parser().parse_args(["--data", "d", "--out", "o", "--limit-train", "40",
+                                     "--limit-val", "16", "--max-steps", "2"])
+    for key in ("limit_train", "limit_val", "max_steps_per_epoch"):
+        assert getattr(old, key) == getattr(new, key), key
+    assert not getattr(new, "renamed_options", [])
+    args = ["transfer", "--model", "mbv2-tiny", "--resolution", "32", "--data", "synthetic:24",
+            "--method", "ft-last", "--epochs", "1", "--batch-size", "8", "--train-count", "16",
+            "--val-count", "8", "--max-steps-per-epoch", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "--train-count is renamed --limit-train" in capsys.readouterr().err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["config"]["limit_train"] == 16 and result["config"]["max_steps_per_epoch"] == 1

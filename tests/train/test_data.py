@@ -35,7 +35,7 @@ def test_bad_specs(spec, fragment):
 
 
 def test_eval_resize_is_ceil_of_crop_ratio():
-    # netaug.md §5: 183 for 160, 165 for 144, 202 for 176
+    # docs/netaug.md §5: 183 for 160, 165 for 144, 202 for 176
     assert [Preprocessing(s).resize for s in (160, 144, 176)] == [183, 165, 202]
     assert mcunet_zoo_preprocessing(176).resize == 202 and mcunet_zoo_preprocessing(176).mean == (
         0.5, 0.5, 0.5)
@@ -119,3 +119,12 @@ def test_take_images_is_reproducible_with_augmentation():
     assert torch.equal(torch.get_rng_state(), state)
     b, _ = take_images(dataset, 8, seed=0)
     assert torch.equal(a, b)
+
+
+def test_unknown_kind_and_file_as_data_say_what_they_are(tmp_path):
+    with pytest.raises(UserError, match="unknown data kind 'imagenet'.*ImageFolder directory"):
+        parse_data_spec("imagenet:/x")
+    text = tmp_path / "notes.txt"
+    text.write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        build_dataset(str(text), "val", PRE, False)

@@ -1,15 +1,15 @@
 """Every registered model reproduces its published params / MACs / peak activation exactly.
 
-Published values: shared reference mcunet.md §2.3 (MCUNet zoo, verified against the official
-``count_peak_activation_size``) and netaug.md §2–3 (the NetAug base models, ≈ values).
+Published values: docs/mcunet.md §2.3 (MCUNet zoo, verified against the official
+``count_peak_activation_size``) and docs/netaug.md §2–3 (the NetAug base models, ≈ values).
 """
 
 import pytest
 import torch
 
-from tinyexport.benchmarks.model_profile import profile_zoo_model
 from tinyexport.errors import UserError
 from tinyexport.train.models import MODELS, build_model, model_spec
+from tinyexport.train.models.profile import profile_zoo_model
 
 EXACT = {  # name: (resolution, params, MACs, peak activation bytes int8)
     "mcunet-in0": (48, 749_840, 6_364_224, 46_080),
@@ -19,7 +19,7 @@ EXACT = {  # name: (resolution, params, MACs, peak activation bytes int8)
     "mcunet-in4": (160, 1_732_640, 125_874_400, 422_400),
     "mbv2-tiny": (144, 750_280, 23_499_152, 311_040),
     "proxyless-w0.3": (176, 754_280, 38_282_216, 247_808),
-    "proxylessnas-mobile": (224, 4_080_512, None, None),  # tinytl.md §3.1: 4,080,512 / 320.4M
+    "proxylessnas-mobile": (224, 4_080_512, None, None),  # docs/tinytl.md §3.1: 4,080,512 / 320.4M
     "mobilenetv2": (224, 3_504_872, None, None),  # torchvision mobilenet_v2: 3,504,872 params
 }
 APPROX = {"mbv2-w0.35": (160, 1.677e6, 30.88e6), "proxylessnas-w0.35": (160, 1.781e6, 35.72e6)}
@@ -50,7 +50,7 @@ def test_published_figures_approx(name):
 
 
 def test_peak_location_matches_reference():
-    # mcunet.md §2.4: in2-in4 peak at block 2 (residual held), mbv2 at block 1, proxyless at block 0
+    # docs/mcunet.md §2.4: in2-in4 peak at block 2 (residual held), mbv2 at block 1, proxyless at block 0
     assert profile_zoo_model("mcunet").bottleneck == "blocks.2.depthwise.conv"
     assert profile_zoo_model("mbv2-tiny").bottleneck.startswith("blocks.1.")
     assert profile_zoo_model("proxyless-w0.3").bottleneck.startswith("blocks.0.")

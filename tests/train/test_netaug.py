@@ -1,4 +1,4 @@
-"""NetAug supernet: candidate lists (netaug.md §4), slicing / extraction equivalence, channel
+"""NetAug supernet: candidate lists (docs/netaug.md §4), slicing / extraction equivalence, channel
 sorting, BN re-estimation of the base slice, sampling and checkpoint round trip."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _max_config(net) -> SubnetConfig:
 
 
 def test_mbv2_tiny_candidates_equal_worked_example():
-    """netaug.md §4 worked example (MBV2-Tiny, width list [1, 1.8, 2.6])."""
+    """docs/netaug.md §4 worked example (MBV2-Tiny, width list [1, 1.8, 2.6])."""
     c = build_candidates(model_spec("mbv2-tiny"), (1.0, 1.8, 2.6))
     assert c.stem == (16, 29, 42)
     assert c.stages == ((8, 14, 21), (8, 14, 21), (16, 29, 42), (24, 43, 62), (32, 58, 83),

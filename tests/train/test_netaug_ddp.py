@@ -1,5 +1,5 @@
 """2-process gloo DDP under torchrun: identical weights on both ranks after every step, and the
-same sampled augmented model on both (the NetAug generator is seeded identically, netaug.md
+same sampled augmented model on both (the NetAug generator is seeded identically, docs/netaug.md
 pitfall 11). The worker runs as a script (torchrun), so it is kept as source text here."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ WORKER = textwrap.dedent('''
 import json, os, sys
 import torch
 import torch.distributed as dist
-from tinyexport.train import engine
+from tinyexport.train.optim import param_groups
+from tinyexport.train.trainer import TrainConfig, train
 from tinyexport.train.netaug.task import NetAugTask
 
 class _Recording(NetAugTask):
@@ -52,12 +53,12 @@ def main(out_dir):
     data = torch.utils.data.TensorDataset(torch.randn(24, 3, 32, 32, generator=gen),
                                           torch.randint(0, 10, (24,), generator=gen))
     loader = torch.utils.data.DataLoader(data, batch_size=8)
-    optimizer = torch.optim.SGD(engine.param_groups(model, 4e-5), lr=0.1, momentum=0.9,
+    optimizer = torch.optim.SGD(param_groups(model, 4e-5), lr=0.1, momentum=0.9,
                                 nesterov=True)
     task = _Recording(torch.nn.CrossEntropyLoss(label_smoothing=0.1), epochs=2,
                       stop_aug_w_epoch=1, seed=0)
-    config = engine.TrainConfig(epochs=2, out_dir=out_dir, progress=False, tensorboard=False)
-    engine.train(model, task, loader, optimizer, None, config)
+    config = TrainConfig(epochs=2, out_dir=out_dir, progress=False, tensorboard=False)
+    train(model, task, loader, optimizer, None, config)
     final = torch.cat([p.detach().flatten() for p in model.parameters()])
     both = [torch.empty_like(final) for _ in range(2)]
     dist.all_gather(both, final)

@@ -1,5 +1,5 @@
 """The tiny-model zoo: registered builders (``build_model``), their specs and building blocks."""
 
-from tinyexport.train.models.zoo import MODELS, build_model, list_models, model_spec
+from tinyexport.train.models.zoo import MODELS, build_model, check_bounds, list_models, model_spec
 
-__all__ = ["MODELS", "build_model", "list_models", "model_spec"]
+__all__ = ["MODELS", "build_model", "check_bounds", "list_models", "model_spec"]

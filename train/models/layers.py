@@ -1,8 +1,8 @@
 """Building blocks shared by the zoo nets, the NetAug supernet and TinyTL.
 
-Every conv is followed by BatchNorm; convs carry no bias (shared reference ``netaug.md`` §2).
+Every conv is followed by BatchNorm; convs carry no bias (``docs/netaug.md`` §2).
 Blocks expose ``residual`` and ``depthwise_conv`` so the activation profiler can apply MCUNet's
-"block input held at the depthwise conv" rule (``mcunet.md`` §2.3) to any module layout.
+"block input held at the depthwise conv" rule (``docs/mcunet.md`` §2.3) to any module layout.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class MBBlock(nn.Module):
 
 def he_fout_init_(model: nn.Module) -> nn.Module:
     """The baseline init of the reference code: conv ~ N(0, sqrt(2/(k²·C_out))), BN 1/0, Linear
-    uniform(±1/sqrt(in)) with zero bias (netaug.md §1.6, tinytl.md §2)."""
+    uniform(±1/sqrt(in)) with zero bias (docs/netaug.md §1.6, docs/tinytl.md §2)."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels

@@ -2,16 +2,44 @@
 
 A net is: a 3×3 stride-2 stem conv → a list of inverted-bottleneck (MB) blocks (the first one is
 the depthwise-separable block, expand 1) → an optional 1×1 "feature-mix" conv → global average pool
-→ dropout → Linear. Facts: shared reference ``mcunet.md`` §2.1–2.2 and ``netaug.md`` §2.
+→ dropout → Linear. Facts: ``docs/mcunet.md`` §2.1–2.2 and ``docs/netaug.md`` §2.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+# Input bounds of every zoo net, checked here once (spec, CLIs and export all call these). The nets
+# downsample 32x, so a smaller input leaves the last stage no pixel; above 1024 px the int8 input
+# alone is 3 MB, far beyond any microcontroller, and the float activations of a batch run into GBs.
+MIN_RESOLUTION = 32
+MAX_RESOLUTION = 1024
+# A classifier needs two classes; 1,000 is ImageNet's, 100,000 keeps the head's weights < 100 MB.
+MIN_CLASSES = 2
+MAX_CLASSES = 100_000
+
+
+def resolution_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a zoo net's input resolution (None when it can)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"resolution must be an integer, got {value!r}"
+    if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+        return (f"resolution must be in {MIN_RESOLUTION}..{MAX_RESOLUTION} (the nets downsample "
+                f"32x; microcontroller inputs are far below 1024 px), got {value}")
+    return None
+
+
+def num_classes_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a classifier's class count (None when it can)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"num_classes must be an integer, got {value!r}"
+    if not MIN_CLASSES <= value <= MAX_CLASSES:
+        return f"num_classes must be in {MIN_CLASSES}..{MAX_CLASSES:,}, got {value}"
+    return None
+
 
 def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round to the nearest multiple of ``divisor``, one step up if that drops below 90 % (netaug.md §2)."""
+    """Round to the nearest multiple of ``divisor``, one step up if that drops below 90 % (docs/netaug.md §2)."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * value:
         rounded += divisor
@@ -19,7 +47,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def round_half_up(value: float) -> int:
-    """Integer rounding with halves going up (NetAug's ``make_divisible(v, 1)``, netaug.md §1.2)."""
+    """Integer rounding with halves going up (NetAug's ``make_divisible(v, 1)``, docs/netaug.md §1.2)."""
     return int(value + 0.5)
 
 
@@ -69,16 +97,15 @@ class NetSpec:
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     in_channels: int = 3
-    width_mult_list: tuple[float, ...] = (1.0, 1.8, 2.6)  # NetAug aug_width_mult_list (netaug.md §4)
+    width_mult_list: tuple[float, ...] = (1.0, 1.8, 2.6)  # NetAug aug_width_mult_list (docs/netaug.md §4)
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        for problem in (num_classes_problem(self.num_classes), resolution_problem(self.resolution)):
+            if problem:
+                raise ValueError(problem)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.resolution < 32:
-            raise ValueError(f"resolution must be >= 32 (the nets downsample 32x), got {self.resolution}")
         channels = self.stem_channels
         for i, block in enumerate(self.blocks):
             if block.in_channels != channels:
@@ -109,7 +136,7 @@ class NetSpec:
 
 def parse_blocks(text: str, stem_channels: int, mid_rule: str = "exact",
                  zero_blocks: tuple[int, ...] = ()) -> tuple[BlockSpec, ...]:
-    """Parse the compact ``k/expand/out[/s2]`` notation of mcunet.md §2.2 (``×N`` repeats).
+    """Parse the compact ``k/expand/out[/s2]`` notation of docs/mcunet.md §2.2 (``×N`` repeats).
 
     Shortcuts follow the rule that matches every config used here: stride 1, in == out and not the
     first block of a stage (the first block always changes width or stride in these configs).

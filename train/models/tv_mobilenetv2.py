@@ -1,8 +1,8 @@
-"""MobileNetV2 ×1.0 in torchvision's module layout (the seed TinyTL backbone, tinytl.md §3.2).
+"""MobileNetV2 ×1.0 in torchvision's module layout (the seed TinyTL backbone, docs/tinytl.md §3.2).
 
 Keys match ``torchvision.models.mobilenet_v2()`` exactly (``features.<i>...``, ``classifier.1``), so
 torchvision checkpoints load strictly; we build it ourselves because torchvision's C ops do not load
-with the CPU torch of this stack (toolchain.md §3).
+with the CPU torch of this stack (docs/toolchain.md §3).
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 | name (aliases) | what | native res | source |
 |---|---|---|---|
-| mbv2-tiny (mobilenetv2-tiny, mbv2-w0.35-r144) | MobileNetV2 ×0.35, final conv 448 | 144 | netaug.md §2.1 |
-| mbv2-w0.35 | MobileNetV2 ×0.35, final conv 1280 | 160 | netaug.md §2.2 |
-| proxylessnas-w0.35 | ProxylessNAS-Mobile ×0.35 | 160 | netaug.md §2.3 |
-| mcunet (mcunet-in3), mcunet-in0 … in4 | MCUNet zoo | per zoo | mcunet.md §2.2 |
-| proxyless-w0.3 | MCUNet-zoo baseline | 176 | mcunet.md §2.2 |
-| proxylessnas-mobile | ProxylessNAS-Mobile ×1.0 (TinyTL backbone) | 224 | tinytl.md §3.1 |
+| mbv2-tiny (mobilenetv2-tiny, mbv2-w0.35-r144) | MobileNetV2 ×0.35, final conv 448 | 144 | docs/netaug.md §2.1 |
+| mbv2-w0.35 | MobileNetV2 ×0.35, final conv 1280 | 160 | docs/netaug.md §2.2 |
+| proxylessnas-w0.35 | ProxylessNAS-Mobile ×0.35 | 160 | docs/netaug.md §2.3 |
+| mcunet (mcunet-in3), mcunet-in0 … in4 | MCUNet zoo | per zoo | docs/mcunet.md §2.2 |
+| proxyless-w0.3 | MCUNet-zoo baseline | 176 | docs/mcunet.md §2.2 |
+| proxylessnas-mobile | ProxylessNAS-Mobile ×1.0 (TinyTL backbone) | 224 | docs/tinytl.md §3.1 |
 | mobilenetv2 | MobileNetV2 ×1.0, torchvision module layout | 224 | torchvision |
 """
 
@@ -17,7 +17,9 @@ from collections.abc import Callable
 
 from tinyexport.errors import UserError
 from tinyexport.registry import Registry
-from tinyexport.train.models.spec import NetSpec, parse_blocks, stage_blocks
+from tinyexport.train.models.mbnet import MBNet
+from tinyexport.train.models.spec import NetSpec, num_classes_problem, parse_blocks, resolution_problem, stage_blocks
+from tinyexport.train.models.tv_mobilenetv2 import TorchvisionMobileNetV2
 
 MODELS: Registry[Callable[[], NetSpec]] = Registry("model")
 
@@ -57,7 +59,7 @@ def _proxylessnas_w035() -> NetSpec:
                    notes="NetAug ProxylessNAS-Mobile w0.35 r160 (not an MCUNet-zoo config)")
 
 
-# MCUNet zoo, k/expand/out(/s2) per block (mcunet.md §2.2; checked against the zoo JSON configs).
+# MCUNet zoo, k/expand/out(/s2) per block (docs/mcunet.md §2.2; checked against the zoo JSON configs).
 _MCUNET_ZOO = {
     "mcunet-in0": (48, 24, "3/1/16 5/4/16/s2 3/3/16 3/4/16 7/5/24/s2 5/4/24 5/5/24 7/5/48/s2 "
                            "5/4/48 3/5/56 5/4/56 3/5/56 3/6/112/s2 5/4/112 3/6/192"),
@@ -106,7 +108,7 @@ def _proxyless_w03() -> NetSpec:
 def _proxylessnas_mobile() -> NetSpec:
     text = ("3/1/16 5/3/32/s2 3/3/32 7/3/40/s2 3/3/40 5/3/40 5/3/40 7/6/80/s2 5/3/80 ×3 5/6/96 "
             "5/3/96 ×3 7/6/192/s2 7/6/192 7/3/192 7/3/192 7/6/320")
-    # source blocks 3 and 4 are ZeroLayers in proxyless_mobile.json (tinytl.md §3.1)
+    # source blocks 3 and 4 are ZeroLayers in proxyless_mobile.json (docs/tinytl.md §3.1)
     return NetSpec("proxylessnas-mobile", 224, 32, parse_blocks(text, 32, zero_blocks=(3, 4)),
                    final_conv=1280, bn_eps=1e-3, notes="ProxylessNAS-Mobile x1.0 (TinyTL backbone)")
 
@@ -126,15 +128,21 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+def check_bounds(resolution: int | None = None, num_classes: int | None = None) -> None:
+    """Raise a UserError naming the flag when a resolution or class count is out of the zoo's
+    bounds (``spec.MIN_RESOLUTION`` ...); None means "not given"."""
+    for flag, value, problem in (("--resolution", resolution, resolution_problem),
+                                 ("--num-classes", num_classes, num_classes_problem)):
+        message = problem(value) if value is not None else None
+        if message:
+            raise UserError(f"{flag}: {message}")
+
+
 def model_spec(name: str, num_classes: int = 1000, resolution: int | None = None,
                dropout: float | None = None) -> NetSpec:
     """The spec of a registered model with the user's class count, resolution and dropout."""
     spec = MODELS.get(name)()
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise UserError(f"--num-classes must be a positive integer, got {num_classes!r}")
-    if resolution is not None and (not isinstance(resolution, int) or resolution < 32):
-        raise UserError(f"--resolution must be an integer >= 32 (the nets downsample 32x), "
-                        f"got {resolution!r}")
+    check_bounds(resolution=resolution, num_classes=num_classes)
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
     changes: dict = {"num_classes": num_classes}
@@ -150,9 +158,6 @@ def build_model(name: str, num_classes: int = 1000, resolution: int | None = Non
     """Build a registered model (random init) as an ``nn.Module`` with ``.spec`` and ``.resolution``."""
     spec = model_spec(name, num_classes, resolution, dropout)
     if spec.name in TORCHVISION_LAYOUT:
-        from tinyexport.train.models.tv_mobilenetv2 import TorchvisionMobileNetV2
-
         return TorchvisionMobileNetV2(spec)
-    from tinyexport.train.models.mbnet import MBNet
 
     return MBNet(spec)

@@ -1,9 +1,9 @@
 """NetAug supernet checkpoints (kind ``netaug-supernet``) and extraction of the base on load.
 
 ``best.pt`` of a NetAug run holds the whole supernet (with the base slice's BN statistics
-re-estimated, netaug.md §1.7) plus its width / expand lists; ``base_model_from_payload`` rebuilds
+re-estimated, docs/netaug.md §1.7) plus its width / expand lists; ``base_model_from_payload`` rebuilds
 the supernet and returns the extracted base ``MBNet`` — the handler
-``tinyexport.train.checkpoint.model_from_checkpoint`` dispatches to.
+``tinyexport.train.checkpoint_loader.model_from_checkpoint`` dispatches to.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch import nn
 from tinyexport.errors import UserError
 from tinyexport.train.checkpoint import load_state_dict_into, make_payload
 from tinyexport.train.models import model_spec
+from tinyexport.train.models.mbnet import MBNet
 from tinyexport.train.netaug.supernet import NetAugSupernet
 from tinyexport.train.netaug.surgery import extract_base_subnet
 
@@ -47,8 +48,6 @@ def base_model_from_payload(payload: dict, resolution: int | None = None, **_: A
     ``resolution`` overrides the recorded input size (weights do not depend on it)."""
     base = extract_base_subnet(supernet_from_payload(payload))
     if resolution is not None and resolution != base.spec.resolution:
-        from tinyexport.train.models.mbnet import MBNet
-
         resized = MBNet(base.spec.with_(resolution=int(resolution)))
         resized.load_state_dict(base.state_dict())
         base = resized

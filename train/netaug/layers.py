@@ -1,4 +1,4 @@
-"""Width-sliceable conv / BN / linear layers of the NetAug supernet (netaug.md §1.2).
+"""Width-sliceable conv / BN / linear layers of the NetAug supernet (docs/netaug.md §1.2).
 
 Every tensor is allocated at its maximum width; a forward uses the **leading** slice: conv weight
 ``[:out_active, :in_active]`` (depthwise ``[:C]``), BN ``weight/bias/running_mean/running_var[:C]``,

@@ -1,6 +1,6 @@
 """``tinytrain`` recipes: a frozen dataclass, filled from YAML then CLI overrides.
 
-Defaults are the reference ImageNet recipe (netaug.md §4): 150 + 5 warmup epochs, per-GPU batch
+Defaults are the reference ImageNet recipe (docs/netaug.md §4): 150 + 5 warmup epochs, per-GPU batch
 128, base LR 0.025 × world size, SGD Nesterov 0.9, wd 4e-5 (not on BN / biases), label smoothing
 0.1, NetAug with ``stop_aug_w_epoch`` 75, channel sorting, BN re-estimation on 16,000 train images
 (seed 937162211). Recipe files live in ``train/configs/``.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tinyexport.config import from_mapping, load_yaml
 from tinyexport.errors import UserError
+from tinyexport.train.data import parse_data_spec
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -80,8 +81,6 @@ class Recipe:
 
 def default_config_path(model: str, data: str) -> Path | None:
     """``configs/<model>-<data kind>.yaml``, else ``configs/<data kind>.yaml`` (or None)."""
-    from tinyexport.train.data import parse_data_spec
-
     kind = parse_data_spec(data).kind
     for name in (f"{model}-{kind}.yaml", f"{kind}.yaml"):
         if (CONFIG_DIR / name).is_file():

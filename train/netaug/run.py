@@ -1,4 +1,4 @@
-"""One ``tinytrain`` run: data → supernet (or baseline) → engine → best.pt / target.pt.
+"""One ``tinytrain`` run: data → supernet (or baseline) → Trainer → best.pt / target.pt.
 
 ``run_training(recipe, train_config)`` is what ``tinytrain`` calls on every rank (under torchrun or
 as one process). Outputs in ``out_dir``: ``checkpoint.pt``, ``best.pt``, ``target.pt`` (the base
@@ -13,13 +13,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 
 from tinyexport.atomic import torch_save, write_text
+from tinyexport.config import git_sha, package_versions
 from tinyexport.errors import UserError
-from tinyexport.train import engine
+from tinyexport.train.checkpoint import describe_checkpoint, make_payload
+from tinyexport.train.checkpoint_loader import model_from_checkpoint
+from tinyexport.train.data import Preprocessing, build_dataset, subset
+from tinyexport.train.evaluate import evaluate_top1
+from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.netaug.recipe import Recipe
+from tinyexport.train.netaug.supernet import build_supernet
+from tinyexport.train.netaug.task import NetAugTask, reestimate_base_bn_
+from tinyexport.train.optim import param_groups, warmup_cosine
+from tinyexport.train.task import TrainTask
+from tinyexport.train.trainer import TrainConfig, train
 
 _log = logging.getLogger(__name__)
 
@@ -34,29 +46,16 @@ class RunResult:
 
 
 def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def _subset(dataset, limit: int | None, seed: int):
-    if limit is None or limit >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
-    subset = Subset(dataset, sorted(order.tolist()))
-    subset.classes = dataset.classes
-    return subset
-
-
 def build_loaders(recipe: Recipe, resolution: int):
     """Train / val DataLoaders (DistributedSampler on every path) and the datasets."""
-    from tinyexport.train.data import Preprocessing, build_dataset
-
     pre = Preprocessing(resolution)
-    train_set = _subset(build_dataset(recipe.data, "train", pre, True), recipe.limit_train, 0)
-    val_set = _subset(build_dataset(recipe.data, "val", pre, False), recipe.limit_val, 1)
+    train_set = subset(build_dataset(recipe.data, "train", pre, True), recipe.limit_train, 0)
+    val_set = subset(build_dataset(recipe.data, "val", pre, False), recipe.limit_val, 1)
     rank, world = _world()
     if len(train_set) < recipe.batch_size * world:
         raise UserError(f"{len(train_set)} training images are fewer than one global batch "
@@ -73,23 +72,20 @@ def build_loaders(recipe: Recipe, resolution: int):
 
 
 def bn_batches(train_set, recipe: Recipe) -> list[torch.Tensor]:
-    """The BN re-estimation subset (netaug.md §1.7): up to ``bn_images`` train images (train
+    """The BN re-estimation subset (docs/netaug.md §1.7): up to ``bn_images`` train images (train
     transforms) chosen with seed ``bn_seed``, split across ranks (drop_last), materialised once."""
     rank, world = _world()
-    subset = _subset(train_set, recipe.bn_images, recipe.bn_seed)
-    sampler = DistributedSampler(subset, world, rank, shuffle=True, seed=0, drop_last=True)
+    chosen = subset(train_set, recipe.bn_images, recipe.bn_seed)
+    sampler = DistributedSampler(chosen, world, rank, shuffle=True, seed=0, drop_last=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.bn_seed)
-        loader = DataLoader(subset, min(recipe.batch_size, max(len(subset) // world, 1)),
+        loader = DataLoader(chosen, min(recipe.batch_size, max(len(chosen) // world, 1)),
                             sampler=sampler, drop_last=True)
         return [images for images, _ in loader]
 
 
 def build_model_for(recipe: Recipe, num_classes: int) -> nn.Module:
-    from tinyexport.train.models import build_model, model_spec
-    from tinyexport.train.netaug.supernet import build_supernet
-
-    torch.manual_seed(recipe.seed)  # identical init on every rank (netaug.md §1.6)
+    torch.manual_seed(recipe.seed)  # identical init on every rank (docs/netaug.md §1.6)
     if not recipe.netaug:
         return build_model(recipe.model, num_classes, recipe.resolution, recipe.dropout)
     spec = model_spec(recipe.model, num_classes, recipe.resolution, recipe.dropout)
@@ -100,9 +96,7 @@ def build_model_for(recipe: Recipe, num_classes: int) -> nn.Module:
     return build_supernet(spec, recipe.width_mult_list, recipe.expand_list)
 
 
-def _evaluate_fn(recipe, val_loader, calib, config: engine.TrainConfig):
-    from tinyexport.train.netaug.task import reestimate_base_bn_
-
+def _evaluate_fn(recipe, val_loader, calib, config: TrainConfig):
     def evaluate(module: nn.Module, epoch: int) -> dict:
         device = next(module.parameters()).device
         if recipe.netaug:
@@ -111,26 +105,22 @@ def _evaluate_fn(recipe, val_loader, calib, config: engine.TrainConfig):
             model = module
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return engine.evaluate_top1(model, val_loader, device, config.amp, config.channels_last)
+        return evaluate_top1(model, val_loader, device, config.amp, config.channels_last)
 
     return evaluate
 
 
 def _optimizer(model: nn.Module, recipe: Recipe, steps_per_epoch: int):
     _, world = _world()
-    optimizer = torch.optim.SGD(engine.param_groups(model, recipe.weight_decay), lr=recipe.base_lr,
+    optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=recipe.base_lr,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov)
-    scheduler = engine.warmup_cosine(optimizer, recipe.base_lr, recipe.base_lr * world,
-                                     recipe.effective_warmup() * steps_per_epoch,
-                                     recipe.epochs * steps_per_epoch)
+    scheduler = warmup_cosine(optimizer, recipe.base_lr, recipe.base_lr * world,
+                              recipe.effective_warmup() * steps_per_epoch,
+                              recipe.epochs * steps_per_epoch)
     return optimizer, scheduler
 
 
-def _write_config(out_dir: Path, recipe: Recipe, config: engine.TrainConfig, extra: dict) -> None:
-    import yaml
-
-    from tinyexport.config import git_sha, package_versions
-
+def _write_config(out_dir: Path, recipe: Recipe, config: TrainConfig, extra: dict) -> None:
     doc = {"recipe": recipe.as_dict(), "run": asdict(config), **extra,
            "versions": package_versions(("torch", "numpy")), "git_sha": git_sha()}
     write_text(out_dir / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
@@ -138,20 +128,16 @@ def _write_config(out_dir: Path, recipe: Recipe, config: engine.TrainConfig, ext
 
 def write_target(out_dir: Path) -> Path:
     """``target.pt``: the base model of ``best.pt`` as a plain ``base`` checkpoint (§1.8)."""
-    from tinyexport.train.checkpoint import make_payload, model_from_checkpoint
-
     base, meta = model_from_checkpoint(out_dir / "best.pt")
+    data = describe_checkpoint(out_dir / "best.pt").get("data")  # tinyexport calibrates on it
     target = out_dir / "target.pt"
     torch_save(make_payload(base, "base", source="best.pt", epoch=meta.get("epoch"),
-                            top1=meta.get("top1")), target)
+                            top1=meta.get("top1"), data=data), target)
     return target
 
 
-def run_training(recipe: Recipe, config: engine.TrainConfig) -> RunResult:
+def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
     """Train per ``recipe`` with loop settings ``config`` (call on every rank)."""
-    from tinyexport.train.models import model_spec
-    from tinyexport.train.netaug.task import NetAugTask
-
     resolution = recipe.resolution or model_spec(recipe.model).resolution
     train_loader, val_loader, train_set = build_loaders(recipe, resolution)
     num_classes = len(train_set.classes)
@@ -167,7 +153,7 @@ def run_training(recipe: Recipe, config: engine.TrainConfig) -> RunResult:
         task = NetAugTask(criterion, recipe.epochs, recipe.effective_stop_aug_w(),
                           recipe.sort_channels, recipe.seed, evaluate)
     else:
-        task = engine.TrainTask(criterion, evaluate)
+        task = TrainTask(criterion, evaluate)
     out_dir = Path(config.out_dir)
     rank, world = _world()
     if rank == 0:
@@ -176,7 +162,7 @@ def run_training(recipe: Recipe, config: engine.TrainConfig) -> RunResult:
                                                 "resolution": resolution,
                                                 "stop_aug_w_epoch": recipe.effective_stop_aug_w(),
                                                 "peak_lr": recipe.base_lr * world})
-    result = engine.train(model, task, train_loader, optimizer, scheduler, config, meta)
+    result = train(model, task, train_loader, optimizer, scheduler, config, meta)
     target = write_target(out_dir) if rank == 0 else out_dir / "target.pt"
     source = getattr(train_set, "dataset", train_set)  # a Subset when --limit-train is used
     skipped = getattr(getattr(source, "skipped", None), "count", 0)

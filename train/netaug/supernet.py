@@ -1,4 +1,4 @@
-"""The NetAug augmented supernet over an ``MBNet`` spec (netaug.md §1.2–1.3).
+"""The NetAug augmented supernet over an ``MBNet`` spec (docs/netaug.md §1.2–1.3).
 
 * Width candidates of every augmented layer: ``round_half_up(C·f)`` for f in the model's width
   multiplier list (integers, not multiples of 8). Augmented: the stem conv, the DS block's output,
@@ -24,7 +24,7 @@ from torch import nn
 from tinyexport.train.models.spec import NetSpec, round_half_up
 from tinyexport.train.netaug.layers import DynamicConvBN, DynamicLinear
 
-EXPAND_LIST = (1.0, 1.6, 2.2, 2.8)  # aug_expand_list of every reference script (netaug.md §4)
+EXPAND_LIST = (1.0, 1.6, 2.2, 2.8)  # aug_expand_list of every reference script (docs/netaug.md §4)
 MODES = ("min", "random", "min_w", "min_e")
 
 
@@ -56,7 +56,7 @@ def width_candidates(width: int, mults: tuple[float, ...]) -> tuple[int, ...]:
 
 def build_candidates(spec: NetSpec, width_mults: tuple[float, ...],
                      expand_mults: tuple[float, ...] = EXPAND_LIST) -> Candidates:
-    """The width / expand candidate lists of ``spec`` (netaug.md §1.2, worked example §4)."""
+    """The width / expand candidate lists of ``spec`` (docs/netaug.md §1.2, worked example §4)."""
     if not width_mults or width_mults[0] != 1.0 or list(width_mults) != sorted(width_mults):
         raise ValueError(f"width_mult_list must start with 1.0 and increase, got {width_mults!r}")
     if not expand_mults or expand_mults[0] != 1.0 or list(expand_mults) != sorted(expand_mults):
@@ -118,7 +118,7 @@ class NetAugSupernet(nn.Module):
                             tuple(e[0] if e else None for e in cand.expand))
 
     def sample_config(self, mode: str, generator: torch.Generator) -> SubnetConfig:
-        """Uniform draws (base option included) from ``generator`` (netaug.md §1.3).
+        """Uniform draws (base option included) from ``generator`` (docs/netaug.md §1.3).
 
         Draw order is fixed (stem, stages, final, expand ratios), and every rank seeds the generator
         identically, so all ranks sample the same sub-network (pitfall 11)."""
@@ -205,7 +205,7 @@ class DynamicMBBlock(nn.Module):
 
 
 def kaiming_uniform_init_(model: nn.Module) -> nn.Module:
-    """NetAug init (netaug.md §1.6): conv ``kaiming_uniform_(a=√5)`` on the max-size tensors, BN
+    """NetAug init (docs/netaug.md §1.6): conv ``kaiming_uniform_(a=√5)`` on the max-size tensors, BN
     1/0, Linear trunc-normal(std 0.02) with zero bias."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):

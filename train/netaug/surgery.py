@@ -1,10 +1,10 @@
 """Pure surgeries on the NetAug supernet: base extraction and channel sorting.
 
 * ``extract_base_subnet(supernet) -> MBNet``: every tensor of the base model is the leading slice
-  of the supernet's tensor (netaug.md §1.8, pitfall 13); the classifier bias is taken whole.
+  of the supernet's tensor (docs/netaug.md §1.8, pitfall 13); the classifier bias is taken whole.
 * ``sort_channels(supernet)`` / ``sort_channels_``: reorder the inner (expanded) channels of every
   MB block by the L1 norm of the projection conv's input slices over the full max-size tensor
-  (netaug.md §1.5, reference ``models/netaug/utils.py::sort_channels_inner``). The permutation is
+  (docs/netaug.md §1.5, reference ``models/netaug/utils.py::sort_channels_inner``). The permutation is
   applied consistently to the expand conv (out dim) and its BN, the depthwise conv and its BN, and
   the projection conv (in dim), so the function of every sub-network is unchanged.
 

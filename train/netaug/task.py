@@ -1,8 +1,8 @@
-"""The NetAug training step and phase schedule, plugged into ``tinyexport.train.engine``.
+"""The NetAug training step and phase schedule, plugged into the ``Trainer`` (``tinyexport.train.trainer``).
 
-Per step (netaug.md §1.3, reference ``train.py::train_one_epoch``): base pass (``min``), backward
+Per step (docs/netaug.md §1.3, reference ``train.py::train_one_epoch``): base pass (``min``), backward
 under DDP ``no_sync``; one sampled augmented model (``random`` or ``min_w``) on the same batch,
-backward (DDP now all-reduces ∇L_base + ∇L_aug); the engine takes one optimizer step. Losses are
+backward (DDP now all-reduces ∇L_base + ∇L_aug); the trainer takes one optimizer step. Losses are
 summed with weight 1. Only the base loss / logits are logged.
 
 Phases (§1.4): with ``remaining = epochs − epoch``, mode ``min_w`` when ``remaining ≤
@@ -19,15 +19,16 @@ import torch
 from torch import nn
 
 from tinyexport.train.bn_recalibration import reestimate_bn
-from tinyexport.train.engine import StepContext, StepResult, TrainTask
+from tinyexport.train.netaug.checkpoint import supernet_payload
 from tinyexport.train.netaug.supernet import NetAugSupernet
 from tinyexport.train.netaug.surgery import extract_base_subnet, sort_channels_
+from tinyexport.train.task import StepContext, StepResult, TrainTask
 
 _log = logging.getLogger(__name__)
 
 
 def phase_mode(epoch: int, epochs: int, stop_aug_w_epoch: int) -> str:
-    """``min_w`` for the last ``stop_aug_w_epoch`` epochs, ``random`` before (netaug.md §1.4)."""
+    """``min_w`` for the last ``stop_aug_w_epoch`` epochs, ``random`` before (docs/netaug.md §1.4)."""
     return "min_w" if epochs - epoch <= stop_aug_w_epoch else "random"
 
 
@@ -65,7 +66,7 @@ class NetAugTask(TrainTask):
         ctx.backward(aug_loss)
         module.set_mode("min")
         if not torch.isfinite(aug_loss):
-            return StepResult(aug_loss.detach(), None)  # the engine's NaN guard stops the run
+            return StepResult(aug_loss.detach(), None)  # the trainer's NaN guard stops the run
         return StepResult(base_loss.detach(), logits.detach())
 
     def state_dict(self) -> dict:
@@ -76,15 +77,13 @@ class NetAugTask(TrainTask):
         self.mode = state["mode"]
 
     def export_payload(self, module: nn.Module, meta: dict) -> dict:
-        from tinyexport.train.netaug.checkpoint import supernet_payload
-
         return supernet_payload(module, **meta)
 
 
 @torch.no_grad()
 def reestimate_base_bn_(supernet: NetAugSupernet, batches: list[torch.Tensor],
                         sync: bool = True) -> nn.Module:
-    """Re-estimate the base sub-network's BN statistics (netaug.md §1.7) and write them into the
+    """Re-estimate the base sub-network's BN statistics (docs/netaug.md §1.7) and write them into the
     active (base) slice of the supernet's running stats only. Returns the re-estimated base."""
     base = reestimate_bn(extract_base_subnet(supernet), batches, sync=sync)
     own = dict(supernet.named_buffers())

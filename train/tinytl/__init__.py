@@ -1,5 +1,5 @@
 """TinyTL: lite residual adapters, the six transfer methods, the training-memory model
-(shared reference ``tinytl.md``). Heavy libraries are not imported here."""
+(``docs/tinytl.md``). Heavy libraries are not imported here."""
 
 from tinyexport.train.tinytl.methods import METHODS, canonical_method, prepare_method
 from tinyexport.train.tinytl.modules import LiteResidual, LiteResidualBlock, LiteResidualConfig, insert_lite_residual

@@ -1,7 +1,7 @@
 """TinyTL checkpoints: kind ``"tinytl"`` payloads (``tinyexport.train.checkpoint``) that record how
 the adapted net was built, so it can be rebuilt and exported.
 
-Export decision (see the README TinyTL section): weight standardisation is folded into the conv weights
+Export decision (see docs/guide/transfer.md): weight standardisation is folded into the conv weights
 (exact up to float rounding, checked); GroupNorm cannot be folded into a conv and has no int8
 TFLite Micro kernel, so ``model_from_payload`` — the path ``tinyexport --checkpoint`` takes —
 refuses a GN checkpoint with a clear error. ``build_from_payload`` rebuilds any of them (fp32 use).
@@ -18,6 +18,7 @@ from torch import nn
 
 from tinyexport.errors import UserError
 from tinyexport.train.checkpoint import load_state_dict_into, make_payload
+from tinyexport.train.models import build_model
 from tinyexport.train.tinytl.inference import adapter_inference_cost
 from tinyexport.train.tinytl.modules import LiteResidualConfig, insert_lite_residual
 from tinyexport.train.tinytl.surgery import (
@@ -42,8 +43,6 @@ def tinytl_payload(model: nn.Module, method: str, norm: str, ws: bool, **meta: A
 
 def build_from_payload(payload: dict, resolution: int | None = None) -> nn.Module:
     """Rebuild base net → adapters → GN/WS as recorded, then load the weights strictly."""
-    from tinyexport.train.models import build_model
-
     info = payload.get("tinytl")
     if not isinstance(info, dict) or "lite_residual" not in info:
         raise UserError("tinytl checkpoint has no 'tinytl' section (lite residual config); "

@@ -1,4 +1,9 @@
-"""``tinytrain transfer``: TinyTL transfer learning (thin CLI over ``transfer.run_transfer``)."""
+"""``tinytrain transfer``: TinyTL transfer learning (thin CLI over ``transfer.run_transfer``).
+
+The options are added to the ``transfer`` subcommand of ``tinytrain`` (``tinyexport.train.cli``) by
+:func:`add_arguments`; :func:`main` runs the same options as a standalone parser (tests, ``python -m
+tinyexport.train.tinytl.cli``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,17 @@ import argparse
 import json
 
 from tinyexport.errors import UserError, run_cli
+from tinyexport.log import setup_logging
+from tinyexport.train._cli import add_limits, add_out, add_renamed, warn_renamed
 from tinyexport.train.tinytl.methods import METHODS
 from tinyexport.train.tinytl.transfer import RECIPES, TransferConfig, run_transfer
 
+DESCRIPTION = ("Transfer a pretrained net with TinyTL or a fine-tuning baseline "
+               "(docs/guide/transfer.md).")
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinytrain transfer",
-                                description="Transfer a pretrained net with TinyTL or a "
-                                            "fine-tuning baseline (README, TinyTL section).")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``transfer`` options (``--max-steps``/``--limit-*``/``--out`` as in ``tinytrain``)."""
     p.add_argument("--from", dest="source", help="source checkpoint: NetAug target.pt, one of "
                    "ours, or a released state_dict (with --model)")
     p.add_argument("--model", help="zoo model name (needed for a plain state_dict)")
@@ -22,9 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="target data SPEC (see tinytrain --help)")
     p.add_argument("--val-data", help="evaluation data SPEC (default: the val split of --data)")
     p.add_argument("--classes", help="keep only these labels, e.g. 5,6,7,8,9 (remapped to 0..K-1)")
-    p.add_argument("--train-count", type=int, help="random subset of N training images")
-    p.add_argument("--val-count", type=int, help="random subset of N evaluation images")
-    p.add_argument("--out", required=True, help="output directory")
+    add_limits(p)
+    add_out(p)
     p.add_argument("--recipe", choices=RECIPES, default="paper",
                    help="paper: Adam, cosine per iteration, 50 epochs; seed: AdamW 4e-4, "
                         "γ 0.9 per epoch, 40 epochs")
@@ -42,7 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--max-steps-per-epoch", type=int, help="truncate epochs (smoke runs)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_renamed(p, "--train-count", "--limit-train", "limit_train", int)
+    add_renamed(p, "--val-count", "--limit-val", "limit_val", int)
+    add_renamed(p, "--max-steps-per-epoch", "--max-steps", "max_steps_per_epoch", int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinytrain transfer", description=DESCRIPTION)
+    add_arguments(p)
     return p
 
 
@@ -55,28 +70,28 @@ def _classes(text: str | None) -> tuple[int, ...] | None:
         raise UserError(f"--classes must be comma-separated integers, got {text!r}") from None
 
 
+def run(args: argparse.Namespace) -> int:
+    """Run one transfer from parsed options and print its result as JSON."""
+    config = TransferConfig(
+        data=args.data, out_dir=args.out, method=args.method, source=args.source,
+        model=args.model, recipe=args.recipe, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, label_smoothing=args.label_smoothing,
+        resolution=args.resolution, norm=args.norm, ws=args.ws,
+        frozen_bits=args.frozen_bits, lite_kernel=args.lite_kernel,
+        lite_groups=args.lite_groups, classes=_classes(args.classes),
+        limit_train=args.limit_train, limit_val=args.limit_val, val_data=args.val_data,
+        seed=args.seed, device=args.device, workers=args.workers,
+        max_steps_per_epoch=args.max_steps_per_epoch)
+    result = run_transfer(config)
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    from tinyexport.log import setup_logging
-
     args = build_parser().parse_args(argv)
-    setup_logging()
-
-    def body() -> int:
-        config = TransferConfig(
-            data=args.data, out_dir=args.out, method=args.method, source=args.source,
-            model=args.model, recipe=args.recipe, epochs=args.epochs, lr=args.lr,
-            batch_size=args.batch_size, label_smoothing=args.label_smoothing,
-            resolution=args.resolution, norm=args.norm, ws=args.ws,
-            frozen_bits=args.frozen_bits, lite_kernel=args.lite_kernel,
-            lite_groups=args.lite_groups, classes=_classes(args.classes),
-            train_count=args.train_count, val_count=args.val_count, val_data=args.val_data,
-            seed=args.seed, device=args.device, workers=args.workers,
-            max_steps_per_epoch=args.max_steps_per_epoch)
-        result = run_transfer(config)
-        print(json.dumps(result.as_dict(), indent=2))
-        return 0
-
-    return run_cli(body)
+    setup_logging(args.verbose)
+    warn_renamed(args)
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

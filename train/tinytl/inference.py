@@ -1,15 +1,15 @@
 """What the lite residuals cost at inference: params, MACs, int8 weight bytes, peak activation.
 
-The adapters stay in the deployed net (tinytl.md §2: ``out = M(x) + Up(R(x))``), so the
+The adapters stay in the deployed net (docs/tinytl.md §2: ``out = M(x) + Up(R(x))``), so the
 microcontroller pays for them. ``adapter_inference_cost`` profiles the adapted model and the same
 model with the adapters removed (``remove_lite_residual``, pure, checked: with every adapter's
 final norm scale at 0 the two nets compute the same function) with the project's MCUNet-convention
-profiler (``tinyexport.benchmarks.model_profile``: per conv/linear in + out, + held shortcut input).
+profiler (``tinyexport.train.models.profile``: per conv/linear in + out, + held shortcut input).
 
 That convention counts conv/linear layers only; the adapter's own lifetimes (the block input kept
 until the branch's pool reads it, the main output kept while the branch runs, the resize output
 and the ADD) are only seen by the real TFLite Micro arena, which the export's firmware stage
-measures (the README TinyTL section has both for the same model).
+measures (docs/guide/transfer.md has both for the same model).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from tinyexport.train.models.profile import profile_model
 from tinyexport.train.tinytl.modules import LiteResidualBlock, has_lite_residual
 
 
@@ -63,8 +64,6 @@ def remove_lite_residual(model: nn.Module) -> nn.Module:
 
 def adapter_inference_cost(adapted: nn.Module, resolution: int) -> AdapterCost:
     """Profile ``adapted`` and its adapter-free copy at ``resolution`` (batch 1, eval mode)."""
-    from tinyexport.benchmarks.model_profile import profile_model
-
     if not has_lite_residual(adapted):
         raise ValueError("adapter_inference_cost needs a model with lite residuals")
     base = remove_lite_residual(adapted)

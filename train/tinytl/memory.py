@@ -1,6 +1,6 @@
 """Training memory: the analytic model of the TinyTL paper and a measured column.
 
-Analytic (tinytl.md §6, S1 ``memory_cost_profiler.py``): one batch-1 forward pass over the leaf
+Analytic (docs/tinytl.md §6, S1 ``memory_cost_profiler.py``): one batch-1 forward pass over the leaf
 modules, in call order. Per leaf, "stored" bytes are kept for backward and "temp" bytes are its
 inference working memory (rules in §6.2, depthwise ``//groups`` quirk included). The peak is
 ``max(temp + Σ earlier stored + held residual input)``; the total is
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from tinyexport.train.models.profile import forward_once
+from tinyexport.train.tinytl.methods import REQUIRES_BACKWARD, canonical_method, set_train_mode_
 
 MB = 1e6
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -66,7 +69,7 @@ def _weight_trained(m: nn.Module) -> bool:
 
 def leaf_cost(m: nn.Module, x: torch.Tensor, y: torch.Tensor, require_backward: bool,
               act_byte: float = 4.0) -> tuple[float, float]:
-    """(stored, temp) bytes of one leaf call at batch 1 (tinytl.md §6.2 table)."""
+    """(stored, temp) bytes of one leaf call at batch 1 (docs/tinytl.md §6.2 table)."""
     xin, out = x.numel() * act_byte, y.numel() * act_byte
     if isinstance(m, _CONV):
         return (xin if _weight_trained(m) else 0.0), xin + out // m.groups
@@ -112,8 +115,6 @@ def activation_profile(model: nn.Module, resolution: int, require_backward: bool
         elif _holds_input(m):
             handles.append(m.register_forward_pre_hook(block_pre))
             handles.append(m.register_forward_hook(block_post))
-    from tinyexport.benchmarks.model_profile import forward_once
-
     forward_once(model, resolution, in_channels, handles)
     return peak, stored
 
@@ -121,8 +122,6 @@ def activation_profile(model: nn.Module, resolution: int, require_backward: bool
 def analytic_train_memory(model: nn.Module, resolution: int, method: str, batch_size: int = 8,
                           frozen_bits: int | None = 8) -> MemoryBreakdown:
     """The paper's training memory of a model whose ``requires_grad`` is already set (§6)."""
-    from tinyexport.train.tinytl.methods import REQUIRES_BACKWARD, canonical_method
-
     method = canonical_method(method)
     peak, stored = activation_profile(model, resolution, REQUIRES_BACKWARD[method])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -160,8 +159,6 @@ def _saved_tensor_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> f
 def measure_train_memory(model: nn.Module, resolution: int, method: str, batch_size: int = 8,
                          num_classes: int | None = None, device: str = "cpu") -> MeasuredMemory:
     """Measured memory of one training step at fp32 (see module docstring for what is counted)."""
-    from tinyexport.train.tinytl.methods import set_train_mode_
-
     classes = num_classes or model.spec.num_classes
     x = torch.randn(batch_size, 3, resolution, resolution, device=device)
     y = torch.randint(0, classes, (batch_size,), device=device)

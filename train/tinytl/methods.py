@@ -1,4 +1,4 @@
-"""The six transfer methods and their exact trainable sets (shared reference ``tinytl.md`` §1).
+"""The six transfer methods and their exact trainable sets (``docs/tinytl.md`` §1).
 
 ``prepare_method`` is pure: it copies the model, puts a fresh classifier on it (always trained)
 and sets ``requires_grad`` so that exactly the method's set trains.
@@ -16,7 +16,7 @@ from tinyexport.errors import UserError
 from tinyexport.train.tinytl.modules import LiteResidual
 
 METHODS = ("ft-last", "ft-norm-last", "ft-full", "tinytl-b", "tinytl-l", "tinytl-lb")
-# Paper / official CLI spellings (tinytl.md §1 table), matched after normalisation.
+# Paper / official CLI spellings (docs/tinytl.md §1 table), matched after normalisation.
 _ALIASES = {
     "last": "ft-last", "ftlast": "ft-last",
     "bnlast": "ft-norm-last", "normlast": "ft-norm-last", "ftnormlast": "ft-norm-last",
@@ -83,7 +83,7 @@ def _norm_param_names(model: nn.Module) -> set[str]:
 
 
 def trainable_names(model: nn.Module, method: str) -> set[str]:
-    """The parameter names that ``method`` trains on ``model`` (tinytl.md §1)."""
+    """The parameter names that ``method`` trains on ``model`` (docs/tinytl.md §1)."""
     method = canonical_method(method)
     all_names = {n for n, _ in model.named_parameters()}
     head = classifier_path(model)

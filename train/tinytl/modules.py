@@ -1,4 +1,4 @@
-"""The lite residual module and where it goes (shared reference ``tinytl.md`` §2, §3).
+"""The lite residual module and where it goes (``docs/tinytl.md`` §2, §3).
 
 ``LiteResidual`` is the branch R: 2×2 avg pool → k×k conv (2 groups, the block's stride) → norm →
 ReLU → 1×1 conv → norm (scale 0 at init). ``LiteResidualBlock`` wraps a block B:
@@ -23,7 +23,7 @@ from tinyexport.errors import UserError
 from tinyexport.train.models.layers import he_fout_init_
 from tinyexport.train.models.spec import make_divisible
 
-# tinytl.md §3.1: the official kernel schedule uses a hard-coded resolution of 128.
+# docs/tinytl.md §3.1: the official kernel schedule uses a hard-coded resolution of 128.
 OFFICIAL_SCHEDULE_RESOLUTION = 128
 
 
@@ -31,10 +31,12 @@ OFFICIAL_SCHEDULE_RESOLUTION = 128
 class LiteResidualConfig:
     """How lite residuals are inserted.
 
-    ``kernel_size`` is the maximum kernel of the schedule (tinytl.md §3.1) or, with
+    ``kernel_size`` is the maximum kernel of the schedule (docs/tinytl.md §3.1) or, with
     ``fixed_kernel=True``, the kernel of every module (the torchvision seed rule, §3.2).
     ``schedule_resolution`` None means "the model's stem output resolution" (general rule).
-    ``blocks`` None means "every block but the first" (MBNet) / ``features[1..17]`` (torchvision).
+    ``blocks`` None means "every block but the first"; only the community torchvision rule
+    (``fixed_kernel`` on the torchvision layout, :func:`seed_mobilenetv2_config`) takes
+    ``features[1..17]``, the first block included.
     """
 
     kernel_size: int = 5
@@ -72,13 +74,22 @@ class LiteResidualConfig:
 
 
 def default_config(model_name: str) -> LiteResidualConfig:
-    """The insertion rule of a zoo model: official for ProxylessNAS-Mobile (§3.1), the seed
-    reproduction's k=3 for torchvision MobileNetV2 (§3.2), the general rule otherwise."""
-    if model_name == "proxylessnas-mobile":
+    """The insertion rule of a zoo model. ProxylessNAS-Mobile and MobileNetV2 follow the official
+    inserter (docs/tinytl.md §3.1): every block but the first, kernel schedule from the hard-coded
+    resolution 128, as ``LiteResidualModule.insert_lite_residual`` does on any ProxylessNASNets
+    (ofa's MobileNetV2 is one). Other zoo nets: the same rule, the schedule started at the stem
+    output resolution. The community k=3-everywhere placement is :func:`seed_mobilenetv2_config`.
+    """
+    if model_name in ("proxylessnas-mobile", "mobilenetv2"):
         return LiteResidualConfig(schedule_resolution=OFFICIAL_SCHEDULE_RESOLUTION)
-    if model_name == "mobilenetv2":
-        return LiteResidualConfig(kernel_size=3, fixed_kernel=True)
     return LiteResidualConfig()
+
+
+def seed_mobilenetv2_config() -> LiteResidualConfig:
+    """The community torchvision-MobileNetV2 placement (docs/tinytl.md §3.2): k=3 lite residuals on
+    all 17 blocks ``features[1..17]``, the first included. Not the official rule; kept to
+    reproduce that repo's figures (and to rebuild checkpoints written with it)."""
+    return LiteResidualConfig(kernel_size=3, fixed_kernel=True)
 
 
 class GlobalAvgPool2d(nn.Module):
@@ -95,7 +106,7 @@ class GlobalAvgPool2d(nn.Module):
 
 
 class LiteResidual(nn.Sequential):
-    """The branch R (tinytl.md §2). ``downsample`` None = global pool and a 1×1 kernel."""
+    """The branch R (docs/tinytl.md §2). ``downsample`` None = global pool and a 1×1 kernel."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int, groups: int = 2,
                  downsample: int | None = 2, expand: float = 1.0):
@@ -170,13 +181,14 @@ def _kernel(block_res: int, config: LiteResidualConfig) -> tuple[int, int | None
 
 
 def plan_sites(model: nn.Module, config: LiteResidualConfig) -> list[Site]:
-    """The insertion sites: every block but the first (kernel schedule of tinytl.md §3.1).
+    """The insertion sites: every block but the first (kernel schedule of docs/tinytl.md §3.1).
 
     ``block_res = max(1, R // downsample)`` is taken before the block's stride divides R;
     R starts at ``schedule_resolution`` (official 128) or the stem output resolution.
     """
     specs = model.spec.blocks
-    first = 0 if not hasattr(model, "blocks") else 1  # torchvision layout: features[1..17]
+    # the community torchvision rule (§3.2) wraps features[1..17], the first block included
+    first = 0 if config.fixed_kernel and not hasattr(model, "blocks") else 1
     chosen = config.blocks if config.blocks is not None else tuple(range(first, len(specs)))
     bad = [i for i in chosen if not 0 <= i < len(specs)]
     if bad:

@@ -1,11 +1,11 @@
-"""``tinyreport --train-memory``: the analytic training memory of the six methods (tinytl.md §6)."""
+"""``tinyreport --train-memory``: the analytic training memory of the six methods (docs/tinytl.md §6)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from tinyexport.errors import UserError
+from tinyexport.train.models import build_model
 from tinyexport.train.tinytl.memory import MemoryBreakdown, analytic_train_memory, measure_train_memory
 from tinyexport.train.tinytl.methods import METHODS, set_trainable_
 from tinyexport.train.tinytl.modules import default_config, insert_lite_residual
@@ -27,7 +27,7 @@ class TrainMemoryTable:
              "batch_size": self.batch_size, "lite_residual": self.lite_residual,
              "train_memory_mb": {r.method: round(r.total_mb, 2) for r in self.rows},
              "breakdown": [r.as_dict() for r in self.rows],
-             "rules": "tinytl.md §6: batch x per-sample peak activation + 4 B/trainable + "
+             "rules": "docs/tinytl.md §6: batch x per-sample peak activation + 4 B/trainable + "
                       "1 B/frozen param; no gradient / optimizer state"}
         if self.measured_mb is not None:
             d["measured_mb"] = self.measured_mb
@@ -38,8 +38,6 @@ class TrainMemoryTable:
 def train_memory_table(model_name: str, resolution: int | None = None, num_classes: int = 1000,
                        batch_size: int = 8, measure: bool = False) -> TrainMemoryTable:
     """Adapters inserted by the model's default rule, then each method's trainable set."""
-    from tinyexport.train.models import build_model
-
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     base = build_model(model_name, num_classes=num_classes, resolution=resolution)
@@ -60,7 +58,7 @@ def train_memory_table(model_name: str, resolution: int | None = None, num_class
 
 def render(table: TrainMemoryTable) -> str:
     head = (f"training memory — {table.model} @ {table.resolution}px, batch {table.batch_size}, "
-            f"{table.num_classes} classes (analytic, tinytl.md §6; MB = 1e6 B)")
+            f"{table.num_classes} classes (analytic, docs/tinytl.md §6; MB = 1e6 B)")
     lines = [head, f"{'method':<14}{'total MB':>10}{'params MB':>11}{'peak act/sample MB':>20}"
                    f"{'trainable':>12}" + (f"{'measured MB':>13}" if table.measured_mb else "")]
     for r in table.rows:
@@ -72,20 +70,3 @@ def render(table: TrainMemoryTable) -> str:
     if table.measured_how:
         lines.append(f"measured: {table.measured_how} (fp32, one Adam step)")
     return "\n".join(lines)
-
-
-def _arg(args, name: str, default: int) -> int:
-    value = getattr(args, name, None)
-    return default if value is None else value
-
-
-def run_train_memory_report(args) -> int:
-    """Entry point of ``tinyreport --train-memory`` (args: model, resolution, num_classes,
-    batch_size, json; optional measure)."""
-    if not getattr(args, "model", None):
-        raise UserError("--train-memory needs --model NAME")
-    table = train_memory_table(args.model, getattr(args, "resolution", None),
-                               _arg(args, "num_classes", 1000), _arg(args, "batch_size", 8),
-                               bool(getattr(args, "measure", False)))
-    print(json.dumps(table.as_dict(), indent=2) if getattr(args, "json", False) else render(table))
-    return 0

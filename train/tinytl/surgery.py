@@ -1,4 +1,4 @@
-"""Backbone preprocessing of the official run (shared reference ``tinytl.md`` §4), all pure.
+"""Backbone preprocessing of the official run (``docs/tinytl.md`` §4), all pure.
 
 * ``replace_bn_with_gn``: every BatchNorm2d → GroupNorm with 8 channels per group (step 2).
 * ``apply_weight_standardization``: every bias-free conv → ``WSConv2d`` (step 7).
@@ -77,7 +77,7 @@ def _copy_conv(conv: nn.Conv2d, cls: type) -> nn.Conv2d:
 
 
 def apply_weight_standardization(model: nn.Module) -> nn.Module:
-    """A copy in which every bias-free Conv2d standardises its weight (tinytl.md §4 step 7).
+    """A copy in which every bias-free Conv2d standardises its weight (docs/tinytl.md §4 step 7).
 
     Convs with a single input channel per filter and k=1 are skipped (std of one value is NaN).
     """

@@ -1,9 +1,9 @@
-"""``tinytrain transfer``: adapt a pretrained net with one of the six methods (tinytl.md §1, §4, §5).
+"""``tinytrain transfer``: adapt a pretrained net with one of the six methods (docs/tinytl.md §1, §4, §5).
 
 Pipeline (each surgery pure, each followed by its check): source checkpoint → base model →
 ``insert_lite_residual`` (outputs unchanged, checked) → optional GN / WS → new classifier and the
 method's ``requires_grad`` → optional 8-bit k-means of frozen weights → the shared training loop
-(``tinyexport.train.engine``) → frozen tensors compared bit for bit → ``transfer.pt``
+(``tinyexport.train.trainer``) → frozen tensors compared bit for bit → ``transfer.pt``
 (kind ``tinytl``) + ``result.json``.
 """
 
@@ -18,9 +18,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tinyexport.atomic import torch_save, write_json
 from tinyexport.errors import StageError, UserError
+from tinyexport.train.checkpoint import read_payload
+from tinyexport.train.checkpoint_loader import model_from_checkpoint
+from tinyexport.train.data import Preprocessing, build_dataset, subset
+from tinyexport.train.evaluate import evaluate_top1
+from tinyexport.train.models import build_model
+from tinyexport.train.state import seed_everything
+from tinyexport.train.task import StepContext, StepResult, TrainTask
+from tinyexport.train.tinytl.checkpoint import build_from_payload, tinytl_payload
 from tinyexport.train.tinytl.methods import canonical_method, prepare_method, set_train_mode_
 from tinyexport.train.tinytl.modules import LiteResidualConfig, default_config, insert_lite_residual
+from tinyexport.train.tinytl.surgery import (
+    apply_weight_standardization,
+    kmeans_quantize_frozen,
+    replace_bn_with_gn,
+)
+from tinyexport.train.trainer import TrainConfig, train
 
 _log = logging.getLogger(__name__)
 RECIPES = ("paper", "seed")
@@ -30,7 +45,11 @@ INSERT_ATOL = 1e-6
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """One transfer run. ``epochs``/``lr``/``batch_size`` None = the recipe's value (§5)."""
+    """One transfer run. ``epochs``/``lr``/``batch_size`` None = the recipe's value (§5).
+
+    ``limit_train`` / ``limit_val`` keep a fixed random subset of N images (after ``classes``);
+    ``max_steps_per_epoch`` truncates epochs (smoke runs) — the names ``tinytrain`` uses too.
+    """
 
     data: str
     out_dir: str
@@ -49,8 +68,8 @@ class TransferConfig:
     lite_kernel: int | None = None
     lite_groups: int = 2
     classes: tuple[int, ...] | None = None
-    train_count: int | None = None
-    val_count: int | None = None
+    limit_train: int | None = None
+    limit_val: int | None = None
     val_data: str | None = None
     seed: int = 0
     device: str = "cpu"
@@ -97,16 +116,11 @@ class TransferResult:
 
 def load_source(config: TransferConfig) -> nn.Module:
     """The source net with lite residuals (inserted here unless the checkpoint has them)."""
-    from tinyexport.train.checkpoint import model_from_checkpoint, read_payload
-    from tinyexport.train.models import build_model
-
     if config.source is None:
         base = build_model(config.model, resolution=config.resolution)
     else:
         payload = read_payload(config.source)
         if payload.get("kind") == "tinytl":
-            from tinyexport.train.tinytl.checkpoint import build_from_payload
-
             return build_from_payload(payload, config.resolution)
         base, _ = model_from_checkpoint(config.source, config.model, config.resolution)
     lite = default_config(base.spec.name)
@@ -127,8 +141,8 @@ def insert_checked(base: nn.Module, lite: LiteResidualConfig) -> nn.Module:
 
 
 def build_adapted(config: TransferConfig, num_classes: int) -> nn.Module:
-    from tinyexport.train.tinytl.surgery import apply_weight_standardization, kmeans_quantize_frozen, replace_bn_with_gn
-
+    """The source net → GN (``norm="gn"``) → the method's head and trainable set → 8-bit frozen
+    weights (``frozen_bits=8``) → weight standardisation (``ws``)."""
     model = load_source(config)
     if config.norm == "gn":
         model = replace_bn_with_gn(model)
@@ -158,20 +172,6 @@ def frozen_unchanged(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> lis
 
 # ---------------------------------------------------------------- data
 
-class _Subset(Dataset):
-    """Selected indices of a dataset with labels remapped to 0..K-1."""
-
-    def __init__(self, base: Dataset, indices: list[int], remap: dict[int, int] | None):
-        self.base, self.indices, self.remap = base, indices, remap
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        image, label = self.base[self.indices[i]]
-        return image, (self.remap[label] if self.remap else label)
-
-
 def _labels(ds: Dataset) -> list[int]:
     labels = getattr(ds, "labels", None)
     if labels is not None:
@@ -191,22 +191,18 @@ def select(ds: Dataset, classes: tuple[int, ...] | None, count: int | None, seed
         keep = [i for i, y in enumerate(labels) if y in classes]
         remap = {c: j for j, c in enumerate(classes)}
     else:
-        keep, remap = list(range(len(labels))), None
-    if count is not None and count < len(keep):
-        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed)).tolist()
-        keep = sorted(keep[i] for i in order[:count])
+        keep, remap = None, None
     total = len(getattr(ds, "classes", None) or known)
-    return _Subset(ds, keep, remap), (len(classes) if classes else max(total, max(known) + 1))
+    return subset(ds, count, seed, keep, remap), (len(classes) if classes else max(total, max(known) + 1))
 
 
 def build_loaders(config: TransferConfig, resolution: int, batch_size: int):
-    from tinyexport.train.data import Preprocessing, build_dataset
-
+    """Train loader (shuffled, seeded), val loader (batch 100) and the number of classes."""
     pre = Preprocessing(resolution)
     train_ds, classes = select(build_dataset(config.data, "train", pre, True), config.classes,
-                               config.train_count, config.seed)
+                               config.limit_train, config.seed)
     val_ds, _ = select(build_dataset(config.val_data or config.data, "val", pre, False),
-                       config.classes, config.val_count, config.seed + 1)
+                       config.classes, config.limit_val, config.seed + 1)
     generator = torch.Generator().manual_seed(config.seed)
     train = DataLoader(train_ds, batch_size, shuffle=True, drop_last=len(train_ds) > batch_size,
                        num_workers=config.workers, generator=generator)
@@ -233,30 +229,26 @@ def _optimizer_and_schedule(model: nn.Module, config: TransferConfig, steps_per_
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _make_task(config: TransferConfig, val_loader, device: str):
-    from tinyexport.train.engine import TrainTask, evaluate_top1
-    from tinyexport.train.tinytl.checkpoint import tinytl_payload
+class TransferTask(TrainTask):
+    """Plain step, but frozen BNs keep their running statistics (set before every step);
+    ``best.pt`` is a ``tinytl`` checkpoint."""
 
-    class TransferTask(TrainTask):
-        """Plain step, but frozen BNs keep their running statistics (set before every step)."""
+    def __init__(self, config: TransferConfig, val_loader):
+        super().__init__(nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+                         lambda m, e: evaluate_top1(m, val_loader, config.device))
+        self.config = config
 
-        def train_step(self, ctx):
-            set_train_mode_(ctx.module, True)
-            return super().train_step(ctx)
+    def train_step(self, ctx: StepContext) -> StepResult:
+        set_train_mode_(ctx.module, True)
+        return super().train_step(ctx)
 
-        def export_payload(self, module, meta):
-            return tinytl_payload(module, config.method, config.norm, config.ws, **meta)
-
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    return TransferTask(criterion, lambda m, e: evaluate_top1(m, val_loader, device))
+    def export_payload(self, module: nn.Module, meta: dict) -> dict:
+        c = self.config
+        return tinytl_payload(module, c.method, c.norm, c.ws, **meta)
 
 
 def run_transfer(config: TransferConfig) -> TransferResult:
     """Run one transfer; writes ``transfer.pt`` (final weights, §5) and ``result.json``."""
-    from tinyexport.atomic import torch_save, write_json
-    from tinyexport.train.engine import TrainConfig, seed_everything, train
-    from tinyexport.train.tinytl.checkpoint import tinytl_payload
-
     seed_everything(config.seed)
     r = config.resolved()
     probe = load_source(config) if config.resolution is None else None
@@ -271,8 +263,8 @@ def run_transfer(config: TransferConfig) -> TransferResult:
                        seed=config.seed, max_steps_per_epoch=steps, progress=False,
                        tensorboard=False)
     meta = {"recipe": config.recipe, "resolved": r, "data": config.data}
-    result = train(model, _make_task(config, val_loader, config.device), train_loader,
-                   optimizer, scheduler, loop, meta)
+    result = train(model, TransferTask(config, val_loader), train_loader, optimizer, scheduler,
+                   loop, meta)
     changed = frozen_unchanged(model, snapshot)
     if changed:
         raise StageError(f"{len(changed)} frozen tensors changed during training "

@@ -21,7 +21,7 @@ def test_adapted_model_exports_to_int8_and_runs_in_tflm(tmp_path):
     save_checkpoint(build_model("mbv2-tiny", num_classes=10, resolution=64), tmp_path / "b.pt")
     assert transfer_main(["--from", str(tmp_path / "b.pt"), "--method", "tinytl-lb",
                           "--data", "digits", "--out", str(tmp_path / "run"), "--epochs", "1",
-                          "--max-steps-per-epoch", "5", "--val-count", "50",
+                          "--max-steps", "5", "--limit-val", "50",
                           "--resolution", "64"]) == 0
     out = tmp_path / "export"
     assert export_main(["--model", "mbv2-tiny", "--checkpoint", str(tmp_path / "run/transfer.pt"),

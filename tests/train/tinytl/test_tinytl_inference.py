@@ -1,4 +1,4 @@
-"""Export-friendly global pooling and the inference cost of the adapters (tinytl.md §2, §3.1)."""
+"""Export-friendly global pooling and the inference cost of the adapters (docs/tinytl.md §2, §3.1)."""
 
 import pytest
 import torch

@@ -1,15 +1,14 @@
-"""The analytic training-memory model (tinytl.md §6): hand-computable fixture + paper targets."""
+"""The analytic training-memory model (docs/tinytl.md §6): hand-computable fixture + paper targets."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 from tinyexport.errors import UserError
-from tinyexport.train.tinytl.memory import activation_profile, measure_train_memory, param_bytes
-from tinyexport.train.tinytl.report import run_train_memory_report
+from tinyexport.train.tinytl.memory import activation_profile, analytic_train_memory, measure_train_memory, param_bytes
+from tinyexport.train.tinytl.report import train_memory_table
 
 
 class _Tiny(nn.Module):
@@ -44,17 +43,13 @@ def test_hand_computed_fixture():
     assert param_bytes(model) == 108 + 8 + 36 + 2 + 512 * 4
 
 
-def _report(capsys, **kw):
-    args = SimpleNamespace(model="proxylessnas-mobile", resolution=None, num_classes=102,
-                           batch_size=8, json=True)
-    for k, v in kw.items():
-        setattr(args, k, v)
-    assert run_train_memory_report(args) == 0
-    return json.loads(capsys.readouterr().out)
+def _report(capsys, resolution=None):
+    return train_memory_table("proxylessnas-mobile", resolution, num_classes=102,
+                              batch_size=8).as_dict()
 
 
 def test_paper_targets_224(capsys):
-    """tinytl.md §6.3 bold row (to 0.1 MB)."""
+    """docs/tinytl.md §6.3 bold row (to 0.1 MB)."""
     got = _report(capsys)["train_memory_mb"]
     targets = {"ft-last": 30.8, "tinytl-b": 31.7, "tinytl-l": 37.1, "tinytl-lb": 37.1,
                "ft-norm-last": 192.4, "ft-full": 390.8}
@@ -68,8 +63,7 @@ def test_paper_target_320(capsys):
 
 def test_bad_input():
     with pytest.raises(UserError, match="batch-size"):
-        run_train_memory_report(SimpleNamespace(model="mbv2-tiny", resolution=None,
-                                                num_classes=10, batch_size=0, json=True))
+        train_memory_table("mbv2-tiny", num_classes=10, batch_size=0)
 
 
 def test_measured_counts_saved_tensors():
@@ -106,3 +100,25 @@ def test_tinyreport_train_memory_measure(capsys):
     for method, mb in doc["measured_mb"].items():
         assert mb > doc["train_memory_mb"][method] > 0
     assert max(doc["measured_mb"], key=doc["measured_mb"].get) == "ft-full"
+
+
+def _mbv2_memory(config, method: str) -> float:
+    from tinyexport.train.models import build_model
+    from tinyexport.train.tinytl.methods import set_trainable_
+    from tinyexport.train.tinytl.modules import insert_lite_residual
+
+    model = insert_lite_residual(build_model("mobilenetv2", num_classes=10), config)
+    set_trainable_(model, method)
+    return round(analytic_train_memory(model, 224, method, 8).total_mb, 1)
+
+
+def test_mobilenetv2_official_and_community_placements():
+    """Official placement (every block but the first, k schedule) reads 9.8 MB below the
+    community k=3-everywhere placement for TinyTL-L at 224; the latter reproduces the computed
+    §6.3 row (62.3 / 62.4 MB, 10 classes)."""
+    from tinyexport.train.tinytl.modules import default_config, seed_mobilenetv2_config
+
+    official = default_config("mobilenetv2")
+    assert (_mbv2_memory(official, "tinytl-l"), _mbv2_memory(official, "tinytl-lb")) == (52.5, 52.6)
+    seed = seed_mobilenetv2_config()
+    assert (_mbv2_memory(seed, "tinytl-l"), _mbv2_memory(seed, "tinytl-lb")) == (62.3, 62.4)

@@ -1,4 +1,4 @@
-"""Each method trains exactly its set (tinytl.md §1)."""
+"""Each method trains exactly its set (docs/tinytl.md §1)."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from tinyexport.train.models import build_model
 from tinyexport.train.tinytl.methods import METHODS, canonical_method, prepare_method, trainable_names
 from tinyexport.train.tinytl.modules import insert_lite_residual
 
-# tinytl.md §1, Flowers head (102 classes), verified with the official code.
+# docs/tinytl.md §1, Flowers head (102 classes), verified with the official code.
 OFFICIAL_TRAINABLE = {"ft-last": 130_662, "tinytl-b": 151_638, "tinytl-l": 1_947_078,
                       "tinytl-lb": 1_962_310, "ft-norm-last": 172_614, "ft-full": 4_746_590}
 

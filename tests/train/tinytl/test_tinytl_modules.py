@@ -1,4 +1,4 @@
-"""Lite residual module, insertion rules and the equivalence of insertion (tinytl.md §2, §3)."""
+"""Lite residual module, insertion rules and the equivalence of insertion (docs/tinytl.md §2, §3)."""
 
 import pytest
 import torch
@@ -14,11 +14,12 @@ from tinyexport.train.tinytl.modules import (
     insert_lite_residual,
     lite_residuals,
     plan_sites,
+    seed_mobilenetv2_config,
 )
 
 
 def test_proxyless_mobile_official_sites():
-    """tinytl.md §3.1 table: 19 modules, k=5 except the last four (k=3), strides per block."""
+    """docs/tinytl.md §3.1 table: 19 modules, k=5 except the last four (k=3), strides per block."""
     model = build_model("proxylessnas-mobile", num_classes=102)
     sites = plan_sites(model, default_config("proxylessnas-mobile"))
     assert len(sites) == 19
@@ -31,7 +32,7 @@ def test_proxyless_mobile_official_sites():
 
 
 def test_proxyless_mobile_lite_param_count():
-    """1,816,416 lite residual parameters (tinytl.md §1)."""
+    """1,816,416 lite residual parameters (docs/tinytl.md §1)."""
     adapted = insert_lite_residual(build_model("proxylessnas-mobile", num_classes=102))
     lite = lite_residuals(adapted)
     assert len(lite) == 19
@@ -40,8 +41,19 @@ def test_proxyless_mobile_lite_param_count():
     assert lite[0].conv1.groups == 2 and lite[0].conv1.stride == (2, 2)
 
 
+def test_mobilenetv2_official_rule_skips_the_first_block():
+    """Official inserter (docs/tinytl.md §3.1) on MobileNetV2: features[2..17], the kernel schedule
+    from resolution 128 (k=5 until block_res < 5, then 3)."""
+    adapted = insert_lite_residual(build_model("mobilenetv2", num_classes=10))
+    wrapped = [i for i, m in enumerate(adapted.features) if isinstance(m, LiteResidualBlock)]
+    assert wrapped == list(range(2, 18))
+    kernels = [m.conv1.kernel_size[0] for m in lite_residuals(adapted)]
+    assert kernels == [5] * 13 + [3] * 3
+
+
 def test_mobilenetv2_seed_rule_covers_features_1_to_17():
-    adapted = insert_lite_residual(build_model("mobilenetv2", num_classes=10, resolution=64))
+    adapted = insert_lite_residual(build_model("mobilenetv2", num_classes=10, resolution=64),
+                                   seed_mobilenetv2_config())
     wrapped = [i for i, m in enumerate(adapted.features) if isinstance(m, LiteResidualBlock)]
     assert wrapped == list(range(1, 18))
     assert {m.conv1.kernel_size for m in lite_residuals(adapted)} == {(3, 3)}
@@ -56,7 +68,7 @@ def test_insertion_leaves_outputs_unchanged(name):
     adapted = insert_lite_residual(base).eval()
     assert adapted is not base and not lite_residuals(base)  # pure
     n_blocks = len(base.spec.blocks)
-    expected = n_blocks if name == "mobilenetv2" else n_blocks - 1
+    expected = n_blocks - 1
     assert len(lite_residuals(adapted)) == expected
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

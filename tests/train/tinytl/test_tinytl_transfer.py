@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from tinyexport.train.checkpoint import model_from_checkpoint, read_payload, save_checkpoint
+from tinyexport.train.checkpoint import read_payload, save_checkpoint
+from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.models import build_model
 from tinyexport.train.tinytl.checkpoint import build_from_payload, model_from_payload
 from tinyexport.train.tinytl.cli import main
@@ -23,7 +24,7 @@ def source(tmp_path_factory):
 def _run(source, out, method, *extra):
     return main(["--from", str(source), "--method", method, "--data", "synthetic:24",
                  "--out", str(out), "--epochs", "1", "--batch-size", "8", "--lr", "1e-2",
-                 "--max-steps-per-epoch", "2", "--val-count", "16", *extra])
+                 "--max-steps", "2", "--limit-val", "16", *extra])
 
 
 # Two methods in the default suite (CPU budget); all six under -m slow.

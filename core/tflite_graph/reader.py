@@ -1,8 +1,9 @@
-"""Read a ``.tflite`` flatbuffer into plain dataclasses, without TensorFlow.
+"""Read a ``.tflite`` flatbuffer into plain dataclasses, without TensorFlow or an interpreter.
 
-The schema is the generated ``schema_py_generated.py`` shipped inside the ``tflite-micro`` wheel
-(tflm_memory.md §9.1). It is loaded from its file path, so the package ``__init__`` (which loads the
-TFLM C library) never runs in the caller's process; the module itself only needs ``flatbuffers``.
+The schema is the generated one of :mod:`tinyexport.tflite_graph.schema`. :class:`Graph` holds
+subgraph 0 (tensors with shapes, dtypes and quantization; ops in execution order with their
+inputs, outputs and the few builtin options the analysers need; I/O; metadata, the offline memory
+plan); :func:`constant_values` reads a constant tensor's data (weights, biases).
 
 Every vector length read from the file is checked against the file size before it is iterated, so
 a corrupt or hostile file fails fast with :class:`UserError` instead of hanging.
@@ -10,46 +11,18 @@ a corrupt or hostile file fails fast with :class:`UserError` instead of hanging.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from types import ModuleType
+
+import numpy as np
 
 from tinyexport.errors import UserError
+from tinyexport.tflite_graph.schema import DTYPE_BYTES, DTYPES, op_names, schema
 
-# TensorType enum value -> (name, bytes per element); tflite schema.fbs `enum TensorType`.
-_DTYPES = {
-    0: ("float32", 4), 1: ("float16", 2), 2: ("int32", 4), 3: ("uint8", 1), 4: ("int64", 8),
-    5: ("string", 1), 6: ("bool", 1), 7: ("int16", 2), 8: ("complex64", 8), 9: ("int8", 1),
-    10: ("float64", 8), 11: ("complex128", 16), 12: ("uint64", 8), 15: ("uint32", 4),
-    16: ("uint16", 2), 17: ("int4", 0.5), 18: ("bfloat16", 2),
-}
 _PARSE_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError,
                  UnicodeDecodeError, AttributeError, KeyError, RecursionError)
-
-
-@lru_cache(maxsize=1)
-def schema() -> ModuleType:
-    """The tflite flatbuffer schema module from the installed tflite-micro wheel."""
-    spec = importlib.util.find_spec("tflite_micro")
-    if spec is None or spec.origin is None:
-        raise UserError("the 'tflite-micro' package is not installed; "
-                        "install it (pip install tflite-micro) to read .tflite files")
-    path = Path(spec.origin).parent / "tensorflow/lite/micro/python/schema_py_generated.py"
-    mod_spec = importlib.util.spec_from_file_location("_tinyexport_tflite_schema", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module
-
-
-@lru_cache(maxsize=1)
-def op_names() -> dict[int, str]:
-    """BuiltinOperator code -> name (e.g. 3 -> 'CONV_2D')."""
-    ops = schema().BuiltinOperator
-    return {v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)}
 
 
 @dataclass(frozen=True)
@@ -72,11 +45,9 @@ class Tensor:
     @property
     def nbytes(self) -> int:
         """Byte length as TFLM computes it (``TfLiteEvalTensorByteLength``)."""
-        size = _DTYPES_BY_NAME.get(self.dtype, 1)
+        size = DTYPE_BYTES.get(self.dtype, 1)
         return int(math.ceil(math.prod(max(d, 0) for d in self.shape) * size))
 
-
-_DTYPES_BY_NAME = {name: size for name, size in _DTYPES.values()}
 
 
 @dataclass(frozen=True)
@@ -120,7 +91,8 @@ def read_graph(path: str | Path) -> Graph:
     """Parse a ``.tflite`` file.
 
     Raises:
-        UserError: missing, empty, truncated or non-TFLite file; several subgraphs.
+        UserError: missing, empty, truncated or non-TFLite file; no subgraph (only subgraph 0
+            is read: callers that need one subgraph check :attr:`Graph.num_subgraphs`).
     """
     path = Path(path)
     if not path.is_file():
@@ -143,6 +115,24 @@ def parse_graph(data: bytes, label: str = "<bytes>") -> Graph:
     except _PARSE_ERRORS as exc:
         raise UserError(f"{label} is a corrupt or truncated TFLite file "
                         f"({type(exc).__name__}: {exc}); re-export it") from None
+
+
+_NO_NUMPY_DTYPE = frozenset({"int4", "string", "bfloat16"})
+
+
+def constant_values(data: bytes, tensor: Tensor) -> np.ndarray | None:
+    """The stored values of a constant tensor of subgraph 0 of the model ``data`` (parsed into
+    the graph ``tensor`` belongs to), with its dtype and shape; None for a non-constant tensor or a
+    dtype numpy cannot hold (int4, string, bfloat16)."""
+    if not tensor.is_const or tensor.dtype in _NO_NUMPY_DTYPE:
+        return None
+    model = schema().Model.GetRootAs(data, 0)
+    buf = model.Buffers(model.Subgraphs(0).Tensors(tensor.index).Buffer())
+    if buf.DataLength() > 0:
+        raw = buf.DataAsNumpy().tobytes()
+    else:  # stored after the flatbuffer (models over 2 GB): offset and size into the file
+        raw = bytes(data[buf.Offset():buf.Offset() + buf.Size()])
+    return np.frombuffer(raw, dtype=np.dtype(tensor.dtype)).reshape(tensor.shape)
 
 
 class _Reader:
@@ -197,7 +187,7 @@ class _Reader:
 
     def _tensor(self, t, index: int) -> Tensor:
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if self._n(t.ShapeLength(), "shape") else ()
-        dtype = _DTYPES.get(t.Type(), (f"type{t.Type()}", 1))[0]
+        dtype = DTYPES.get(t.Type(), (f"type{t.Type()}", 1))[0]
         buffers = self._n(self.model.BuffersLength(), "buffers")
         b = t.Buffer()
         is_const = 0 < b < buffers and self._buffer_has_data(b)
@@ -240,7 +230,7 @@ class _Reader:
                   self._options(op, name))
 
     def _options(self, op, name: str) -> tuple[tuple[str, object], ...]:
-        if name == "SOFTMAX":  # beta decides whether TFLM's Prepare aborts (api.validate)
+        if name == "SOFTMAX":  # beta decides whether TFLM's Prepare aborts (firmware_eval.check)
             table = op.BuiltinOptions()
             if table is None or op.BuiltinOptionsType() != self.fb.BuiltinOptions.SoftmaxOptions:
                 return (("beta", 0.0),)  # schema default

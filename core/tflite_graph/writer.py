@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from tinyexport.firmware_eval.flatbuf import schema
+from tinyexport.tflite_graph.schema import op_names, schema
 
 OFFLINE_KEY = "OfflineMemoryAllocation"  # micro_allocation_info.cc kOfflineMemAllocMetadata
 _OFFLINE_VERSION = 1
@@ -59,7 +59,7 @@ def _pack(model) -> bytes:
 
 def with_offline_plan(data: bytes, offsets: list[int]) -> bytes:
     """Return the model with ``offsets`` (one per tensor of subgraph 0, -1 = online) stored as
-    TFLM's ``OfflineMemoryAllocation`` metadata (tflm_memory.md §4); an old plan is replaced."""
+    TFLM's ``OfflineMemoryAllocation`` metadata (docs/tflm_memory.md §4); an old plan is replaced."""
     fb = schema()
     model = _unpack(data)
     n_tensors = len(model.subgraphs[0].tensors)
@@ -86,9 +86,7 @@ def _name(meta) -> str:
 def single_op_models(data: bytes) -> list[tuple[str, bytes]]:
     """One model per operator of subgraph 0: same tensors and buffers, one operator, its
     non-constant inputs as subgraph inputs and its outputs as subgraph outputs. Used to measure
-    the persistent (tail) bytes each op type costs in TFLM (:mod:`calibrate`)."""
-    from tinyexport.firmware_eval.flatbuf import op_names
-
+    the persistent (tail) bytes each op type costs in TFLM (``tinyexport.firmware_eval.calibrate``)."""
     model = _unpack(data)
     sub = model.subgraphs[0]
     out = []

@@ -1,6 +1,6 @@
 """Params, MACs and peak activation of a PyTorch model, per layer — the MCUNet counting conventions.
 
-Conventions (shared reference ``mcunet.md`` §2.3, ``netaug.md`` §3):
+Conventions (``docs/mcunet.md`` §2.3, ``docs/netaug.md`` §3):
 
 * **params**: every parameter, BatchNorm γ/β included.
 * **MACs**: conv = out_elems × (C_in/groups) × k², linear = in × out; BatchNorm counts 0 (it is
@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from tinyexport.train.models.zoo import build_model
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,5 @@ def _int8_weight_bytes(model: nn.Module) -> int:
 def profile_zoo_model(name: str, resolution: int | None = None, num_classes: int = 1000
                       ) -> ModelProfile:
     """Build a registered model and profile it at its native (or the given) resolution."""
-    from tinyexport.train.models import build_model
-
     model = build_model(name, num_classes=num_classes, resolution=resolution)
     return profile_model(model, model.resolution, name=model.spec.name)

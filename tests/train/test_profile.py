@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from tinyexport.benchmarks.model_profile import profile_model
 from tinyexport.train.models import build_model
 from tinyexport.train.models.layers import MBBlock
+from tinyexport.train.models.profile import profile_model
 
 
 class TwoLayer(nn.Module):
@@ -76,7 +76,7 @@ def _fold_bn(model: nn.Module) -> nn.Module:
 
 
 def test_macs_agree_with_torchprofile_on_bn_folded_model():
-    """torchprofile counts BN unless folded (mcunet.md §2.3); folded, it adds only the global
+    """torchprofile counts BN unless folded (docs/mcunet.md §2.3); folded, it adds only the global
     pool (one op per pooled element) and the classifier bias."""
     from torchprofile import profile_macs
 

@@ -1,18 +1,18 @@
-"""The training engine: exact kill-and-resume on CPU, the NaN guard, the LR schedule."""
+"""The Trainer: exact kill-and-resume on CPU, the NaN guard, one epoch of a plain task."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from tinyexport.errors import StageError
-from tinyexport.train import engine
 from tinyexport.train.netaug.recipe import Recipe
 from tinyexport.train.netaug.run import run_training
 from tinyexport.train.netaug.task import NetAugTask
+from tinyexport.train.task import StepResult, TrainTask
+from tinyexport.train.trainer import TrainConfig, Trainer
 
 
 def _recipe(**kw) -> Recipe:
@@ -23,9 +23,9 @@ def _recipe(**kw) -> Recipe:
     return Recipe(**values)
 
 
-def _config(out, **kw) -> engine.TrainConfig:
-    return engine.TrainConfig(epochs=3, out_dir=str(out), progress=False, tensorboard=False,
-                              max_steps_per_epoch=2, **kw)
+def _config(out, **kw) -> TrainConfig:
+    return TrainConfig(epochs=3, out_dir=str(out), progress=False, tensorboard=False,
+                       max_steps_per_epoch=2, **kw)
 
 
 def _state(path):
@@ -69,7 +69,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypa
     def nan_in_epoch_1(self, ctx):
         result = original(self, ctx)
         if ctx.epoch == 1:
-            return engine.StepResult(torch.tensor(float("nan")), None)
+            return StepResult(torch.tensor(float("nan")), None)
         return result
 
     monkeypatch.setattr(NetAugTask, "train_step", nan_in_epoch_1)
@@ -78,25 +78,24 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypa
     assert _state(out / "checkpoint.pt")["epoch"] == 1  # the last good checkpoint is kept
 
 
-def test_warmup_cosine_starts_at_unscaled_lr_and_ends_at_zero():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = engine.warmup_cosine(opt, base_lr=0.025, peak_lr=0.4, warmup_steps=10,
-                                 total_steps=110)
-    lrs = []
-    for _ in range(110):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.025)
-    assert lrs[10] == pytest.approx(0.4)
-    assert lrs[60] == pytest.approx(0.2)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
-    assert all(math.isfinite(v) for v in lrs)
+class _PlainTask(TrainTask):
+    def export_payload(self, module, meta):  # a bare Sequential has no zoo spec
+        return {"state_dict": module.state_dict(), **meta}
 
 
-def test_no_weight_decay_on_bn_and_bias():
-    from tinyexport.train.models import build_model
-
-    groups = engine.param_groups(build_model("mbv2-tiny", 10, 32), 4e-5)
-    assert groups[0]["weight_decay"] == 4e-5 and all(p.ndim > 1 for p in groups[0]["params"])
-    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+def test_plain_task_epoch_counts_steps_and_writes_outputs(tmp_path):
+    """A linear classifier on 3 batches of 4: 3 steps per epoch, best.pt from the evaluate_fn."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    loader = [(torch.randn(4, 3, 2, 2), torch.randint(0, 3, (4,))) for _ in range(3)]
+    task = _PlainTask(torch.nn.CrossEntropyLoss(), lambda module, epoch: {"top1": 10.0 * epoch})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    config = TrainConfig(epochs=2, out_dir=str(tmp_path), progress=False, tensorboard=False)
+    trainer = Trainer(model, task, loader, optimizer, None, config)
+    metrics = trainer.train_one_epoch(0)
+    assert metrics["steps"] == 3 and trainer.progress.step == 3
+    result = Trainer(model, task, loader, optimizer, None, config).fit()
+    assert (result.epochs_run, result.best_top1, result.best_epoch) == (2, 10.0, 1)
+    assert result.last_metrics["steps"] == 6 and result.last_metrics["val_top1"] == 10.0
+    assert _state(tmp_path / "checkpoint.pt")["epoch"] == 2
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()

@@ -1,0 +1,73 @@
+"""What to export and how: :class:`ExportConfig` (validated on construction) and its defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyexport.boards import BOARDS
+from tinyexport.errors import UserError
+from tinyexport.train.models import check_bounds
+
+ARTIFACTS = ("model.onnx", "model_fp32.tflite", "model_int8.tflite")
+RANDOM_WEIGHTS_WARNING = ("no --checkpoint: the model has RANDOM weights; the export is valid for "
+                          "deployability profiling but every accuracy figure is meaningless")
+# The int8 gate's defaults (export/gate.py): on labelled data int8 may lose 2 points of top-1
+# (full-int8 PTQ of these nets usually loses well under 1); without labels it must agree with
+# fp32 on 90 % of the check images.
+MIN_TOP1_AGREEMENT = 0.90
+MAX_TOP1_DROP = 2.0
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how (validated on construction)."""
+
+    model: str
+    out: Path
+    checkpoint: Path | None = None
+    resolution: int | None = None
+    num_classes: int | None = None
+    calib_data: str | None = None
+    calib_images: int = 500
+    check_images: int = 100
+    eval_data: str | None = None
+    eval_images: int = 1000
+    per_channel: bool = True
+    head_as_conv: bool = True  # export.head: classifier as a 1x1 conv (TFLM == LiteRT bit for bit)
+    bn_recalibrate: bool | None = None  # None: on for NetAug supernet checkpoints
+    onnxsim: bool = False
+    force: bool = False
+    firmware: bool = True
+    offline_plan: bool = False
+    board: str | None = None
+    seed: int = 0
+    min_agreement: float = MIN_TOP1_AGREEMENT
+    max_top1_drop: float = MAX_TOP1_DROP
+    data_source: str = "flags"  # or "checkpoint": the data the checkpoint was trained on
+
+    def __post_init__(self) -> None:
+        for name in ("calib_images", "check_images", "eval_images"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, "
+                                f"got {getattr(self, name)}")
+        check_bounds(resolution=self.resolution, num_classes=self.num_classes)
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise UserError(f"--min-agreement must be a fraction in 0..1, got {self.min_agreement}")
+        if not 0.0 <= self.max_top1_drop <= 100.0:
+            raise UserError(f"--max-top1-drop must be in 0..100 (points), got {self.max_top1_drop}")
+        if self.check_images > self.calib_images:
+            raise UserError(f"--check-images {self.check_images} exceeds --calib-images "
+                            f"{self.calib_images}: the int8 check runs on calibration images; "
+                            "raise --calib-images or lower --check-images")
+        if not self.firmware and (self.offline_plan or self.board):
+            given = " and ".join(f for f, v in (("--offline-plan", self.offline_plan),
+                                                ("--board", self.board)) if v)
+            raise UserError(f"{given} need the firmware stage, which --no-firmware skips; drop "
+                            "--no-firmware or drop " + given)
+        if self.board is not None:
+            BOARDS.canonical(self.board)  # unknown: one line with close names, before any work
+
+
+def default_out(model: str, resolution: int) -> Path:
+    return Path("exports") / f"{model}-r{resolution}-int8"

@@ -1,0 +1,62 @@
+"""Does a model fit a board? SRAM = the predicted TFLM arena with the board's CMSIS-NN scratch;
+flash = the model file + an estimate of the TFLM runtime code (the one place it is estimated)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tinyexport.boards import BOARDS, verdict
+from tinyexport.errors import UserError
+from tinyexport.firmware_eval.arena import predict
+from tinyexport.tflite_graph.reader import Graph
+
+# Runtime code estimate [est] (docs/tflm_memory.md §10): framework without kernels 9,732 B on a
+# Cortex-M3 ("bluepill", examples/memory_footprint/README.md) + ~6 KB of -Os kernel code per op
+# type, which lands a 7-op CNN at ~52 KB, inside the 50-100 KB range quoted there.
+RUNTIME_FRAMEWORK_BYTES = 9_732
+RUNTIME_PER_OP_BYTES = 6_000
+RUNTIME_BASIS = ("estimate: 9,732 B TFLM framework (memory_footprint README, Cortex-M3) + "
+                 "6,000 B per op type (-Os kernels); measure on the target")
+
+
+def runtime_estimate(graph: Graph) -> int:
+    """Estimated TFLM runtime code bytes (framework + kernels of the model's op types)."""
+    return RUNTIME_FRAMEWORK_BYTES + RUNTIME_PER_OP_BYTES * len(graph.opcodes)
+
+
+def board_names(requested: str | Sequence[str] | None) -> list[str]:
+    """Canonical board names of a request: none, one name, several, or ``all`` (every board).
+
+    Raises:
+        UserError: an unknown board (with the known names and close matches).
+    """
+    if not requested:
+        return []
+    names = [requested] if isinstance(requested, str) else list(requested)
+    if any(n.lower() == "all" for n in names):
+        return BOARDS.names()
+    return [BOARDS.canonical(n) for n in names]
+
+
+def board_isa(board: str | None) -> str | None:
+    """The CMSIS-NN ISA of a board (None for no board)."""
+    if board is None:
+        return None
+    try:
+        return BOARDS.get(board).isa
+    except (KeyError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def board_verdicts(graph: Graph, boards: Sequence[str]) -> list[dict]:
+    """Fit verdict per board: SRAM = predicted arena with that board's CMSIS-NN scratch,
+    flash = model file + runtime estimate."""
+    out = []
+    for name in boards:
+        board = BOARDS.get(name)
+        pred = predict(graph, board.isa)
+        sram = max(pred.total, pred.min_arena)  # TFLM cannot allocate below either
+        v = verdict(board.name, sram, graph.model_bytes + runtime_estimate(graph)).as_dict()
+        v["isa"] = board.isa
+        out.append(v)
+    return out
