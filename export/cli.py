@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tinyexport.log import setup_logging
 from tinyexport.quantize.layer_report import render_layer_table
 from tinyexport.train.checkpoint import describe_checkpoint
 from tinyexport.train.models import MODELS, model_spec
+from tinyexport.train.pretrained import fetch, release_for
 
 _log = logging.getLogger(__name__)
 
@@ -33,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true",
                    help="full-int8 export: int8 weights, activations, input and output (the "
                         "default and only target: TFLite Micro runs int8 models)")
+    p.add_argument("--pretrained", nargs="?", const="default", choices=("default", "mcunet-zoo",
+                                                                       "netaug"),
+                   help="export the authors' released ImageNet weights of --model (downloaded "
+                        "once into ~/.cache/tinyexport; default source: the MCUNet zoo for "
+                        "mcunet-*, NetAug for mbv2-tiny and proxylessnas-w0.35)")
     p.add_argument("--checkpoint", type=Path, help="our checkpoint or a released NetAug/MCUNet "
                    ".pth; without it the weights are random (accuracy meaningless)")
     p.add_argument("--resolution", type=int, help="input size (default: the model's native one)")
@@ -69,13 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", help="board profile, passed to firmware_eval")
     p.add_argument("--out", type=Path, help="output folder (exports/<model>-r<res>-int8)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random init (no checkpoint) and of the calibration crops: the "
+                        "same command writes the same files (0)")
     p.add_argument("--json", action="store_true", help="print export.json to stdout at the end")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
+def _pretrained_checkpoint(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """``--pretrained``: the cached released file of ``--model`` and where it came from."""
+    if not args.pretrained:
+        return args.checkpoint, None
+    if args.checkpoint:
+        raise UserError("give either --pretrained or --checkpoint, not both")
+    if not args.model:
+        raise UserError("--pretrained needs --model NAME (e.g. --model mcunet --pretrained)")
+    release = release_for(args.model, None if args.pretrained == "default" else args.pretrained)
+    return fetch(release), f"{release.source} release ({release.url}; published top-1 {release.top1})"
+
+
 def _config(args: argparse.Namespace):
-    described = describe_checkpoint(args.checkpoint) if args.checkpoint else {}
+    checkpoint, weights_source = _pretrained_checkpoint(args)
+    described = describe_checkpoint(checkpoint) if checkpoint else {}
     if not args.model and not described:
         raise UserError("pass --model NAME (or a --checkpoint written by tinyexport/tinytrain, "
                         "which names its model)")
@@ -90,15 +113,17 @@ def _config(args: argparse.Namespace):
                                                                             eval_data)) if v is None))
         calib_data, eval_data, source = calib_data or recorded, eval_data or recorded, "checkpoint"
     return ExportConfig(model=name, out=args.out or default_out(name, resolution),
-                        checkpoint=args.checkpoint, resolution=args.resolution,
+                        checkpoint=checkpoint, resolution=args.resolution,
                         num_classes=args.num_classes, calib_data=calib_data,
                         calib_images=args.calib_images, check_images=args.check_images,
                         eval_data=eval_data, eval_images=args.eval_images, data_source=source,
+                        weights_source=weights_source,
                         min_agreement=args.min_agreement, max_top1_drop=args.max_top1_drop,
                         per_channel=not args.per_tensor, head_as_conv=args.head_as_conv,
                         bn_recalibrate=args.bn_recalibrate,
                         onnxsim=args.onnxsim, force=args.force,
-                        firmware=args.firmware, offline_plan=args.offline_plan, board=args.board)
+                        firmware=args.firmware, offline_plan=args.offline_plan, board=args.board,
+                        seed=args.seed)
 
 
 def _summary(result) -> str:
@@ -111,7 +136,9 @@ def _summary(result) -> str:
              "  ops: " + ", ".join(f"{k} {v}" for k, v in doc["op_histogram"].items())]
     lines += _numerics_lines(doc)
     lines += _gate_lines(doc)
-    lines += [f"  WARNING: {w}" for w in doc["warnings"]]
+    lines += _firmware_lines(doc, result.out)
+    if doc["warnings"]:  # each was printed once when it arose
+        lines.append(f"  {len(doc['warnings'])} warning(s) above, also in export.json")
     return "\n".join(lines)
 
 
@@ -129,9 +156,46 @@ def _numerics_lines(doc: dict) -> list[str]:
         tflm = doc["evaluation"].get("tflm")
         if tflm:
             lines.append(f"  TFLite Micro int8 top-1 on the first {tflm['images']} of them: "
-                         f"{tflm['top1_tflm_int8']:.2%} (LiteRT int8 on the same: "
-                         f"{tflm['top1_litert_int8']:.2%})")
+                         f"{tflm['top1_tflm_int8']:.2%} (LiteRT int8 with its default optimised "
+                         f"kernels: {tflm['top1_litert_int8']:.2%}; TFLM's outputs equal LiteRT's "
+                         "reference kernels "
+                         + ("bit for bit)" if _bit_exact(doc) else "— see firmware.bit_exact)"))
     return lines
+
+
+def _bit_exact(doc: dict) -> bool:
+    return bool(((doc.get("firmware") or {}).get("bit_exact") or {}).get("equal"))
+
+
+def _firmware_lines(doc: dict, out: Path) -> list[str]:
+    """The answer most users came for: the TFLM arena, the bundle's kTensorArenaSize and the
+    board verdict."""
+    fw = doc.get("firmware") or {}
+    if "arena" not in fw:
+        return [f"  firmware: {fw.get('status', 'not run')}"]
+    arena, measured = fw["arena"], fw.get("measured") or {}
+    lines = [f"  TFLite Micro arena: {arena['total']:,} B predicted (activations "
+             f"{arena['head']:,} + persistent {arena['tail']:,})"
+             + (f", {measured['total']:,} B measured in the real interpreter"
+                if measured.get("total") else "")]
+    size = _arena_size_constant(out / "firmware" / "arena_size.h")
+    if size:
+        lines.append(f"  C bundle: {out}/firmware/ with kTensorArenaSize = {size}")
+    for problem in fw.get("errors") or []:
+        lines.append(f"  TFLite Micro problem: {problem}")
+    board = fw.get("board")
+    if board:
+        word = "fits" if board["fits"] else "DOES NOT FIT"
+        lines.append(f"  {board['board']}: {word} — SRAM {board['sram_needed']:,} / "
+                     f"{board['sram_budget']:,} B (margin {board['sram_margin']:+,}), flash "
+                     f"{board['flash_needed']:,} / {board['flash_budget']:,} B (margin "
+                     f"{board['flash_margin']:+,})")
+    return lines
+
+
+def _arena_size_constant(header: Path) -> int | None:
+    match = re.search(r"kTensorArenaSize = (\d+)", header.read_text()) if header.is_file() else None
+    return int(match.group(1)) if match else None
 
 
 def _gate_lines(doc: dict) -> list[str]:

@@ -45,6 +45,7 @@ class ExportConfig:
     min_agreement: float = MIN_TOP1_AGREEMENT
     max_top1_drop: float = MAX_TOP1_DROP
     data_source: str = "flags"  # or "checkpoint": the data the checkpoint was trained on
+    weights_source: str | None = None  # --pretrained: which release the checkpoint is
 
     def __post_init__(self) -> None:
         for name in ("calib_images", "check_images", "eval_images"):

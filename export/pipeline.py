@@ -85,8 +85,7 @@ def run_export(config: ExportConfig, out_tmp: Path,
         rec.details.update(model=loaded.meta.get("model"), resolution=loaded.resolution,
                            kind=loaded.meta.get("kind"))
         if config.checkpoint is None:
-            _log.warning("WARNING: %s", RANDOM_WEIGHTS_WARNING)
-            rec.details["warning"] = RANDOM_WEIGHTS_WARNING
+            _log.warning("warning: %s", RANDOM_WEIGHTS_WARNING)
     calib, _, calib_info = load_images(config.calib_data, "train", loaded.preprocessing,
                                        config.calib_images, False, config.seed)
     calib_nhwc = nchw_to_nhwc(calib)
@@ -123,7 +122,7 @@ def run_export(config: ExportConfig, out_tmp: Path,
     if config.firmware:
         images, labels = (batch.images_nhwc, batch.labels) if batch else (check_nhwc[:4], None)
         with timer.stage("firmware check") as rec:
-            state["firmware"] = firmware(config, out_tmp / "model_int8.tflite", out_tmp, images,
+            state["firmware"] = firmware(config, loaded, out_tmp / "model_int8.tflite", out_tmp, images,
                                         rec, labels)
         tflm = batch.tflm_record(state["firmware"]) if batch else None
         if tflm:

@@ -16,6 +16,7 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         "model": loaded.meta.get("model"), "resolution": loaded.resolution,
         "checkpoint": str(config.checkpoint) if config.checkpoint else None,
         "checkpoint_meta": loaded.meta,
+        "weights_source": config.weights_source,
         "weights": "trained" if config.checkpoint else "random",
         "warnings": ([RANDOM_WEIGHTS_WARNING] if config.checkpoint is None else [])
         + ([state["calib_info"]["warning"]] if "warning" in state["calib_info"] else [])
@@ -38,6 +39,26 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         "total_seconds": round(sum(s.seconds for s in stages), 3),
     }
     return json_safe(doc)
+
+
+def _firmware_lines(fw: dict) -> list[str]:
+    if "arena" not in fw:
+        return [f"- firmware: {fw.get('status', 'not run')}"]
+    arena, measured = fw["arena"], fw.get("measured") or {}
+    lines = [f"- TFLite Micro arena: {arena['total']:,} B predicted (activations {arena['head']:,} "
+             f"+ persistent {arena['tail']:,}); measured {_bytes(measured.get('total'))}; "
+             f"smallest arena that allocates: {_bytes(fw.get('min_arena'))}"]
+    lines += [f"- TFLite Micro problem: {p}" for p in fw.get("errors") or []]
+    board = fw.get("board")
+    if board:
+        lines.append(f"- board {board['board']}: {'fits' if board['fits'] else 'DOES NOT FIT'} "
+                     f"(SRAM margin {board['sram_margin']:+,} B, flash margin "
+                     f"{board['flash_margin']:+,} B)")
+    return lines
+
+
+def _bytes(value: int | None) -> str:
+    return f"{value:,} B" if isinstance(value, int) else "not measured"
 
 
 def layer_rows(doc: dict) -> list[LayerError]:
@@ -119,5 +140,5 @@ def _check_lines(doc: dict) -> list[str]:
     if doc.get("quant_report"):
         lines += ["", "## Per-layer int8 error (worst first)", "",
                   render_layer_table(layer_rows(doc))]
-    lines.append(f"- firmware: {doc['firmware'].get('status', 'see export.json')}")
+    lines += _firmware_lines(doc.get("firmware") or {})
     return lines

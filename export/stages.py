@@ -22,6 +22,7 @@ from tinyexport.export.parity import compare_outputs
 from tinyexport.export.records import check_finite, nchw_to_nhwc
 from tinyexport.export.to_onnx import run_onnxruntime, to_onnx
 from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.log import native_output_to_debug_log
 from tinyexport.quantize.check import check_int8_model, compare_int8_to_float, run_tflite
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
 from tinyexport.quantize.layer_report import layer_errors
@@ -155,6 +156,7 @@ def export_onnx(model: nn.Module, path: Path, resolution: int, calib: torch.Tens
     return ort
 
 
+@native_output_to_debug_log()
 def export_float_tflite(onnx_path: Path, out_path: Path, work: Path, calib_nhwc: np.ndarray,
                         ort_logits: np.ndarray, onnxsim: bool, record) -> Path:
     """Stage 5: onnx2tf in a subprocess; float TFLite parity vs ONNX Runtime. Returns saved_model."""
@@ -169,6 +171,7 @@ def export_float_tflite(onnx_path: Path, out_path: Path, work: Path, calib_nhwc:
     return result.saved_model_dir
 
 
+@native_output_to_debug_log()
 def quantize(saved_model: Path, out_path: Path, calib_nhwc: np.ndarray, per_channel: bool,
              record) -> bytes:
     """Stage 6: full-int8 PTQ with TFLiteConverter."""
@@ -180,6 +183,7 @@ def quantize(saved_model: Path, out_path: Path, calib_nhwc: np.ndarray, per_chan
     return data
 
 
+@native_output_to_debug_log()
 def check_int8(int8: bytes, float_path: Path, check_nhwc: np.ndarray, record,
                model: nn.Module | None = None):
     """Stage 7: TFLM op set, no TRANSPOSE / float compute, int8 I/O; LiteRT numerics vs fp32
@@ -236,6 +240,7 @@ def class_mismatch(model_classes: int, data_info: dict) -> str | None:
             "unless the model was trained on this data")
 
 
+@native_output_to_debug_log()
 def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: Path,
              int8: bytes, record) -> tuple[dict, TflmBatch]:
     """Stage 8: top-1 of fp32 torch, ONNX Runtime and int8 LiteRT on ``--eval-data``; also the
@@ -260,6 +265,7 @@ def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: 
             TflmBatch(nchw_to_nhwc(images[:n]), labels[:n], int8_out[:n]))
 
 
+@native_output_to_debug_log()
 def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: nn.Module,
                  record) -> list[dict]:
     """Optional: per-layer SQNR of int8 vs float activations, worst first, with module names."""
@@ -273,12 +279,13 @@ def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: 
     return [r.as_dict() for r in rows]
 
 
-def firmware(config: ExportConfig, int8_path: Path, out: Path, images_nhwc: np.ndarray,
-             record, labels: np.ndarray | None = None) -> dict:
-    """Firmware stage: arena prediction, TFLM run, C bundle.
+def firmware(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
+             images_nhwc: np.ndarray, record, labels: np.ndarray | None = None) -> dict:
+    """Firmware stage: arena prediction, TFLM run, C bundle (with the preprocessing as constants).
     ``labels`` (of ``images_nhwc``): TFLM's top-1 is recorded too."""
     result = firmware_check(int8_path, out / "firmware", offline_plan=config.offline_plan,
-                            board=config.board, images=images_nhwc, labels=labels)
+                            board=config.board, images=images_nhwc, labels=labels,
+                            preprocessing=loaded.preprocessing.as_dict())
     result = _relative_paths(result, out)
     record.details.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
     return result

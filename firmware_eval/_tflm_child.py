@@ -7,6 +7,10 @@ Usage: ``python -m tinyexport.firmware_eval._tflm_child REQUEST.json``. The requ
 * ``bisect`` - smallest ``arena_size`` for which construct + invoke reproduces ``expected``
   (docs/tflm_memory.md §9.2); progress is written after every try, so a crash still leaves a result.
 * ``litert`` - LiteRT with ``BUILTIN_REF`` reference kernels (docs/toolchain.md §8), the golden.
+* ``verify`` - LiteRT's flatbuffer verifier (``tflite::Verify`` in ``Interpreter(model_content)``)
+  and ``allocate_tensors`` (every op's Prepare, reference kernels) on each model of a list; one
+  JSON line per model is appended to the results file as it is done, so a model that kills the
+  process is the first one without a line.
 * ``localize`` - both interpreters keep every tensor (TFLM ``kPreserveAllTensors``, LiteRT
   ``experimental_preserve_all_tensors``); the op outputs are compared in execution order and the
   first differing one is written out (where a TFLM / LiteRT mismatch starts).
@@ -159,6 +163,24 @@ def run_localize(req: dict) -> None:
     _write(req["result"], {"first_difference": found})
 
 
+def run_verify(req: dict) -> None:
+    with open(req["results"], "a") as out:
+        for path in req["models"]:
+            try:
+                with open(path, "rb") as f:
+                    make_interpreter(f.read(), reference_kernels=True)
+                problem = None
+            except ImportError as exc:
+                problem, path = f"unavailable: {exc}", None
+            except (RuntimeError, ValueError) as exc:
+                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+                problem = "; ".join(lines)[:400] or type(exc).__name__
+            out.write(json.dumps({"model": path, "problem": problem}) + "\n")
+            out.flush()
+            if path is None:
+                return
+
+
 def _write(path: str, obj: dict) -> None:
     with open(path, "w") as f:
         json.dump(obj, f)
@@ -167,7 +189,7 @@ def _write(path: str, obj: dict) -> None:
 def main(argv: list[str]) -> int:
     req = json.load(open(argv[0]))
     {"tflm": run_tflm, "bisect": run_bisect, "litert": run_litert,
-     "localize": run_localize}[req["mode"]](req)
+     "localize": run_localize, "verify": run_verify}[req["mode"]](req)
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Files: ``model_data.cc/.h`` (the model as a 16-byte aligned array and its length),
 ``op_resolver.h`` (``MicroMutableOpResolver<N>`` with exactly the model's ops), ``arena_size.h``
-(predicted total + margin) and ``main.cc`` (quantize an input with the model's own scale and zero
+(predicted total + margin; which kernels the figure is for), ``preprocess.h`` (input shape,
+scale / zero point, and the training preprocessing when given: resize, crop, mean / std, channel
+order, with the uint8-pixel-to-int8 formula) and ``main.cc`` (quantize an input with the model's own scale and zero
 point, invoke, print the top class). Drop the folder into an Arduino / Zephyr / STM32Cube project
 next to the TFLM library (docs/guide/firmware.md, "The C bundle").
 ``scripts/build_bundle_host.sh`` builds it for the x86-64 host against a TFLM source tree;
@@ -13,10 +15,11 @@ next to the TFLM library (docs/guide/firmware.md, "The C bundle").
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from tinyexport.atomic import write_text
-from tinyexport.tflite_graph.reader import Graph
+from tinyexport.tflite_graph.reader import Graph, Tensor
 
 # Arena margin: 16 B for an unaligned arena pointer (micro_interpreter.h:144-149) plus 1 KiB for
 # temp allocations during Prepare that the recording allocator can under-report (tflite-micro#2738).
@@ -43,8 +46,36 @@ def _c_array(data: bytes) -> str:
     return ",\n  ".join(rows)
 
 
-def write_bundle(out_dir: Path, model: bytes, graph: Graph, predicted_total: int) -> list[str]:
-    """Write the bundle files into ``out_dir``; return their names."""
+@dataclass(frozen=True)
+class ArenaBasis:
+    """What the bundle's arena figure covers: TFLM's reference kernels, or a board's predicted
+    CMSIS-NN scratch on top (predicted per op, docs/tflm_memory.md §5; never measured, the Python
+    TFLM runtime runs reference kernels)."""
+
+    board: str | None = None
+    isa: str | None = None
+    reference_bytes: int | None = None  # the same arena with reference kernels
+
+    def comment(self) -> str:
+        if self.board is None:
+            return ("// For TFLM's reference kernels. Optimized CMSIS-NN kernels (Cortex-M) may need "
+                    "extra scratch,\n// not included: see `tinyreport MODEL.tflite --board B`.")
+        ref = f"; {self.reference_bytes} B with reference kernels" if self.reference_bytes else ""
+        return (f"// Includes the predicted CMSIS-NN scratch for board {self.board} (ISA "
+                f"{self.isa or '?'}){ref}.\n// The scratch is predicted per op, not measured "
+                "(the host TFLM runs reference kernels).")
+
+
+def write_bundle(out_dir: Path, model: bytes, graph: Graph, predicted_total: int,
+                 basis: ArenaBasis | None = None, preprocessing: dict | None = None) -> list[str]:
+    """Write the bundle files into ``out_dir``; return their names.
+
+    Args:
+        basis: which kernels ``predicted_total`` is for (reference kernels when None).
+        preprocessing: the export's ``Preprocessing.as_dict()`` (``resolution``, ``mean``,
+            ``std``, ``resize_short_side``); without it ``preprocess.h`` holds the model's input
+            shape and quantization only.
+    """
     ops = graph.opcodes
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     files = {
@@ -54,13 +85,43 @@ def write_bundle(out_dir: Path, model: bytes, graph: Graph, predicted_total: int
             n=len(ops), adds="\n".join(f"  if (r.{add_method(o)}() != kTfLiteOk) return false;"
                                        for o in ops)),
         "arena_size.h": _ARENA_H.format(pred=predicted_total, margin=ARENA_MARGIN,
-                                        total=predicted_total + ARENA_MARGIN),
+                                        total=predicted_total + ARENA_MARGIN,
+                                        basis=(basis or ArenaBasis()).comment()),
+        "preprocess.h": preprocess_header(in_t, preprocessing),
         "main.cc": _MAIN_CC.format(in_shape="x".join(map(str, in_t.shape)),
                                    out_shape="x".join(map(str, out_t.shape))),
     }
     for name, text in files.items():
         write_text(out_dir / name, text)
     return sorted(files)
+
+
+def _c_float(value: float) -> str:
+    return f"{float(value)!r}f"
+
+
+def preprocess_header(tensor: Tensor, preprocessing: dict | None) -> str:
+    """``preprocess.h``: input 0's shape (NHWC), scale and zero point from the model, and the
+    training preprocessing constants when ``preprocessing`` is given."""
+    scale = tensor.quant.scales[0] if tensor.quant.scales else 1.0
+    zero = tensor.quant.zero_points[0] if tensor.quant.zero_points else 0
+    shape = "x".join(map(str, tensor.shape))
+    lines = [_PRE_H.format(shape=shape, dtype=tensor.dtype, n=tensor.nbytes,
+                           scale=_c_float(scale), zero=zero)]
+    if len(tensor.shape) == 4:
+        h, w, c = tensor.shape[1:]
+        lines.append(f"constexpr int kInputHeight = {h};\nconstexpr int kInputWidth = {w};\n"
+                     f"constexpr int kInputChannels = {c};\n")
+    if preprocessing:
+        mean, std = preprocessing["mean"], preprocessing["std"]
+        lines.append(_PRE_TRAIN_H.format(
+            resize=int(preprocessing.get("resize_short_side", preprocessing["resolution"])),
+            crop=int(preprocessing["resolution"]), n=len(mean),
+            mean=", ".join(map(_c_float, mean)), std=", ".join(map(_c_float, std))))
+    else:
+        lines.append("// No training preprocessing was given (resize, crop, mean / std): see the\n"
+                     "// export's export.json \"preprocessing\".\n")
+    return "\n".join(lines)
 
 
 def resolver_ops(text: str) -> list[str]:
@@ -99,15 +160,43 @@ inline bool RegisterModelOps(ModelOpResolver& r) {{
 """
 
 _ARENA_H = """// Generated by tinyexport.firmware_eval.bundle.
-// Predicted TFLM arena (head + tail, or TFLM's planning-time minimum when larger; reference
-// kernels, or the board's CMSIS-NN scratch when a board was given; x86 struct sizes): {pred} bytes.
+// Predicted TFLM arena (head + tail, or TFLM's planning-time minimum when larger; x86 struct
+// sizes): {pred} bytes.
+{basis}
 // Margin {margin} B = 16 B for an unaligned arena pointer + 1024 B for Prepare-time temp
-// allocations the recording allocator can miss (tflite-micro#2738). With CMSIS-NN kernels add
-// their scratch buffers (see `tinyreport MODEL.tflite --board B`).
+// allocations the recording allocator can miss (tflite-micro#2738).
 #pragma once
 #include <cstddef>
 
 constexpr size_t kTensorArenaSize = {total};
+"""
+
+_PRE_H = """// Generated by tinyexport.firmware_eval.bundle: how a camera frame becomes the model input.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+// Model input 0: {shape} {dtype}, layout NHWC, channel order RGB, {n} bytes.
+constexpr float kInputScale = {scale};
+constexpr int kInputZeroPoint = {zero};
+"""
+
+_PRE_TRAIN_H = """// Training preprocessing (export.json "preprocessing"): resize the short side to
+// kResizeShortSide (bilinear), centre-crop kCropSize x kCropSize, channels RGB, then per channel
+//   x = (p / 255 - kMean[c]) / kStd[c]            for a uint8 camera pixel p,
+//   q = round(x / kInputScale) + kInputZeroPoint   clamped to -128..127 (the int8 input),
+// i.e. q = round(((p / 255 - mean) / std) / scale) + zero_point (QuantizePixel below).
+constexpr int kResizeShortSide = {resize};
+constexpr int kCropSize = {crop};
+constexpr float kMean[{n}] = {{{mean}}};
+constexpr float kStd[{n}] = {{{std}}};
+
+inline int8_t QuantizePixel(uint8_t p, int c) {{
+  const float x = (static_cast<float>(p) / 255.0f - kMean[c]) / kStd[c];
+  const long q = std::lround(x / kInputScale) + kInputZeroPoint;
+  return static_cast<int8_t>(q < -128 ? -128 : (q > 127 ? 127 : q));
+}}
 """
 
 _MAIN_CC = """// Generated by tinyexport.firmware_eval.bundle: minimal TFLM inference.
@@ -118,6 +207,7 @@ _MAIN_CC = """// Generated by tinyexport.firmware_eval.bundle: minimal TFLM infe
 #include "arena_size.h"
 #include "model_data.h"
 #include "op_resolver.h"
+#include "preprocess.h"  // input shape / quantization, training preprocessing (QuantizePixel)
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 

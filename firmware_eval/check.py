@@ -1,8 +1,10 @@
-"""Can TFLite Micro run this ``.tflite``? Static checks on the flatbuffer, before any run.
+"""Can TFLite Micro run this ``.tflite``? Checks on the flatbuffer, before any figure or run.
 
-* :func:`validate` - refuse what the arena analyser and TFLM cannot handle (several subgraphs,
+* :func:`validate` - refuse a corrupt graph (:mod:`tinyexport.tflite_graph.integrity`: bounds,
+  shapes, op rules, quantization parameters) and what the arena analyser and TFLM cannot handle (several subgraphs,
   float / hybrid / 16x8 models, non-int8 I/O, corrupt filters, ops TFLM lacks), as
   :class:`UserError` (docs/tflm_memory.md §11.3).
+* :func:`load_verified` - also LiteRT's real flatbuffer verifier, in a child process.
 * :func:`runtime_blockers` - models the analyser can plan but TFLM would abort on or compute
   garbage for (a collapsed SOFTMAX input scale, a batch dimension TFLM would not resize).
 """
@@ -13,14 +15,24 @@ import math
 from pathlib import Path
 
 from tinyexport.errors import UserError
+from tinyexport.firmware_eval.tflm_runner import verify_models
+from tinyexport.tflite_graph.integrity import check_integrity
 from tinyexport.tflite_graph.ops import TFLM_OPS
 from tinyexport.tflite_graph.reader import Graph, read_graph
 
 _COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
+INVALID = "int8 TFLite model"  # "FILE is not a valid int8 TFLite model: <first problem>"
+# Ops whose data input 0 and output 0 are int8 in a full-int8 model (SOFTMAX: input only; its
+# output may be int16). Elementwise, shape and data-movement ops may also carry int32 (shape
+# arithmetic); no op of a full-int8 model reads or writes float.
+_INT8_IO = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
+            "MEAN", "RESIZE_BILINEAR"}
 
 
 def validate(graph: Graph, label: str) -> None:
-    """Raise :class:`UserError` unless TFLM can run the model as int8 (docs/tflm_memory.md §11.3)."""
+    """Raise :class:`UserError` unless the graph is consistent (:func:`check_integrity`) and TFLM
+    can run it as int8 (docs/tflm_memory.md §11.3)."""
+    check_integrity(graph, label, INVALID)
     if graph.num_subgraphs != 1:
         raise UserError(f"{label}: {graph.num_subgraphs} subgraphs (control flow); the arena "
                         "analyser supports single-subgraph models only")
@@ -61,6 +73,29 @@ def validate(graph: Graph, label: str) -> None:
     if missing:
         raise UserError(f"{label} uses ops TFLite Micro lacks: {', '.join(missing)}; replace "
                         "them in the model before export")
+    _check_int8_ops(graph, label)
+
+
+def _check_int8_ops(graph: Graph, label: str) -> None:
+    """int8 data in and out of the ops a full-int8 model computes with."""
+    for op in graph.ops:
+        problem = _int8_op_problem(graph, op)
+        if problem:
+            raise UserError(f"{label} is not a valid {INVALID}: {op.opcode} #{op.index} {problem}")
+
+
+def _int8_op_problem(graph: Graph, op) -> str | None:
+    floats = [i for i in (*op.inputs, *op.outputs)
+              if i >= 0 and graph.tensors[i].dtype.startswith(("float", "bfloat"))]
+    if floats:
+        return f"reads or writes {graph.tensors[floats[0]].dtype} tensor {floats[0]}"
+    sides = [("input", op.inputs[0])]
+    if op.opcode != "SOFTMAX":
+        sides.append(("output", op.outputs[0]))
+    for side, i in sides if op.opcode in _INT8_IO | {"SOFTMAX"} else ():
+        if graph.tensors[i].dtype != "int8":
+            return f"{side} is {graph.tensors[i].dtype}; TFLM's int8 kernels need int8"
+    return None
 
 
 def runtime_blockers(graph: Graph) -> list[str]:
@@ -119,7 +154,18 @@ def _batch_shape_problems(graph: Graph) -> list[str]:
 
 
 def load(path: str | Path) -> Graph:
-    """Read and validate a model."""
-    graph = read_graph(path)
+    """Read and validate a model (static checks only)."""
+    graph = read_graph(path, INVALID)
     validate(graph, str(path))
+    return graph
+
+
+def load_verified(path: str | Path) -> Graph:
+    """:func:`load`, then LiteRT's flatbuffer verifier and ``allocate_tensors`` in a child
+    process (:func:`tflm_runner.verify_models`): what the static checks cannot see (misaligned
+    tables, offsets the generated reader follows without complaint) becomes one UserError."""
+    graph = load(path)
+    problem = verify_models([Path(path)])[0]
+    if problem:
+        raise UserError(f"{path} is not a valid {INVALID}: {problem}")
     return graph

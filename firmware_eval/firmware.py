@@ -16,8 +16,8 @@ import numpy as np
 from tinyexport.atomic import atomic_path, write_bytes
 from tinyexport.firmware_eval import tflm_runner as tr
 from tinyexport.firmware_eval.analysis import analyse, arena_dict
-from tinyexport.firmware_eval.bundle import write_bundle
-from tinyexport.firmware_eval.check import load, runtime_blockers
+from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
+from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.measure import measure, measure_arena_size, prepare_inputs, top1
 from tinyexport.firmware_eval.offline_plan import OfflinePlan
 from tinyexport.firmware_eval.verdicts import board_isa, board_verdicts
@@ -56,7 +56,7 @@ def apply_offline_plan(path: Path, graph: Graph, plan: OfflinePlan, x: np.ndarra
 
 
 def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, images=None,
-                   labels=None, run_tflm=True) -> dict:
+                   labels=None, run_tflm=True, preprocessing: dict | None = None) -> dict:
     """Analyse, (optionally) run in TFLM, (optionally) apply the offline plan, write the bundle.
 
     Args:
@@ -64,13 +64,15 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
         out_dir: folder for the C bundle.
         board: board name from ``tinyexport.boards.BOARDS`` for CMSIS-NN scratch and verdicts.
         images: NHWC batch, int8 or float (see :mod:`measure`); labels: int class ids.
+        preprocessing: the export's ``Preprocessing.as_dict()``, written to the bundle's
+            ``preprocess.h`` (resize, crop, mean / std).
     Returns:
         JSON-serialisable summary.
     Raises:
         UserError: unreadable, non-int8 or unsupported model; bad images.
     """
     path = Path(tflite_path)
-    graph = load(path)
+    graph = load_verified(path)
     x = prepare_inputs(graph, images)
     isa = board_isa(board)
     ana = analyse(graph, isa)
@@ -104,5 +106,8 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
         summary["board"] = board_verdicts(graph, [board])[0]
     os.makedirs(out_dir, exist_ok=True)
     # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
-    summary["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph, ana.arena_needed)
+    basis = ArenaBasis(board, isa, max(ana.prediction.total, ana.prediction.min_arena)
+                       if board is not None else None)
+    summary["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph, ana.arena_needed,
+                                     basis, preprocessing)
     return summary

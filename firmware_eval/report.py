@@ -8,16 +8,17 @@ plain values.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tinyexport.atomic import atomic_path
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import planner
 from tinyexport.firmware_eval.analysis import Analysis, analyse, arena_dict
-from tinyexport.firmware_eval.check import load, runtime_blockers
+from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.measure import check_labels, measure, prepare_inputs, top1
 from tinyexport.firmware_eval.verdicts import (
     RUNTIME_BASIS,
@@ -25,7 +26,8 @@ from tinyexport.firmware_eval.verdicts import (
     board_verdicts,
     runtime_estimate,
 )
-from tinyexport.tflite_graph.reader import Graph
+
+_log = logging.getLogger(__name__)
 
 
 def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -48,10 +50,17 @@ def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def build_report(path: str, boards: str | Sequence[str] | None = None, do_measure: bool = False,
-                 images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
+                 images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 verify: bool = True) -> dict:
     """The report as a JSON-serialisable dict. ``images`` / ``labels``: what TFLM runs with
-    ``do_measure`` (seeded uniform int8 when None); top-1 is reported when labels are given."""
-    graph = load(path)
+    ``do_measure`` (seeded uniform int8 when None); top-1 is reported when labels are given.
+    ``verify``: also run LiteRT's flatbuffer verifier in a child (:func:`check.load_verified`);
+    the static checks of :func:`check.load` always run.
+
+    Raises:
+        UserError: the file is not a valid int8 TFLite model (one message, its first problem).
+    """
+    graph = load_verified(path) if verify else load(path)
     ana = analyse(graph)
     pred = ana.prediction
     report = {
@@ -124,33 +133,80 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_plan(graph: Graph, ana: Analysis, out: str) -> None:
-    """Memory-plan timeline: each buffer a box over op index (x) x arena offset (y)."""
+@dataclass(frozen=True)
+class PlotSummary:
+    """What a written plot shows: the peak bar and one SRAM line per board."""
+
+    path: str
+    peak_label: str
+    peak_bytes: int
+    board_lines: tuple[tuple[str, int], ...]
+
+
+def draw_board_lines(ax, boards: Sequence[dict]) -> tuple[tuple[str, int], ...]:
+    """A dashed horizontal line per board at its SRAM, labelled in the legend (not on the axes,
+    where labels of boards with similar SRAM overlap); returns ``(board, bytes)`` per line."""
+    lines = tuple((v["board"], int(v["sram_budget"])) for v in boards)
+    for k, (v, (name, sram)) in enumerate(zip(boards, lines, strict=True)):
+        fits = {True: ", fits", False: ", DOES NOT FIT"}.get(v.get("fits"), "")
+        ax.axhline(sram / 1024, linestyle=(0, (4, 2 + k % 3)), linewidth=1.2,
+                   color=f"C{(k + 2) % 10}", label=f"{name} SRAM {sram / 1024:,.0f} KiB{fits}")
+    return lines
+
+
+def finish_plot(fig, ax, out: str) -> None:
+    """Legend outside the axes (right), save atomically as PNG, log where it went."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    _log.info("wrote plot %s", out)
+
+
+def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
+              title: str = "model") -> PlotSummary:
+    """Arena need per op: the persistent tail as a constant band, the activations (and scratch)
+    live at each op stacked on it, the peak op annotated, a line per board at its SRAM.
+
+    Args:
+        boards: board verdicts (:func:`board_verdicts`), one SRAM line each.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
-    buffers = planner.buffers_for(graph, ana.prediction.scratch)
-    offsets = planner.greedy_plan(buffers)
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for b, o in zip(buffers, offsets, strict=True):
-        color = "tab:orange" if b.key.startswith("s") else "tab:blue"
-        ax.add_patch(Rectangle((b.first - 0.4, o), b.last - b.first + 0.8, b.size,
-                               facecolor=color, edgecolor="black", alpha=0.6))
-    ax.axhline(ana.prediction.lower_bound, color="red", ls="--", label="live-set lower bound")
-    ax.axhline(ana.prediction.head, color="black", ls=":", label="greedy head")
-    ax.set_xlim(-1, len(graph.ops) + 1)
-    ax.set_ylim(0, max(ana.prediction.head, 1) * 1.05)
-    ax.set_xlabel("op index (scope)")
-    ax.set_ylabel("arena offset (bytes)")
-    ax.set_title(f"TFLM greedy plan: head {ana.prediction.head:,} B")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    pred = ana.prediction
+    rows = pred.ops
+    live = np.array([r.live_bytes for r in rows], float) / 1024
+    scratch = np.array([r.scratch_bytes for r in rows], float) / 1024
+    tail, x = pred.tail / 1024, np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8.0, len(rows) * 0.22), 4.8))
+    ax.bar(x, [tail] * len(rows), color="0.75", width=0.9, label=f"tail (persistent) "
+           f"{pred.tail:,} B")
+    ax.bar(x, live, bottom=tail, color="tab:blue", width=0.9, label="activations live at the op")
+    ax.bar(x, scratch, bottom=tail + live, color="tab:orange", width=0.9, label="scratch")
+    peak = int(np.argmax(live + scratch)) if len(rows) else 0
+    peak_label = f"#{rows[peak].index} {rows[peak].opcode}" if len(rows) else "-"
+    peak_bytes = int(pred.tail + (rows[peak].live_bytes + rows[peak].scratch_bytes
+                                  if len(rows) else 0))
+    ax.annotate(f"peak {peak_label}\n{peak_bytes:,} B", (peak, peak_bytes / 1024),
+                xytext=(0, 12), textcoords="offset points", ha="center", fontsize=8,
+                arrowprops={"arrowstyle": "->"})
+    lines = draw_board_lines(ax, boards)
+    ax.axhline(ana.arena_needed / 1024, color="black", ls=":", lw=1,
+               label=f"arena needed {ana.arena_needed:,} B")
+    top = max([ana.arena_needed, peak_bytes] + [b for _, b in lines]) / 1024
+    ax.set_ylim(0, top * 1.15)
+    ax.set_xlabel("op index (execution order)")
+    ax.set_ylabel("TFLM arena (KiB)")
+    ax.set_title(f"{title}: arena {ana.arena_needed:,} B, peak at "
+                 f"{peak_label}")
+    finish_plot(fig, ax, out)
+    return PlotSummary(out, peak_label, peak_bytes, lines)
 
 
 def run_tflite_report(target: str, *, boards: Sequence[str] | None = None,
@@ -176,7 +232,6 @@ def run_tflite_report(target: str, *, boards: Sequence[str] | None = None,
             check_labels(load(target), labels, len(images))
     report = build_report(target, boards, run_tflm, images, labels)
     if plot_path:
-        graph = load(target)
-        plot_plan(graph, analyse(graph), plot_path)
+        plot_plan(analyse(load(target)), plot_path, report["boards"], Path(target).name)
     print(json.dumps(report, indent=2, default=list) if as_json else render(report))
     return 1 if report.get("errors") else 0

@@ -2,9 +2,10 @@
 child process (docs/style.md §11; docs/tflm_memory.md §9).
 
 The interpreter prints its allocation report from C on file descriptor 2 and can kill its process
-(SIGABRT with no message, seen on some int8 models ending in SOFTMAX). The child's stderr is a pipe
-read here, so the report is captured at descriptor level, and a signal or a timeout becomes a
-:class:`TflmFailure` with a clear message instead of a crash or a hang of the caller.
+(SIGABRT with no message, seen on int8 SOFTMAX models with a collapsed input scale; SIGSEGV on
+corrupt files). The child's stderr is a pipe read here, so the report is captured at descriptor
+level, and a signal or a timeout becomes a :class:`TflmFailure` with a clear message instead of a
+crash or a hang of the caller. :func:`verify_models` runs LiteRT's flatbuffer verifier the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from tinyexport.errors import UserError
+from tinyexport.tflite_graph.reader import read_graph
 
 _log = logging.getLogger(__name__)
 
@@ -66,23 +70,43 @@ def _child(request: dict, timeout_s: float) -> str:
     finally:
         os.unlink(f.name)
     if proc.returncode != 0:
-        raise TflmFailure(_explain(request["mode"], proc.returncode, proc.stderr))
+        ops = _opcodes(request["model"]) if "model" in request else ()
+        raise TflmFailure(_explain(request["mode"], proc.returncode, proc.stderr, ops))
     return proc.stderr
 
 
-def _explain(mode: str, rc: int, stderr: str) -> str:
-    who = "LiteRT (reference kernels)" if mode == "litert" else "the TFLM interpreter"
+def _opcodes(model: str) -> tuple[str, ...]:
+    """The model's ops, for the crash message; none when the file cannot be read."""
+    try:
+        return tuple(read_graph(model).opcodes)
+    except UserError:
+        return ()
+
+
+_WHO = {"litert": "LiteRT (reference kernels)", "verify": "LiteRT's flatbuffer verifier"}
+
+
+def _explain(mode: str, rc: int, stderr: str, opcodes=()) -> str:
+    """One line for a failed child: the signal or exit status as it is, the interpreter's last
+    messages, and the SOFTMAX hint only for a model that has a SOFTMAX."""
+    who = _WHO.get(mode, "the TFLM interpreter")
     if rc < 0:
-        name = signal.Signals(-rc).name
-        return (f"{who} killed its process with {name} (no message); known for some int8 models "
-                "ending in SOFTMAX (docs/tflm_memory.md §9.2) - try exporting without the softmax")
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        text = f"{who} was killed by {name} (signal {-rc}, no message)"
+        if "SOFTMAX" in opcodes and mode != "verify":
+            text += ("; known for int8 SOFTMAX with a collapsed input scale (docs/tflm_memory.md "
+                     "§9.2) - recalibrate or export without the softmax")
+        return text
     # Python traceback scaffolding (indented frame/source/^^^ lines, "Traceback ...") is dropped;
     # the interpreter's own messages and the final "XxxError: ..." line are kept.
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()
              and not ln[:1].isspace() and not ln.startswith("Traceback (most recent call last)")]
     missing = _MISSING.findall(stderr)
     hint = f" (arena too small: {int(missing[-1])} more bytes needed)" if missing else ""
-    detail = "; ".join(lines[-3:])[-400:] if lines else f"exit code {rc}"
+    detail = "; ".join(lines[-3:])[-400:] if lines else f"exit status {rc}, no message"
     return f"{who} failed{hint}: {detail}"
 
 
@@ -161,6 +185,35 @@ def first_difference(model: Path, x: np.ndarray, op_outputs: list[tuple[int, int
                "result": f"{tmp}/result.json"}
         _child(req, timeout_s)
         return json.loads(Path(req["result"]).read_text())["first_difference"]
+
+
+def verify_models(models: list[Path], timeout_s: float = DEFAULT_TIMEOUT_S
+                  ) -> list[str | None]:
+    """LiteRT's flatbuffer verifier and ``allocate_tensors`` on each model, in one child process
+    (restarted after a model that kills it): one problem (or None) per model, in order. Where
+    ``ai_edge_litert`` is missing, every result is None and a warning is logged."""
+    results: dict[str, str | None] = {}
+    todo = [str(m) for m in models]
+    with tempfile.TemporaryDirectory() as tmp:
+        while todo:
+            req = {"mode": "verify", "models": todo, "results": f"{tmp}/results.jsonl"}
+            Path(req["results"]).write_text("")
+            try:
+                _child(req, timeout_s)
+                crash = None
+            except TflmFailure as exc:
+                crash = str(exc)
+            done = [json.loads(ln) for ln in Path(req["results"]).read_text().splitlines()]
+            if done and done[-1]["model"] is None:
+                _log.warning("LiteRT verifier not run: %s", done[-1]["problem"])
+                return [None] * len(models)
+            results.update((d["model"], d["problem"]) for d in done)
+            todo = todo[len(done):]
+            if todo and crash is None:
+                raise TflmFailure("the LiteRT verifier stopped without a result")
+            if todo:
+                results[todo.pop(0)] = crash
+    return [results[str(m)] for m in models]
 
 
 def _save(folder: str, name: str, array: np.ndarray) -> str:

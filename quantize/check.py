@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinyexport.errors import StageError
+from tinyexport.tflite_graph.integrity import check_integrity
 from tinyexport.tflite_graph.interpreter import make_interpreter
 from tinyexport.tflite_graph.ops import TFLM_OPS
 from tinyexport.tflite_graph.quant import dequantize_values, quantize_values
@@ -89,9 +90,15 @@ def _op_problems(graph: Graph) -> list[OpProblem]:
 
 
 def check_int8_model(model_bytes: bytes) -> Int8Check:
-    """Static TFLM-readiness checks; the result lists every problem (empty = deployable)."""
+    """Static TFLM-readiness checks; the result lists every problem (empty = deployable).
+
+    Raises:
+        UserError: the bytes are not a consistent TFLite graph
+            (:func:`tinyexport.tflite_graph.integrity.check_integrity`).
+    """
+    graph = parse_graph(model_bytes, "the int8 model", "TFLite model")
+    check_integrity(graph, "the int8 model")
     interpreter = make_interpreter(model_bytes, delegates=False)
-    graph = parse_graph(model_bytes)
     problems = _op_problems(graph)
     inp, out = _io(interpreter.get_input_details()[0]), _io(interpreter.get_output_details()[0])
     for label, io in (("input", inp), ("output", out)):

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+
+import torch
+
+from tinyexport.train.resources import plan_cpu, usable_cores
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +47,28 @@ def add_limits(parser: argparse.ArgumentParser) -> None:
                         help="use a fixed random subset of N validation images")
     parser.add_argument("--max-steps", type=int, dest="max_steps_per_epoch", metavar="N",
                         help="stop each epoch after N steps (smoke runs)")
+
+
+def add_resources(parser: argparse.ArgumentParser, workers_default: str) -> None:
+    """``--workers`` and ``--threads`` (default: chosen by :func:`apply_cpu_plan`)."""
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=f"DataLoader worker processes per process (default: {workers_default})")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch threads on CPU (default: cores - workers - 1, at least 1; "
+                             "OMP_NUM_THREADS is respected)")
+
+
+def apply_cpu_plan(data: str, device: str, workers: int | None, threads: int | None) -> int:
+    """Choose DataLoader workers and torch threads (``tinyexport.train.resources``), set the
+    threads, log one line saying what was picked, and return the number of workers."""
+    cores = usable_cores()
+    plan = plan_cpu(data, device, workers, threads, os.environ, cores)
+    if plan.threads is not None:
+        torch.set_num_threads(plan.threads)
+    _log.info("%s: %d torch thread(s), %d DataLoader worker(s) of %d usable cores (%s; "
+              "--threads / --workers change them)", device.upper(), torch.get_num_threads(),
+              plan.workers, cores, plan.reason)
+    return plan.workers
 
 
 def add_out(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -15,19 +15,22 @@ Both share ``--out`` (required), ``--limit-train``, ``--limit-val`` and ``--max-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
 from tinyexport.distributed import cleanup, init_distributed
 from tinyexport.errors import UserError, run_cli
 from tinyexport.log import setup_logging
-from tinyexport.train._cli import OUT_HELP, add_limits, warn_renamed
+from tinyexport.train._cli import OUT_HELP, add_limits, add_resources, apply_cpu_plan, warn_renamed
 from tinyexport.train.netaug.recipe import resolve_recipe
 from tinyexport.train.netaug.run import run_training
+from tinyexport.train.state import read_resume_state
 from tinyexport.train.tinytl import cli as transfer_cli
-from tinyexport.train.trainer import TrainConfig
+from tinyexport.train.trainer import TrainConfig, prepare_out_dir
 
 _log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, dest="base_lr", help="base LR (peak = LR x world size)")
     p.add_argument("--resolution", type=int, help="input size (default: the recipe / model's)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="DataLoader workers per process")
+    add_resources(p, "0 for in-memory data on CPU, else min(4, cores // 2); 4 on CUDA")
     add_limits(p)
     # Not argparse-required: the parent's check would also fire for `tinytrain transfer` (whose
     # own --out is required); main() checks it for training.
@@ -59,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (fp16: CUDA only)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) or progress lines (otherwise)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events to OUT/tensorboard (needs tensorboard)")
     p.add_argument("-v", "--verbose", action="store_true")
     commands = p.add_subparsers(dest="command", title="subcommands", metavar="{transfer}")
     transfer = commands.add_parser("transfer", prog="tinytrain transfer",
@@ -80,13 +86,18 @@ def _train(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
     recipe = resolve_recipe(args.config, _overrides(args))
+    config = TrainConfig(epochs=recipe.epochs, out_dir=args.out, device=device, amp=args.amp,
+                         channels_last=args.channels_last, compile=args.compile,
+                         resume=args.resume, seed=recipe.seed,
+                         max_steps_per_epoch=recipe.max_steps_per_epoch,
+                         progress=not args.no_progress, tensorboard=args.tensorboard)
+    if args.resume:
+        read_resume_state(Path(args.out) / "checkpoint.pt")
+    workers = apply_cpu_plan(recipe.data, device, recipe.workers, args.threads)
+    prepare_out_dir(args.out)
+    recipe = dataclasses.replace(recipe, workers=workers)
     info = init_distributed(device)
     try:
-        config = TrainConfig(epochs=recipe.epochs, out_dir=args.out, device=device, amp=args.amp,
-                             channels_last=args.channels_last, compile=args.compile,
-                             resume=args.resume, seed=recipe.seed,
-                             max_steps_per_epoch=recipe.max_steps_per_epoch,
-                             progress=not args.no_progress and sys.stderr.isatty())
         result = run_training(recipe, config)
     finally:
         cleanup()

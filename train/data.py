@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,13 +114,26 @@ def parse_data_spec(text: str) -> DataSpec:
 
 # ---------------------------------------------------------------- raw arrays (uint8 HWC or HW)
 
+IDX_UBYTE = 0x08  # the IDX type byte of unsigned-byte data (Fashion-MNIST's only type)
+
+
 def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (gzip or plain), checked against its own header."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    magic, = struct.unpack(">I", data[:4])
-    ndim = magic & 0xFF
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"IDX file {str(path)!r} cannot be read ({exc}); re-install "
+                        "dataset-fashion-mnist or fix the file") from None
+    header = data[:4]
+    ndim = header[3] if len(header) == 4 else 0
+    if header[:3] != bytes((0, 0, IDX_UBYTE)) or not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
+        raise UserError(f"{str(path)!r} is not an IDX file of unsigned bytes (bad header)")
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    if math.prod(dims) != len(data) - 4 - 4 * ndim:
+        raise UserError(f"IDX file {str(path)!r} is truncated or padded: its header says "
+                        f"{'x'.join(map(str, dims))} values, it holds {len(data) - 4 - 4 * ndim}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -139,6 +153,11 @@ def load_fashion_mnist(folder: str | os.PathLike, split: str) -> tuple[np.ndarra
     prefix = "train" if split == "train" else "t10k"
     images = _read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
     labels = _read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or labels.max(
+            initial=0) > 9:
+        raise UserError(f"Fashion-MNIST files in {str(folder)!r} do not match: images "
+                        f"{images.shape}, labels {labels.shape} (expected N×H×W and N labels in "
+                        "0..9)")
     return images, labels.astype(np.int64)
 
 

@@ -1,4 +1,5 @@
-"""Training metrics: the running per-epoch meter, ``metrics.jsonl`` + TensorBoard, the log line.
+"""Training metrics: the running per-epoch meter, progress (a bar or log lines), ``metrics.jsonl``
++ TensorBoard, the epoch's log line.
 
 ``metrics.jsonl`` has one JSON object per epoch (``epoch``, ``train_*``, ``val_*``, ``lr``,
 ``images_per_s``, ``best_top1``...). TensorBoard's ``SummaryWriter`` is imported only when
@@ -10,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from tinyexport.atomic import write_text
 
@@ -54,6 +57,48 @@ class EpochMeter:
         elapsed = self.elapsed()
         return {"train_loss": self.loss, "train_top1": self.top1,
                 "images_per_s": self.seen / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+
+
+class ProgressReport:
+    """Rank 0's progress within an epoch: a tqdm bar when stderr is a terminal; else (output to a
+    file or a pipe, where a bar prints nothing useful) one INFO line every ``every_steps`` steps or
+    ``every_s`` seconds, whichever comes first.
+
+    Args:
+        total: steps in this epoch.
+        enabled: False on other ranks and with ``--no-progress`` (then nothing is shown).
+        tty: show a bar (default: whether stderr is a terminal).
+    """
+
+    def __init__(self, total: int, epoch: int, enabled: bool, every_steps: int = 50,
+                 every_s: float = 30.0, tty: bool | None = None):
+        self.total, self.epoch, self.enabled = total, epoch, enabled
+        self.every_steps, self.every_s = every_steps, every_s
+        self.done, self.last_log = 0, time.perf_counter()
+        tty = sys.stderr.isatty() if tty is None else tty
+        self.bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True) \
+            if enabled and tty else None
+
+    def update(self, meter: EpochMeter, lr: float) -> None:
+        """One step done (``meter`` holds the epoch so far)."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{meter.loss:.3f}", top1=f"{meter.top1:.1f}",
+                                 img_s=f"{meter.images_per_s():.0f}", lr=f"{lr:.4g}")
+        elif self.enabled and self._due():
+            self.last_log = time.perf_counter()
+            _log.info("epoch %d step %d/%d: loss %.4f, top1 %.1f%%, %.1f images/s, lr %.4g",
+                      self.epoch, self.done, self.total, meter.loss, meter.top1,
+                      meter.images_per_s(), lr)
+
+    def _due(self) -> bool:
+        return (self.done % self.every_steps == 0
+                or time.perf_counter() - self.last_log >= self.every_s)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class MetricsLog:

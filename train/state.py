@@ -9,6 +9,8 @@ RNG states and the task's own state (e.g. NetAug's sampler generator). Everythin
 from __future__ import annotations
 
 import random
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,14 @@ def checkpoint_state(module: nn.Module, optimizer: torch.optim.Optimizer, schedu
             "best_epoch": progress.best_epoch, "rng": rng_state(), "task": task.state_dict()}
 
 
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "best_top1",
+               "best_epoch", "rng", "task")
+
+
+class _NotResumable(Exception):
+    """Why a ``checkpoint.pt`` cannot continue this run (turned into a UserError naming it)."""
+
+
 def load_resume_state(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
                       scheduler: Any, scaler: Any, task: TrainTask) -> Progress:
     """Load ``checkpoint.pt`` into the given objects and the global RNGs.
@@ -91,17 +101,128 @@ def load_resume_state(path: Path, module: nn.Module, optimizer: torch.optim.Opti
         The run's :class:`Progress` at the time of the checkpoint.
 
     Raises:
-        UserError: when ``path`` does not exist.
+        UserError: when ``path`` does not exist, or is not a readable training state that fits
+            ``module`` / ``optimizer`` / ``task`` (empty, truncated, another model's, ...).
     """
-    if not path.is_file():
+    state = read_resume_state(path)
+    try:
+        problem = model_problem(module, state["model"])
+        if problem:
+            raise _NotResumable(problem)
+        module.load_state_dict(state["model"])
+        for name, target in (("optimizer", optimizer), ("scheduler", scheduler),
+                             ("scaler", scaler), ("task", task)):
+            _load_part(name, target, state[name])
+        _load_part("rng", None, state["rng"])
+        return _progress(state)
+    except _NotResumable as exc:
+        raise _not_resumable(path, exc) from None
+
+
+def read_resume_state(path: Path) -> dict:
+    """The ``checkpoint.pt`` dict at ``path``, checked to be a readable training state (the CLI
+    calls this before building anything; :func:`load_resume_state` also checks that it fits).
+
+    Raises:
+        UserError: no file, or not a readable training state (empty, truncated, not a dict...).
+    """
+    if not path.exists():
         raise UserError(f"--resume: no checkpoint at {str(path)!r}; run without --resume first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state["scheduler"] is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
-    task.load_state_dict(state["task"])
-    set_rng_state(state["rng"])
+    try:
+        return _read_resume_file(path)
+    except _NotResumable as exc:
+        raise _not_resumable(path, exc) from None
+
+
+def _not_resumable(path: Path, reason: _NotResumable) -> UserError:
+    return UserError(f"{str(path)!r} is not a resumable checkpoint of this run: {reason}; delete "
+                     "it or start without --resume")
+
+
+def _read_resume_file(path: Path) -> dict:
+    """The ``checkpoint.pt`` dict, loaded with ``weights_only=True`` (never unsafely).
+
+    Raises:
+        _NotResumable: empty, unreadable, holding a Python object, or missing a resume key.
+    """
+    if path.is_dir():
+        raise _NotResumable("it is a folder")
+    if path.stat().st_size == 0:
+        raise _NotResumable("it is empty (0 bytes: a write or copy was cut off)")
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of junk files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise _NotResumable(f"it holds a Python object ({found.group(1)}), not only tensors "
+                                "and plain values; tinytrain never loads such a file") from None
+        raise _NotResumable(f"it is not a readable PyTorch file (truncated or corrupt; "
+                            f"{short_reason(exc)})") from None
+    if not isinstance(state, dict):
+        raise _NotResumable(f"it holds a {type(state).__name__}, not tinytrain's training state")
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise _NotResumable(f"it lacks {missing} (it has {sorted(map(str, state))[:8]}); it was "
+                            "not written by tinytrain")
+    return state
+
+
+def short_reason(exc: BaseException) -> str:
+    """``Type: first line`` of a loader error, without torch's advice to load unsafely."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines or "weights_only" in lines[0]:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0].split('. ')[0][:160]}"
+
+
+def model_problem(module: nn.Module, weights: Any) -> str | None:
+    """Why ``weights`` cannot be loaded into ``module`` (keys, shapes, NaN/Inf), or None."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
+                                                for v in weights.values()):
+        return "its 'model' entry is not a state_dict of tensors"
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        first = (shapes or missing or unexpected)[0]
+        return (f"its weights belong to another model ({len(shapes)} of another shape, "
+                f"{len(missing)} missing, {len(unexpected)} unexpected; first: {first}); the "
+                "model, --netaug and the data's class count must be those of the run that wrote it")
+    return non_finite_problem(weights)
+
+
+def non_finite_problem(tensors: dict[str, Any]) -> str | None:
+    """``'NAME' has N NaN/Inf values`` for the first floating tensor that is not finite, or None."""
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                return (f"tensor {name!r} has {bad} NaN/Inf value{'s' if bad > 1 else ''} "
+                        f"(of {value.numel()}): the weights come from a diverged run")
+    return None
+
+
+def _load_part(name: str, target: Any, value: Any) -> None:
+    """``target.load_state_dict(value)`` (``set_rng_state`` when ``name`` is rng), skipping an
+    absent part; any failure becomes a reason naming the part."""
+    if value is None or (target is None and name != "rng"):
+        return
+    try:
+        if name == "rng":
+            set_rng_state(value)
+        else:
+            target.load_state_dict(value)
+    except Exception as exc:  # noqa: BLE001 - torch raises ValueError/KeyError/RuntimeError/...
+        raise _NotResumable(f"its {name} state does not fit this run ({short_reason(exc)})"
+                            ) from None
+
+
+def _progress(state: dict) -> Progress:
+    for key in ("epoch", "step"):
+        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+            raise _NotResumable(f"its {key!r} is {state[key]!r}, not a count")
     return Progress(state["epoch"], state["step"], state["best_top1"], state["best_epoch"])

@@ -4,7 +4,7 @@ Model-agnostic: a :class:`~tinyexport.train.task.TrainTask` supplies the step, t
 evaluation and its own resumable state; the :class:`Trainer` does the rest — DDP wrapping (torchrun
 env, NCCL on CUDA / gloo on CPU), AMP (bf16, or fp16 with a GradScaler), channels_last, optional
 ``torch.compile``, a per-iteration LR scheduler, a NaN/Inf guard, a rank-0 progress bar,
-``metrics.jsonl`` + TensorBoard, and atomic checkpoints in ``out_dir``:
+``metrics.jsonl`` (+ TensorBoard, opt-in), and atomic checkpoints in ``out_dir``:
 
 * ``checkpoint.pt`` — everything needed to resume (``tinyexport.train.state``), written at the end
   of every epoch; ``resume=True`` continues from it exactly;
@@ -21,6 +21,8 @@ Usage (a plain step)::
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,22 +31,26 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from tinyexport.atomic import torch_save
-from tinyexport.distributed import barrier
-from tinyexport.errors import StageError
-from tinyexport.train.metrics import EpochMeter, MetricsLog, summary
+from tinyexport.errors import StageError, UserError, describe_os_error
+from tinyexport.train.metrics import EpochMeter, MetricsLog, ProgressReport, summary
 from tinyexport.train.optim import current_lr, optimizer_step
 from tinyexport.train.state import Progress, checkpoint_state, load_resume_state
 from tinyexport.train.task import AMP_DTYPES, StepContext, StepResult, TrainTask, to_device
+from tinyexport.train.validation import check_int, check_positive, check_seed
 
 _log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Loop settings. ``max_steps_per_epoch`` truncates epochs (smoke runs and tests)."""
+    """Loop settings. ``max_steps_per_epoch`` truncates epochs (smoke runs and tests).
+
+    ``progress``: rank 0 shows a tqdm bar when stderr is a terminal, else logs one INFO line every
+    ``log_every_steps`` steps or ``log_every_s`` seconds, whichever comes first. ``tensorboard``
+    writes TensorBoard events too (opt-in: ``SummaryWriter`` may import TensorFlow).
+    """
 
     epochs: int
     out_dir: str
@@ -56,19 +62,24 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     progress: bool = True
-    tensorboard: bool = True
+    tensorboard: bool = False
+    log_every_steps: int = 50
+    log_every_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        check_int("epochs (--epochs)", self.epochs, 1)
+        check_int("max_steps_per_epoch (--max-steps)", self.max_steps_per_epoch, 1, optional=True)
+        check_int("log_every_steps", self.log_every_steps, 1)
+        check_positive("log_every_s", self.log_every_s)
+        check_seed("seed (--seed)", self.seed)
+        if not self.out_dir:
+            raise ValueError("out_dir (--out) must name a folder, got an empty string")
         if self.amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be bf16, fp16 or None, got {self.amp!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.amp == "fp16" and self.device == "cpu":
             raise ValueError("--amp fp16 needs --device cuda (CPU autocast supports bf16 only)")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,8 @@ class Trainer:
         meta: JSON-able facts stored in ``best.pt`` (model name, recipe, ...).
 
     Raises:
-        UserError: ``config.resume`` without a ``checkpoint.pt``.
+        UserError: ``out_dir`` is a file or not writable; ``config.resume`` without a usable
+            ``checkpoint.pt``.
     """
 
     def __init__(self, model: nn.Module, task: TrainTask, loader, optimizer: torch.optim.Optimizer,
@@ -103,8 +115,7 @@ class Trainer:
         self.optimizer, self.scheduler, self.meta = optimizer, scheduler, meta or {}
         distributed = dist.is_available() and dist.is_initialized()
         self.primary = not distributed or dist.get_rank() == 0
-        self.out_dir = Path(config.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = prepare_out_dir(config.out_dir)
         self.model, self.device = _prepare(model, config, distributed)
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.amp_dtype = AMP_DTYPES.get(config.amp)
@@ -147,17 +158,11 @@ class Trainer:
         train_metrics = self.train_one_epoch(epoch)
         eval_metrics = self.task.evaluate(self.module, epoch)
         top1 = eval_metrics.get("top1")
-        if self.progress.improves(top1):
+        best = self.progress.improves(top1)
+        if best:
             self.progress.best_top1, self.progress.best_epoch = float(top1), epoch
-            if self.primary:
-                payload = self.task.export_payload(self.module, {**self.meta, "epoch": epoch,
-                                                                 "top1": top1})
-                torch_save(payload, self.out_dir / "best.pt")
         self.progress.epoch = epoch + 1
-        if self.primary:
-            torch_save(checkpoint_state(self.module, self.optimizer, self.scheduler, self.scaler,
-                                        self.task, self.progress), self.out_dir / "checkpoint.pt")
-        barrier()
+        self._write_outputs(epoch, top1, best)
         record = {"epoch": epoch, **train_metrics,
                   **{f"val_{k}": v for k, v in eval_metrics.items()},
                   "best_top1": self.progress.best_top1}
@@ -165,12 +170,34 @@ class Trainer:
             _log.info("epoch %d: %s", epoch, summary(record))
         return record
 
+    def _write_outputs(self, epoch: int, top1: float | None, best: bool) -> None:
+        """``best.pt`` (when ``best``) and ``checkpoint.pt`` on rank 0. A failed write (disk full,
+        read-only) stops every rank, so none waits for rank 0 at the next collective."""
+        error = None
+        if self.primary:
+            try:
+                if best:
+                    torch_save(self.task.export_payload(
+                        self.module, {**self.meta, "epoch": epoch, "top1": top1}),
+                        self.out_dir / "best.pt")
+                torch_save(checkpoint_state(self.module, self.optimizer, self.scheduler,
+                                            self.scaler, self.task, self.progress),
+                           self.out_dir / "checkpoint.pt")
+            except OSError as exc:
+                error = exc
+        if _any_rank(error is not None, self.device):
+            if error is not None:
+                raise error
+            raise StageError(f"rank 0 could not write to {str(self.out_dir)!r} (its error says "
+                             "why); this rank stopped too")
+
     def train_one_epoch(self, epoch: int) -> dict:
         """One pass over the loader (at most ``max_steps_per_epoch`` steps); returns train metrics."""
         self.model.train()
         total = len(self.loader) if self.config.max_steps_per_epoch is None else min(
             len(self.loader), self.config.max_steps_per_epoch)
-        bar = _progress_bar(total, epoch, self.primary and self.config.progress)
+        report = ProgressReport(total, epoch, self.primary and self.config.progress,
+                                self.config.log_every_steps, self.config.log_every_s)
         meter = EpochMeter()
         for i, (images, labels) in enumerate(self.loader):
             if i >= total:
@@ -178,13 +205,8 @@ class Trainer:
             images, labels = to_device(images, labels, self.device, self.config.channels_last)
             result = self.train_step(images, labels, epoch)
             meter.update(result.loss, result.logits, labels)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{meter.loss:.3f}", top1=f"{meter.top1:.1f}",
-                                img_s=f"{meter.images_per_s():.0f}",
-                                lr=f"{current_lr(self.optimizer):.4g}")
-        if bar is not None:
-            bar.close()
+            report.update(meter, current_lr(self.optimizer))
+        report.close()
         return {**meter.as_dict(), "lr": current_lr(self.optimizer), "steps": self.progress.step}
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> StepResult:
@@ -195,14 +217,49 @@ class Trainer:
         result = self.task.train_step(ctx)
         if not torch.isfinite(result.loss).all():
             raise StageError(f"loss became {result.loss.item()} at epoch {epoch} step "
-                             f"{self.progress.step}; stopped before the optimizer step. The last "
-                             f"good checkpoint is {self.out_dir / 'checkpoint.pt'} (lower the LR "
-                             f"or disable --amp fp16)")
+                             f"{self.progress.step}; stopped before the optimizer step. "
+                             f"{self._last_good()} (lower the LR or disable --amp fp16)")
         optimizer_step(self.optimizer, self.scaler)
         if self.scheduler is not None:
             self.scheduler.step()
         self.progress.step += 1
         return result
+
+    def _last_good(self) -> str:
+        checkpoint = self.out_dir / "checkpoint.pt"
+        if checkpoint.is_file():
+            return f"The last good checkpoint is {checkpoint}"
+        return "No checkpoint was written yet (it is written at the end of each epoch)"
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Create output folder ``path`` and check that it is writable (before anything is built).
+
+    Raises:
+        UserError: ``path`` is an existing file, or cannot be created or written (no permission,
+            read-only file system, a file in the way).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {str(path)!r} is an existing file, not a folder; pass a new or "
+                        "existing folder as --out (nothing was written)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(describe_os_error(exc)) from None
+    return path
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on any (an all-reduce; plain ``flag`` alone)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _prepare(model: nn.Module, config: TrainConfig, distributed: bool
@@ -221,12 +278,6 @@ def _prepare(model: nn.Module, config: TrainConfig, distributed: bool
     if config.compile:
         wrapped = torch.compile(wrapped, dynamic=True)
     return wrapped, device
-
-
-def _progress_bar(total: int, epoch: int, enabled: bool) -> tqdm | None:
-    if not enabled:
-        return None
-    return tqdm(total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
 
 
 def train(model: nn.Module, task: TrainTask, loader, optimizer: torch.optim.Optimizer,

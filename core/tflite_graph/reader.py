@@ -41,13 +41,14 @@ class Tensor:
     is_const: bool
     is_variable: bool
     quant: Quant
+    buffer: int = 0  # index into the model's buffers (0: none)
+    data_bytes: int = 0  # bytes stored in that buffer (in the flatbuffer or after it)
 
     @property
     def nbytes(self) -> int:
         """Byte length as TFLM computes it (``TfLiteEvalTensorByteLength``)."""
         size = DTYPE_BYTES.get(self.dtype, 1)
         return int(math.ceil(math.prod(max(d, 0) for d in self.shape) * size))
-
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,11 @@ class Op:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     intermediates: tuple[int, ...] = ()
-    # The few builtin options the analyser needs: BATCH_MATMUL adj_x / adj_y decide whether TFLM
-    # copies a transposed operand into the tail (kernels/batch_matmul.cc); SOFTMAX beta;
-    # UNIDIRECTIONAL_SEQUENCE_LSTM time_major (which input dim is the batch of its scratch).
+    # The builtin options the analyser and the integrity checks need (:data:`_OPTIONS`):
+    # BATCH_MATMUL adj_x / adj_y decide whether TFLM copies a transposed operand into the tail
+    # (kernels/batch_matmul.cc); SOFTMAX beta; UNIDIRECTIONAL_SEQUENCE_LSTM time_major (which
+    # input dim is the batch of its scratch); strides, padding, filter sizes, axes (the output
+    # shape rules of :mod:`tinyexport.tflite_graph.integrity`).
     options: tuple[tuple[str, object], ...] = ()
 
     def option(self, name: str, default=None):
@@ -87,8 +90,9 @@ class Graph:
         return list(dict.fromkeys(op.opcode for op in self.ops))
 
 
-def read_graph(path: str | Path) -> Graph:
-    """Parse a ``.tflite`` file.
+def read_graph(path: str | Path, what: str = "TFLite model") -> Graph:
+    """Parse a ``.tflite`` file. ``what``: the kind of model the caller expects, as a corrupt
+    file's message names it ("FILE is not a valid <what>: ...").
 
     Raises:
         UserError: missing, empty, truncated or non-TFLite file; no subgraph (only subgraph 0
@@ -97,10 +101,10 @@ def read_graph(path: str | Path) -> Graph:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{str(path)!r} is not a file; pass the path of an int8 .tflite model")
-    return parse_graph(path.read_bytes(), str(path))
+    return parse_graph(path.read_bytes(), str(path), what)
 
 
-def parse_graph(data: bytes, label: str = "<bytes>") -> Graph:
+def parse_graph(data: bytes, label: str = "<bytes>", what: str = "TFLite model") -> Graph:
     """Parse flatbuffer bytes (see :func:`read_graph`)."""
     if len(data) < 16:
         raise UserError(f"{label} is empty or truncated ({len(data)} bytes); "
@@ -113,9 +117,37 @@ def parse_graph(data: bytes, label: str = "<bytes>") -> Graph:
     except UserError:
         raise
     except _PARSE_ERRORS as exc:
-        raise UserError(f"{label} is a corrupt or truncated TFLite file "
+        raise UserError(f"{label} is not a valid {what}: corrupt or truncated flatbuffer "
                         f"({type(exc).__name__}: {exc}); re-export it") from None
 
+
+_ACT, _PAD = ("activation", "FusedActivationFunction", int), ("padding", "Padding", int)
+_STRIDES = (("stride_h", "StrideH", int), ("stride_w", "StrideW", int))
+_DILATIONS = (("dilation_h", "DilationHFactor", int), ("dilation_w", "DilationWFactor", int))
+# opcode -> (options table, ((key, accessor, conversion), ...)).
+_OPTIONS = {
+    "SOFTMAX": ("SoftmaxOptions", (("beta", "Beta", float),)),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("UnidirectionalSequenceLSTMOptions",
+                                     (("time_major", "TimeMajor", bool),)),
+    "BATCH_MATMUL": ("BatchMatMulOptions", (("adj_x", "AdjX", bool), ("adj_y", "AdjY", bool))),
+    "CONV_2D": ("Conv2DOptions", (_PAD, *_STRIDES, *_DILATIONS, _ACT)),
+    "DEPTHWISE_CONV_2D": ("DepthwiseConv2DOptions", (
+        _PAD, *_STRIDES, *_DILATIONS, _ACT, ("depth_multiplier", "DepthMultiplier", int))),
+    "AVERAGE_POOL_2D": ("Pool2DOptions", (_PAD, *_STRIDES, _ACT, ("filter_h", "FilterHeight", int),
+                                          ("filter_w", "FilterWidth", int))),
+    "FULLY_CONNECTED": ("FullyConnectedOptions", (_ACT, ("keep_num_dims", "KeepNumDims", bool))),
+    "ADD": ("AddOptions", (_ACT,)),
+    "SUB": ("SubOptions", (_ACT,)),
+    "MUL": ("MulOptions", (_ACT,)),
+    "CONCATENATION": ("ConcatenationOptions", (("axis", "Axis", int), _ACT)),
+    "MEAN": ("ReducerOptions", (("keep_dims", "KeepDims", bool),)),
+    "PACK": ("PackOptions", (("values_count", "ValuesCount", int), ("axis", "Axis", int))),
+}
+_OPTIONS["MAX_POOL_2D"] = _OPTIONS["AVERAGE_POOL_2D"]
+# Schema defaults of the options the arena analyser reads, for ops stored without their table.
+_DEFAULTS = {"SOFTMAX": (("beta", 0.0),), "UNIDIRECTIONAL_SEQUENCE_LSTM": (("time_major", False),),
+             "BATCH_MATMUL": (("adj_x", False), ("adj_y", False)), "MEAN": (("keep_dims", False),),
+             "FULLY_CONNECTED": (("activation", 0), ("keep_num_dims", False))}
 
 _NO_NUMPY_DTYPE = frozenset({"int4", "string", "bfloat16"})
 
@@ -152,7 +184,7 @@ class _Reader:
         m = self.model
         n_sub = self._n(m.SubgraphsLength(), "subgraphs")
         if n_sub == 0:
-            raise UserError("the model has no subgraph")
+            raise ValueError("the model has no subgraph")
         codes = [self._opcode(m.OperatorCodes(i))
                  for i in range(self._n(m.OperatorCodesLength(), "operator codes"))]
         sub = m.Subgraphs(0)
@@ -164,7 +196,8 @@ class _Reader:
         outputs = self._ints(sub.OutputsAsNumpy, sub.OutputsLength, len(tensors))
         metadata, offline = self._metadata()
         extra = {"subgraph_tensor_counts": [m.Subgraphs(i).TensorsLength() for i in range(n_sub)],
-                 "int_buffers": self._small_int_constants(sub, tensors)}
+                 "int_buffers": self._small_int_constants(sub, tensors),
+                 "num_buffers": m.BuffersLength()}
         return Graph(tensors, ops, inputs, outputs, len(self.data), n_sub,
                      metadata, offline, extra)
 
@@ -190,10 +223,11 @@ class _Reader:
         dtype = DTYPES.get(t.Type(), (f"type{t.Type()}", 1))[0]
         buffers = self._n(self.model.BuffersLength(), "buffers")
         b = t.Buffer()
-        is_const = 0 < b < buffers and self._buffer_has_data(b)
+        stored = self._buffer_bytes(b) if 0 < b < buffers else 0
         name = t.Name()
         return Tensor(index, name.decode("utf-8", "replace") if name else f"t{index}", shape,
-                      dtype, is_const, bool(t.IsVariable()), self._quant(t.Quantization()))
+                      dtype, stored > 0, bool(t.IsVariable()), self._quant(t.Quantization()),
+                      b, stored)
 
     def _small_int_constants(self, sub, tensors) -> dict[int, tuple[int, ...]]:
         """Values of constant int32 tensors of up to 16 elements (block shapes, paddings, axes)."""
@@ -206,9 +240,18 @@ class _Reader:
                 out[t.index] = struct.unpack(f"<{len(raw) // 4}i", raw.tobytes())
         return out
 
-    def _buffer_has_data(self, b: int) -> bool:
+    def _buffer_bytes(self, b: int) -> int:
+        """Bytes buffer ``b`` holds: its data vector, or (models over 2 GB) the ``size`` bytes at
+        ``offset`` after the flatbuffer, which must lie inside the file."""
         buf = self.model.Buffers(b)
-        return buf.DataLength() > 0 or buf.Offset() > 1
+        if buf.DataLength() > len(self.data):
+            raise ValueError(f"buffer {b} length {buf.DataLength()} exceeds the file size")
+        if buf.DataLength() > 0 or buf.Offset() <= 1:
+            return buf.DataLength()
+        if buf.Offset() + buf.Size() > len(self.data):
+            raise ValueError(f"buffer {b} lies outside the file (offset {buf.Offset()}, size "
+                             f"{buf.Size()}, file {len(self.data)} bytes)")
+        return buf.Size()
 
     def _quant(self, q) -> Quant:
         if q is None:
@@ -230,30 +273,19 @@ class _Reader:
                   self._options(op, name))
 
     def _options(self, op, name: str) -> tuple[tuple[str, object], ...]:
-        if name == "SOFTMAX":  # beta decides whether TFLM's Prepare aborts (firmware_eval.check)
-            table = op.BuiltinOptions()
-            if table is None or op.BuiltinOptionsType() != self.fb.BuiltinOptions.SoftmaxOptions:
-                return (("beta", 0.0),)  # schema default
-            opts = self.fb.SoftmaxOptions()
-            opts.Init(table.Bytes, table.Pos)
-            return (("beta", float(opts.Beta())),)
-        if name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
-            # kernels/lstm_eval_common.cc CreateLstmSizeInfo: batch = input dims[time_major].
-            table = op.BuiltinOptions()
-            kind = self.fb.BuiltinOptions.UnidirectionalSequenceLSTMOptions
-            if table is None or op.BuiltinOptionsType() != kind:
-                return (("time_major", False),)  # schema default
-            opts = self.fb.UnidirectionalSequenceLSTMOptions()
-            opts.Init(table.Bytes, table.Pos)
-            return (("time_major", bool(opts.TimeMajor())),)
-        if name != "BATCH_MATMUL":
+        """The :data:`_OPTIONS` fields of ``op``; without its options table, the schema defaults
+        where TFLite has usable ones (:data:`_DEFAULTS`), else none (the integrity checks then
+        say the table is missing)."""
+        if name not in _OPTIONS:
             return ()
+        table_name, fields = _OPTIONS[name]
         table = op.BuiltinOptions()
-        if table is None or op.BuiltinOptionsType() != self.fb.BuiltinOptions.BatchMatMulOptions:
-            return (("adj_x", False), ("adj_y", False))  # schema defaults
-        opts = self.fb.BatchMatMulOptions()
+        if table is None or op.BuiltinOptionsType() != getattr(self.fb.BuiltinOptions, table_name):
+            return _DEFAULTS.get(name, ())
+        opts = getattr(self.fb, table_name)()
         opts.Init(table.Bytes, table.Pos)
-        return (("adj_x", bool(opts.AdjX())), ("adj_y", bool(opts.AdjY())))
+        return tuple((key, convert(getattr(opts, accessor)()))
+                     for key, accessor, convert in fields)
 
     def _metadata(self) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
         m = self.model

@@ -87,3 +87,61 @@ def test_two_rank_gloo_keeps_ranks_identical(tmp_path):
         assert all(w and s for w, s in result["records"]), result["records"]
         assert result["final_equal"]
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+FAILING_WORKER = textwrap.dedent('''
+import json, os, sys
+import torch
+from tinyexport.distributed import init_distributed
+from tinyexport.train.task import TrainTask
+from tinyexport.train.trainer import TrainConfig, train
+
+
+class _Task(TrainTask):
+    def export_payload(self, module, meta):
+        return {"state_dict": module.state_dict()}
+
+
+def full_disk(*args, **kwargs):
+    raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 32")
+
+
+def main(out_dir):
+    rank = int(os.environ["RANK"])
+    torch.set_num_threads(1)
+    init_distributed("cpu")
+    if rank == 0:
+        torch.save = full_disk  # rank 0 is the one that writes
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    loader = [(torch.randn(4, 3, 2, 2), torch.randint(0, 3, (4,))) for _ in range(2)]
+    config = TrainConfig(epochs=2, out_dir=out_dir, progress=False)
+    try:
+        train(model, _Task(torch.nn.CrossEntropyLoss()), loader,
+              torch.optim.SGD(model.parameters(), lr=0.1), None, config)
+        outcome = ["finished", ""]
+    except Exception as exc:
+        outcome = [type(exc).__name__, str(exc)]
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump(outcome, fh)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
+''')
+
+
+def test_a_failed_write_on_rank_0_stops_every_rank(tmp_path):
+    """Rank 0 cannot write checkpoint.pt (disk full): it raises the OSError, the other rank a
+    StageError, and neither waits forever for the other."""
+    script = tmp_path / "worker.py"
+    script.write_text(FAILING_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+           "--standalone", str(script), str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = json.loads((tmp_path / "rank0.json").read_text())
+    other = json.loads((tmp_path / "rank1.json").read_text())
+    assert first[0] == "OSError" and "disk full" in first[1], first
+    assert other[0] == "StageError" and "rank 0 could not write" in other[1], other

@@ -14,6 +14,15 @@ from pathlib import Path
 from tinyexport.config import from_mapping, load_yaml
 from tinyexport.errors import UserError
 from tinyexport.train.data import parse_data_spec
+from tinyexport.train.validation import (
+    check_fraction,
+    check_int,
+    check_multipliers,
+    check_non_negative,
+    check_positive,
+    check_resolution,
+    check_seed,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -40,25 +49,31 @@ class Recipe:
     bn_images: int = 16000
     bn_seed: int = 937162211
     seed: int = 0
-    workers: int = 4
+    workers: int | None = None  # None: chosen for the device and data (train/resources.py)
     limit_train: int | None = None
     limit_val: int | None = None
     max_steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "bn_images"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_epochs < 0 or self.stop_aug_w_epoch < 0 or self.workers < 0:
-            raise ValueError("warmup_epochs, stop_aug_w_epoch and workers must be >= 0")
-        if self.base_lr <= 0:
-            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name in ("limit_train", "limit_val", "max_steps_per_epoch"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+        for name, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"),
+                           ("bn_images", "")):
+            check_int(f"{name} ({flag})" if flag else name, getattr(self, name), 1)
+        for name in ("warmup_epochs", "stop_aug_w_epoch"):
+            check_int(name, getattr(self, name), 0)
+        check_int("workers (--workers)", self.workers, 0, optional=True)
+        for name, flag in (("limit_train", "--limit-train"), ("limit_val", "--limit-val"),
+                           ("max_steps_per_epoch", "--max-steps")):
+            check_int(f"{name} ({flag})", getattr(self, name), 1, optional=True)
+        check_positive("base_lr (--lr)", self.base_lr)
+        check_non_negative("weight_decay", self.weight_decay)
+        check_fraction("momentum", self.momentum)
+        check_fraction("label_smoothing", self.label_smoothing)
+        check_fraction("dropout", self.dropout)
+        check_seed("seed (--seed)", self.seed)
+        check_seed("bn_seed", self.bn_seed)
+        check_resolution("resolution (--resolution)", self.resolution)
+        check_multipliers("width_mult_list", self.width_mult_list)
+        check_multipliers("expand_list", self.expand_list)
         if self.width_mult_list is not None:
             object.__setattr__(self, "width_mult_list", tuple(float(v) for v in
                                                               self.width_mult_list))

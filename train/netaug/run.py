@@ -2,8 +2,8 @@
 
 ``run_training(recipe, train_config)`` is what ``tinytrain`` calls on every rank (under torchrun or
 as one process). Outputs in ``out_dir``: ``checkpoint.pt``, ``best.pt``, ``target.pt`` (the base
-model as a plain ``base`` checkpoint), ``config.yaml`` (resolved), ``metrics.jsonl``, TensorBoard
-events (``tensorboard/``).
+model as a plain ``base`` checkpoint), ``config.yaml`` (resolved), ``metrics.jsonl``, and with
+``TrainConfig.tensorboard`` TensorBoard events (``tensorboard/``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.data import Preprocessing, build_dataset, subset
 from tinyexport.train.evaluate import evaluate_top1
 from tinyexport.train.models import build_model, model_spec
+from tinyexport.train.models.spec import num_classes_problem
 from tinyexport.train.netaug.recipe import Recipe
 from tinyexport.train.netaug.supernet import build_supernet
 from tinyexport.train.netaug.task import NetAugTask, reestimate_base_bn_
@@ -62,7 +63,7 @@ def build_loaders(recipe: Recipe, resolution: int):
                         f"({recipe.batch_size} x {world}); lower --batch-size")
     train_sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=recipe.seed,
                                        drop_last=True)
-    kw = {"num_workers": recipe.workers, "persistent_workers": False,
+    kw = {"num_workers": recipe.workers or 0, "persistent_workers": False,
           "pin_memory": torch.cuda.is_available()}
     train_loader = DataLoader(train_set, recipe.batch_size, sampler=train_sampler, drop_last=True,
                               **kw)
@@ -141,6 +142,10 @@ def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
     resolution = recipe.resolution or model_spec(recipe.model).resolution
     train_loader, val_loader, train_set = build_loaders(recipe, resolution)
     num_classes = len(train_set.classes)
+    problem = num_classes_problem(num_classes)
+    if problem:
+        raise UserError(f"data {recipe.data!r}: {problem}; a classifier needs at least two "
+                        "class folders / labels")
     model = build_model_for(recipe, num_classes)
     steps = len(train_loader) if recipe.max_steps_per_epoch is None else min(
         len(train_loader), recipe.max_steps_per_epoch)

@@ -8,13 +8,23 @@ tinyexport.train.tinytl.cli``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from tinyexport.errors import UserError, run_cli
 from tinyexport.log import setup_logging
-from tinyexport.train._cli import add_limits, add_out, add_renamed, warn_renamed
+from tinyexport.train._cli import (
+    add_limits,
+    add_out,
+    add_renamed,
+    add_resources,
+    apply_cpu_plan,
+    warn_renamed,
+)
+from tinyexport.train.pretrained import fetch, release_for
 from tinyexport.train.tinytl.methods import METHODS
 from tinyexport.train.tinytl.transfer import RECIPES, TransferConfig, run_transfer
+from tinyexport.train.trainer import prepare_out_dir
 
 DESCRIPTION = ("Transfer a pretrained net with TinyTL or a fine-tuning baseline "
                "(docs/guide/transfer.md).")
@@ -24,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``transfer`` options (``--max-steps``/``--limit-*``/``--out`` as in ``tinytrain``)."""
     p.add_argument("--from", dest="source", help="source checkpoint: NetAug target.pt, one of "
                    "ours, or a released state_dict (with --model)")
+    p.add_argument("--pretrained", nargs="?", const="default",
+                   choices=("default", "mcunet-zoo", "netaug"),
+                   help="start from the authors' released ImageNet weights of --model instead of "
+                        "--from (downloaded once into ~/.cache/tinyexport)")
     p.add_argument("--model", help="zoo model name (needed for a plain state_dict)")
     p.add_argument("--method", default="tinytl-lb",
                    help=f"one of {', '.join(METHODS)} (TinyTL-L+B style spellings accepted)")
@@ -48,7 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lite-groups", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--workers", type=int, default=0)
+    add_resources(p, "0 for in-memory data on CPU, else min(4, cores // 2); 4 on CUDA")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) or progress lines (otherwise)")
     p.add_argument("-v", "--verbose", action="store_true")
     add_renamed(p, "--train-count", "--limit-train", "limit_train", int)
     add_renamed(p, "--val-count", "--limit-val", "limit_val", int)
@@ -70,19 +86,33 @@ def _classes(text: str | None) -> tuple[int, ...] | None:
         raise UserError(f"--classes must be comma-separated integers, got {text!r}") from None
 
 
+def _source(args: argparse.Namespace) -> str | None:
+    """``--from``, or the cached released file of ``--model`` with ``--pretrained``."""
+    if not args.pretrained:
+        return args.source
+    if args.source:
+        raise UserError("give either --from or --pretrained, not both")
+    if not args.model:
+        raise UserError("--pretrained needs --model NAME (e.g. --model mcunet --pretrained)")
+    source = None if args.pretrained == "default" else args.pretrained
+    return str(fetch(release_for(args.model, source)))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one transfer from parsed options and print its result as JSON."""
     config = TransferConfig(
-        data=args.data, out_dir=args.out, method=args.method, source=args.source,
+        data=args.data, out_dir=args.out, method=args.method, source=_source(args),
         model=args.model, recipe=args.recipe, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, label_smoothing=args.label_smoothing,
         resolution=args.resolution, norm=args.norm, ws=args.ws,
         frozen_bits=args.frozen_bits, lite_kernel=args.lite_kernel,
         lite_groups=args.lite_groups, classes=_classes(args.classes),
         limit_train=args.limit_train, limit_val=args.limit_val, val_data=args.val_data,
-        seed=args.seed, device=args.device, workers=args.workers,
-        max_steps_per_epoch=args.max_steps_per_epoch)
-    result = run_transfer(config)
+        seed=args.seed, device=args.device, workers=args.workers or 0,
+        max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.no_progress)
+    workers = apply_cpu_plan(config.data, config.device, args.workers, args.threads)
+    prepare_out_dir(config.out_dir)
+    result = run_transfer(dataclasses.replace(config, workers=workers))
     print(json.dumps(result.as_dict(), indent=2))
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from tinyexport.atomic import torch_save, write_json
 from tinyexport.errors import StageError, UserError
-from tinyexport.train.checkpoint import read_payload
+from tinyexport.train.checkpoint import FORMAT, read_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.data import Preprocessing, build_dataset, subset
 from tinyexport.train.evaluate import evaluate_top1
 from tinyexport.train.models import build_model
-from tinyexport.train.state import seed_everything
+from tinyexport.train.models.spec import num_classes_problem, resolution_problem
+from tinyexport.train.state import non_finite_problem, seed_everything
 from tinyexport.train.task import StepContext, StepResult, TrainTask
 from tinyexport.train.tinytl.checkpoint import build_from_payload, tinytl_payload
 from tinyexport.train.tinytl.methods import canonical_method, prepare_method, set_train_mode_
@@ -36,6 +37,13 @@ from tinyexport.train.tinytl.surgery import (
     replace_bn_with_gn,
 )
 from tinyexport.train.trainer import TrainConfig, train
+from tinyexport.train.validation import (
+    check_fraction,
+    check_int,
+    check_positive,
+    check_resolution,
+    check_seed,
+)
 
 _log = logging.getLogger(__name__)
 RECIPES = ("paper", "seed")
@@ -75,9 +83,11 @@ class TransferConfig:
     device: str = "cpu"
     workers: int = 0
     max_steps_per_epoch: int | None = None
+    progress: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", canonical_method(self.method))
+        self._check_numbers()
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.norm not in ("bn", "gn"):
@@ -86,8 +96,26 @@ class TransferConfig:
             raise ValueError(f"frozen_bits must be 8 or None, got {self.frozen_bits!r}")
         if self.source is None and self.model is None:
             raise UserError("pass --from CKPT (a checkpoint) or --model NAME (random init)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.classes is not None and (not self.classes or len(set(self.classes)) <
+                                         len(self.classes) or min(self.classes) < 0):
+            raise ValueError(f"classes (--classes) must be distinct labels >= 0, got "
+                             f"{self.classes!r}")
+
+    def _check_numbers(self) -> None:
+        for name, flag, minimum in (("epochs", "--epochs", 1), ("batch_size", "--batch-size", 1),
+                                    ("limit_train", "--limit-train", 1),
+                                    ("limit_val", "--limit-val", 1),
+                                    ("max_steps_per_epoch", "--max-steps", 1),
+                                    ("lite_kernel", "--lite-kernel", 1)):
+            check_int(f"{name} ({flag})", getattr(self, name), minimum, optional=True)
+        check_int("lite_groups (--lite-groups)", self.lite_groups, 1)
+        check_int("workers (--workers)", self.workers, 0)
+        check_positive("lr (--lr)", self.lr, optional=True)
+        check_fraction("label_smoothing (--label-smoothing)", self.label_smoothing)
+        check_seed("seed (--seed)", self.seed)
+        check_resolution("resolution (--resolution)", self.resolution)
 
     def resolved(self) -> dict:
         """epochs, lr, batch_size, optimizer and schedule after the recipe defaults (§5)."""
@@ -114,20 +142,59 @@ class TransferResult:
 
 # ---------------------------------------------------------------- model
 
+def read_source(path: str) -> dict:
+    """The ``--from`` payload, refused up front when it records an impossible resolution or class
+    count (checked before anything is allocated) or holds NaN/Inf weights.
+
+    Raises:
+        UserError: unreadable / empty (``read_payload``), out of bounds, or not finite.
+    """
+    payload = read_payload(path)
+    if payload.get("format") == FORMAT:
+        for key, problem in (("resolution", resolution_problem),
+                             ("num_classes", num_classes_problem)):
+            reason = problem(payload[key]) if key in payload else None
+            if reason:
+                raise UserError(f"--from {str(path)!r} records {key} {payload[key]!r} "
+                                f"({reason}); the file is damaged or was not written by tinyexport")
+    bad = non_finite_problem(payload["state_dict"])
+    if bad:
+        raise UserError(f"--from {str(path)!r}: {bad}; use a checkpoint from before the run "
+                        "diverged (its best.pt or target.pt)")
+    return payload
+
+
 def load_source(config: TransferConfig) -> nn.Module:
-    """The source net with lite residuals (inserted here unless the checkpoint has them)."""
+    """The source net with lite residuals (inserted here unless the checkpoint has them), built
+    for ``config.resolution`` when given (weights do not depend on the input size), else for the
+    checkpoint's (or the model's) resolution."""
     if config.source is None:
         base = build_model(config.model, resolution=config.resolution)
     else:
-        payload = read_payload(config.source)
+        payload = read_source(config.source)
         if payload.get("kind") == "tinytl":
             return build_from_payload(payload, config.resolution)
         base, _ = model_from_checkpoint(config.source, config.model, config.resolution)
+        base = at_resolution(base, config.resolution)
     lite = default_config(base.spec.name)
     if config.lite_kernel is not None:
         lite = LiteResidualConfig(**{**lite.__dict__, "kernel_size": config.lite_kernel})
     lite = LiteResidualConfig(**{**lite.__dict__, "groups": config.lite_groups})
     return insert_checked(base, lite)
+
+
+def at_resolution(model: nn.Module, resolution: int | None) -> nn.Module:
+    """``model`` rebuilt for ``resolution`` inputs with the same weights and BN eps (a zoo net is
+    built from its spec alone, and none of its weights depends on the input size)."""
+    if resolution is None or resolution == model.spec.resolution:
+        return model
+    with torch.random.fork_rng(devices=[]):  # the throwaway init leaves the global RNG alone
+        resized = type(model)(model.spec.with_(resolution=int(resolution)))
+    resized.load_state_dict(model.state_dict())
+    for old, new in zip(model.modules(), resized.modules(), strict=True):
+        if isinstance(old, nn.BatchNorm2d):
+            new.eps = old.eps
+    return resized.train(model.training)
 
 
 def insert_checked(base: nn.Module, lite: LiteResidualConfig) -> nn.Module:
@@ -140,10 +207,12 @@ def insert_checked(base: nn.Module, lite: LiteResidualConfig) -> nn.Module:
     return adapted
 
 
-def build_adapted(config: TransferConfig, num_classes: int) -> nn.Module:
-    """The source net → GN (``norm="gn"``) → the method's head and trainable set → 8-bit frozen
-    weights (``frozen_bits=8``) → weight standardisation (``ws``)."""
-    model = load_source(config)
+def build_adapted(config: TransferConfig, num_classes: int,
+                  source: nn.Module | None = None) -> nn.Module:
+    """The source net (``source``, else :func:`load_source`) → GN (``norm="gn"``) → the method's
+    head and trainable set → 8-bit frozen weights (``frozen_bits=8``) → weight standardisation
+    (``ws``)."""
+    model = source if source is not None else load_source(config)
     if config.norm == "gn":
         model = replace_bn_with_gn(model)
     model = prepare_method(model, config.method, num_classes)
@@ -251,17 +320,16 @@ def run_transfer(config: TransferConfig) -> TransferResult:
     """Run one transfer; writes ``transfer.pt`` (final weights, §5) and ``result.json``."""
     seed_everything(config.seed)
     r = config.resolved()
-    probe = load_source(config) if config.resolution is None else None
-    resolution = config.resolution or probe.spec.resolution
-    train_loader, val_loader, classes = build_loaders(config, resolution, r["batch_size"])
-    model = build_adapted(config, classes)
+    source = load_source(config)
+    config = replace(config, resolution=source.spec.resolution)  # recorded in result.json
+    train_loader, val_loader, classes = build_loaders(config, config.resolution, r["batch_size"])
+    model = build_adapted(config, classes, source)
     snapshot = frozen_snapshot(model)
     steps = config.max_steps_per_epoch
     per_epoch = max(min(len(train_loader), steps or len(train_loader)), 1)
     optimizer, scheduler = _optimizer_and_schedule(model, config, per_epoch)
     loop = TrainConfig(epochs=r["epochs"], out_dir=config.out_dir, device=config.device,
-                       seed=config.seed, max_steps_per_epoch=steps, progress=False,
-                       tensorboard=False)
+                       seed=config.seed, max_steps_per_epoch=steps, progress=config.progress)
     meta = {"recipe": config.recipe, "resolved": r, "data": config.data}
     result = train(model, TransferTask(config, val_loader), train_loader, optimizer, scheduler,
                    loop, meta)

@@ -1,0 +1,54 @@
+"""The C bundle carries what firmware needs next (issue 12 §9): the preprocessing as constants in
+``preprocess.h`` and, in ``arena_size.h``, which kernels the arena figure is for. The headers
+compile on their own (C++17, -Wall -Werror) with the host compiler."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tinyexport.firmware_eval.firmware import firmware_check
+
+DATA = Path(__file__).parent / "data"
+PRE = {"resolution": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+       "crop_ratio": 0.875, "resize_short_side": 19, "layout": "NCHW float, RGB"}
+
+
+def _bundle(tmp_path, model, **kwargs) -> Path:
+    out = tmp_path / "bundle"
+    firmware_check(model, out, run_tflm=False, **kwargs)
+    return out
+
+
+def test_preprocess_header_has_input_and_training_constants(models, tmp_path):
+    text = (_bundle(tmp_path, models["int8"], preprocessing=PRE) / "preprocess.h").read_text()
+    for const in ("kInputHeight = 16;", "kInputWidth = 16;", "kInputChannels = 3;",
+                  "kResizeShortSide = 19;", "kCropSize = 16;",
+                  "kMean[3] = {0.485f, 0.456f, 0.406f};", "kStd[3] = {0.229f, 0.224f, 0.225f};"):
+        assert const in text, const
+    assert re.search(r"kInputScale = [0-9.e-]+f;", text)
+    assert re.search(r"kInputZeroPoint = -?\d+;", text)
+    assert "NHWC" in text and "RGB" in text and "round(((p / 255 - mean) / std) / scale)" in text
+
+
+def test_arena_header_says_which_kernels(tmp_path):
+    plain = (_bundle(tmp_path, DATA / "hello_world_int8.tflite") / "arena_size.h").read_text()
+    assert "reference kernels" in plain and "may need extra scratch" in plain
+    board = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board="stm32f746")
+    text = (board / "arena_size.h").read_text()
+    assert "CMSIS-NN scratch for board stm32f746" in text and "not measured" in text
+    assert "No training preprocessing" in (board / "preprocess.h").read_text()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+def test_headers_compile(models, tmp_path):
+    out = _bundle(tmp_path, models["int8"], preprocessing=PRE, board="stm32f746")
+    (out / "use.cc").write_text(
+        '#include "arena_size.h"\n#include "model_data.h"\n#include "preprocess.h"\n'
+        "int main() { return QuantizePixel(200, 1) + kInputHeight * kInputWidth * kInputChannels"
+        " + static_cast<int>(kTensorArenaSize > 0) + kResizeShortSide + kCropSize; }\n")
+    proc = subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only",
+                           str(out / "use.cc")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,71 @@
+"""Checks of numeric settings, shared by the training configs (``Recipe``, ``TrainConfig``,
+``TransferConfig``): each raises ``ValueError`` naming the setting (and its flag), the allowed
+range and the value, so ``--lr nan`` fails before anything is built or written.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinyexport.train.models.spec import resolution_problem
+
+MAX_SEED = 2**32 - 1  # numpy's seed range (torch accepts more)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: object, minimum: int, optional: bool = False) -> None:
+    """``value`` is an integer >= ``minimum`` (or None when ``optional``)."""
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < minimum:
+        none = " or null" if optional else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{none}, got {value!r}")
+
+
+def check_positive(name: str, value: object, optional: bool = False) -> None:
+    """``value`` is a finite number > 0 (or None when ``optional``)."""
+    if optional and value is None:
+        return
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_non_negative(name: str, value: object) -> None:
+    """``value`` is a finite number >= 0."""
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_fraction(name: str, value: object) -> None:
+    """``value`` is a number in [0, 1) (label smoothing, dropout, momentum)."""
+    if not _is_real(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def check_seed(name: str, value: object) -> None:
+    if not _is_int(value) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in 0..{MAX_SEED}, got {value!r}")
+
+
+def check_resolution(name: str, value: object) -> None:
+    """None (the model's own) or a zoo input size (``models.spec`` bounds)."""
+    problem = resolution_problem(value) if value is not None else None
+    if problem:  # "resolution must be ..." -> "resolution (--resolution) must be ..."
+        raise ValueError(problem.replace("resolution", name, 1))
+
+
+def check_multipliers(name: str, values: tuple | None) -> None:
+    """None or a non-empty list of finite numbers > 0 (width / expand multipliers)."""
+    if values is None:
+        return
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    for value in values:
+        check_positive(f"each of {name}", value)
