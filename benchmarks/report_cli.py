@@ -17,6 +17,8 @@ import sys
 
 from tinyexport.boards import BOARDS, verdict
 from tinyexport.errors import UserError, run_cli
+from tinyexport.firmware_eval.optimize import OptimizeOptions
+from tinyexport.firmware_eval.optimize_report import run_optimize_report
 from tinyexport.firmware_eval.report import (
     PlotSummary,
     draw_board_lines,
@@ -59,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="(.tflite --measure) NHWC images TFLM runs, .npy or .npz with "
                              "'images' and optional 'labels' (then TFLM top-1 is reported); int8 "
                              "as they are, float quantized with the model's input scale")
+    parser.add_argument("--optimize", action="store_true",
+                        help="(.tflite) the memory optimiser: operator order, offline plan and, "
+                             "with --board when the model does not fit it, patch-based inference; "
+                             "verified bit for bit in TFLite Micro; --out writes the result")
+    parser.add_argument("--patch", choices=("auto", "on", "off"),
+                        help="(.tflite) patch-based inference: on = search and apply the best "
+                             "plan; auto = only if the model does not fit --board (implies "
+                             "--optimize)")
+    parser.add_argument("--patch-max-mac-overhead", type=float, default=30.0, metavar="PERCENT",
+                        help="(--patch) most extra MACs a plan may cost (30)")
+    parser.add_argument("--out", metavar="OPTIMISED.tflite",
+                        help="(--optimize / --patch) write the verified optimised model there")
     parser.add_argument("--train-memory", action="store_true",
                         help="training memory of the six TinyTL methods (analytic + measured)")
     parser.add_argument("--batch-size", type=int, default=8, help="(--train-memory) batch size")
@@ -176,6 +190,13 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError("give either a .tflite file or --model, not both")
     if not args.target and not args.model:
         raise UserError("nothing to report: pass --model NAME or a FILE.tflite")
+    if (args.optimize or args.patch) and not args.target:
+        raise UserError("--optimize / --patch rewrite an int8 FILE.tflite (for a zoo model, "
+                        "export it first)")
+    if args.out and not (args.optimize or args.patch):
+        raise UserError("--out writes the optimised model: add --optimize or --patch")
+    if args.out and not args.out.lower().endswith(".tflite"):
+        raise UserError(f"--out must name a .tflite file, got {args.out!r}")
     if args.pretrained and not args.model:
         raise UserError("--pretrained is for --model NAME reports")
     if args.train_memory and not args.model:
@@ -216,6 +237,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.target:
         if not args.target.lower().endswith(".tflite"):
             raise UserError(f"{args.target!r} is not a .tflite file; for a zoo model use --model")
+        if args.optimize or args.patch:
+            options = OptimizeOptions(patch=args.patch or "auto",
+                                      max_mac_overhead=args.patch_max_mac_overhead / 100.0)
+            return run_optimize_report(args.target, options, board_names(args.board), args.out,
+                                       args.plot, args.json)
         return run_tflite_report(args.target, boards=args.board, run_tflm=args.measure,
                                  images_path=args.images, plot_path=args.plot,
                                  as_json=args.json)

@@ -72,7 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnxsim", action="store_true", help="let onnx2tf run onnxsim (slower)")
     p.add_argument("--no-firmware", dest="firmware", action="store_false",
                    help="skip the firmware_eval stage (TFLM run, arena, C bundle)")
-    p.add_argument("--offline-plan", action="store_true", help="passed to firmware_eval")
+    p.add_argument("--no-reorder", dest="reorder", action="store_false",
+                   help="keep the converter's operator order (default: the order with the lowest "
+                        "arena, applied only if TFLM confirms identical outputs)")
+    p.add_argument("--no-offline-plan", dest="offline_plan", action="store_false",
+                   help="keep TFLM's greedy tensor placement (default: our offline plan where it "
+                        "is smaller)")
+    p.add_argument("--offline-plan", dest="offline_plan", action="store_true",
+                   help=argparse.SUPPRESS)  # the default now; kept for one release
+    p.add_argument("--patch", choices=("auto", "on", "off"), default="auto",
+                   help="patch-based inference (MCUNetV2) as a rewrite of the int8 model: auto "
+                        "(default) = when --board is given and the model does not fit it; "
+                        "the search takes a few minutes on a zoo model")
+    p.add_argument("--patch-max-mac-overhead", type=float, default=30.0, metavar="PERCENT",
+                   help="most extra MACs (halo recomputation) a patch plan may cost (30)")
     p.add_argument("--board", help="board profile, passed to firmware_eval")
     p.add_argument("--out", type=Path, help="output folder (exports/<model>-r<res>-int8)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -122,7 +135,9 @@ def _config(args: argparse.Namespace):
                         per_channel=not args.per_tensor, head_as_conv=args.head_as_conv,
                         bn_recalibrate=args.bn_recalibrate,
                         onnxsim=args.onnxsim, force=args.force,
-                        firmware=args.firmware, offline_plan=args.offline_plan, board=args.board,
+                        firmware=args.firmware, board=args.board, reorder=args.reorder,
+                        offline_plan=args.offline_plan, patch=args.patch,
+                        patch_max_mac_overhead=args.patch_max_mac_overhead / 100.0,
                         seed=args.seed)
 
 
@@ -178,6 +193,7 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
              f"{arena['head']:,} + persistent {arena['tail']:,})"
              + (f", {measured['total']:,} B measured in the real interpreter"
                 if measured.get("total") else "")]
+    lines += _optimization_lines(fw.get("optimization"))
     size = _arena_size_constant(out / "firmware" / "arena_size.h")
     if size:
         lines.append(f"  C bundle: {out}/firmware/ with kTensorArenaSize = {size}")
@@ -191,6 +207,17 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
                      f"{board['flash_needed']:,} / {board['flash_budget']:,} B (margin "
                      f"{board['flash_margin']:+,})")
     return lines
+
+
+def _optimization_lines(record: dict | None) -> list[str]:
+    if not record or "steps" not in record:
+        return [f"  memory optimiser: {record['reason']}"] if record else []
+    steps = "; ".join(f"{s['name']} " + (f"-{s['saved']:,} B" if s["applied"] else "not applied")
+                      for s in record["steps"])
+    verdict = ("applied, TFLM confirms identical outputs on "
+               f"{record['verification']['inputs']} inputs" if record["applied"]
+               else record.get("reason", "not applied"))
+    return [f"  memory optimiser: {steps} — {verdict}"]
 
 
 def _arena_size_constant(header: Path) -> int | None:

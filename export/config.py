@@ -7,9 +7,11 @@ from pathlib import Path
 
 from tinyexport.boards import BOARDS
 from tinyexport.errors import UserError
+from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.train.models import check_bounds
 
 ARTIFACTS = ("model.onnx", "model_fp32.tflite", "model_int8.tflite")
+UNOPTIMIZED = "model_int8_unoptimized.tflite"  # kept when the memory optimiser rewrote the model
 RANDOM_WEIGHTS_WARNING = ("no --checkpoint: the model has RANDOM weights; the export is valid for "
                           "deployability profiling but every accuracy figure is meaningless")
 # The int8 gate's defaults (export/gate.py): on labelled data int8 may lose 2 points of top-1
@@ -39,7 +41,10 @@ class ExportConfig:
     onnxsim: bool = False
     force: bool = False
     firmware: bool = True
-    offline_plan: bool = False
+    reorder: bool = True  # memory optimiser (firmware_eval/optimize.py), verified in TFLM
+    offline_plan: bool = True
+    patch: str = "auto"  # auto: only when --board is given and the model does not fit it
+    patch_max_mac_overhead: float = 0.30
     board: str | None = None
     seed: int = 0
     min_agreement: float = MIN_TOP1_AGREEMENT
@@ -61,11 +66,12 @@ class ExportConfig:
             raise UserError(f"--check-images {self.check_images} exceeds --calib-images "
                             f"{self.calib_images}: the int8 check runs on calibration images; "
                             "raise --calib-images or lower --check-images")
-        if not self.firmware and (self.offline_plan or self.board):
-            given = " and ".join(f for f, v in (("--offline-plan", self.offline_plan),
-                                                ("--board", self.board)) if v)
+        if not self.firmware and (self.board or self.patch == "on"):
+            given = " and ".join(f for f, v in (("--board", self.board),
+                                                ("--patch on", self.patch == "on")) if v)
             raise UserError(f"{given} need the firmware stage, which --no-firmware skips; drop "
                             "--no-firmware or drop " + given)
+        OptimizeOptions(patch=self.patch, max_mac_overhead=self.patch_max_mac_overhead)
         if self.board is not None:
             BOARDS.canonical(self.board)  # unknown: one line with close names, before any work
 

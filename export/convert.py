@@ -86,7 +86,7 @@ def onnx_to_tflite(onnx_path: str | os.PathLike, work_dir: str | os.PathLike,
     Raises:
         StageError: onnx2tf failed; the message carries onnx2tf's own last error line.
     """
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).resolve()  # onnx2tf runs with cwd=work_dir: no relative paths
     calib = prepare_scratch(work_dir, calib_nhwc)
     out_dir = work_dir / "onnx2tf"
     cmd = onnx2tf_command(Path(onnx_path).resolve(), out_dir, calib, onnxsim)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tinyexport.atomic import atomic_dir, write_json, write_text
 from tinyexport.errors import UserError
-from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, ExportConfig
+from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, UNOPTIMIZED, ExportConfig
 from tinyexport.export.gate import judge_int8
 from tinyexport.export.provenance import build_provenance, render_report
 from tinyexport.export.records import ExportResult, StageTimer, nchw_to_nhwc, scratch_dir, sha256
@@ -29,9 +29,11 @@ from tinyexport.export.stages import (
     quantize,
     recalibrate,
 )
-from tinyexport.train.data import Preprocessing, build_dataset
+from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
 _log = logging.getLogger(__name__)
+
+PROBE_IMAGES = 8  # decoded before any work, so a folder of corrupt images fails in seconds
 
 
 def export(config: ExportConfig, progress: Callable[[str], None] | None = None) -> ExportResult:
@@ -127,8 +129,9 @@ def run_export(config: ExportConfig, out_tmp: Path,
         tflm = batch.tflm_record(state["firmware"]) if batch else None
         if tflm:
             state["evaluation"]["tflm"] = tflm
+    written = [name for name in (*ARTIFACTS, UNOPTIMIZED) if (out_tmp / name).is_file()]
     state["artifacts"] = {name: {"bytes": (out_tmp / name).stat().st_size,
-                                 "sha256": sha256(out_tmp / name)} for name in ARTIFACTS}
+                                 "sha256": sha256(out_tmp / name)} for name in written}
     provenance = build_provenance(state, timer.records)
     return ExportResult(out_tmp, provenance, timer.records)
 
@@ -155,5 +158,9 @@ def check_user_paths(config: ExportConfig) -> None:
         raise UserError(f"checkpoint {str(checkpoint)!r} does not exist")
     for flag, spec, split in (("--calib-data", config.calib_data, "train"),
                               ("--eval-data", config.eval_data, "val")):
-        if spec is not None and len(build_dataset(spec, split, Preprocessing(32), False)) == 0:
+        if spec is None:
+            continue
+        dataset = build_dataset(spec, split, Preprocessing(32), False)
+        if len(dataset) == 0:
             raise UserError(f"{flag} {spec!r} holds no images for the {split} split")
+        take_images(dataset, min(PROBE_IMAGES, len(dataset)), seed=0)  # unreadable: fails now

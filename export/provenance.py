@@ -49,6 +49,10 @@ def _firmware_lines(fw: dict) -> list[str]:
              f"+ persistent {arena['tail']:,}); measured {_bytes(measured.get('total'))}; "
              f"smallest arena that allocates: {_bytes(fw.get('min_arena'))}"]
     lines += [f"- TFLite Micro problem: {p}" for p in fw.get("errors") or []]
+    for step in (fw.get("optimization") or {}).get("steps", []):
+        lines.append(f"- memory optimiser, {step['name']}: "
+                     + (f"applied, -{step['saved']:,} B ({step['reason']})" if step["applied"]
+                        else f"not applied ({step['reason']})"))
     board = fw.get("board")
     if board:
         lines.append(f"- board {board['board']}: {'fits' if board['fits'] else 'DOES NOT FIT'} "

@@ -22,6 +22,7 @@ from tinyexport.export.parity import compare_outputs
 from tinyexport.export.records import check_finite, nchw_to_nhwc
 from tinyexport.export.to_onnx import run_onnxruntime, to_onnx
 from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.log import native_output_to_debug_log
 from tinyexport.quantize.check import check_int8_model, compare_int8_to_float, run_tflite
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
@@ -283,12 +284,21 @@ def firmware(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
              images_nhwc: np.ndarray, record, labels: np.ndarray | None = None) -> dict:
     """Firmware stage: arena prediction, TFLM run, C bundle (with the preprocessing as constants).
     ``labels`` (of ``images_nhwc``): TFLM's top-1 is recorded too."""
-    result = firmware_check(int8_path, out / "firmware", offline_plan=config.offline_plan,
+    result = firmware_check(int8_path, out / "firmware", optimize_options=optimize_options(config),
                             board=config.board, images=images_nhwc, labels=labels,
                             preprocessing=loaded.preprocessing.as_dict())
     result = _relative_paths(result, out)
     record.details.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
     return result
+
+
+def optimize_options(config: ExportConfig) -> OptimizeOptions | None:
+    """The memory optimiser's settings from the export flags (None: every step switched off)."""
+    if not (config.reorder or config.offline_plan or config.patch != "off"):
+        return None
+    return OptimizeOptions(reorder=config.reorder, patch=config.patch,
+                           offline_plan=config.offline_plan,
+                           max_mac_overhead=config.patch_max_mac_overhead)
 
 
 def _relative_paths(value, root: Path):

@@ -104,6 +104,11 @@ BUILTIN_DATA = {
 # only fitted because the builtin structs were summed without their 4-byte alignment (below); it
 # over-predicted hello_world_int8 (3 FCs) and dtln by 16 B.
 DEFAULT_BUILTIN_DATA = 8
+# alignof of the builtin-options structs that are not plain 4-byte structs (default: 4, or 1 for a
+# struct under 4 B). TfLiteFullyConnectedParams (32 B in the wheel) is 8-byte aligned: with 4 the
+# tail of a two-output model with a 1-byte MEAN params struct before each of two FCs was predicted
+# 16 B low (random multi-output sweep, 2026-11; measured 2400 B, predicted 2384 B).
+BUILTIN_ALIGN = {"FULLY_CONNECTED": 8}
 _DTYPE_BYTES = {"int16": 2, "float32": 4}  # TfLiteTypeGetSize of an LSTM cell state
 _CONV_LIKE = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
 # Kernels that call CreateWritableTensorDimsWithCopy on their output in Prepare (tflite-micro
@@ -243,7 +248,7 @@ def predict(graph: Graph, isa: str | None = None) -> ArenaPrediction:
     rows = tuple(_row(graph, op, live[op.index + 1], sum(scratch.get(op.index, [])))
                  for op in graph.ops)
     tail = predict_tail(graph, scratch)
-    peak = planning_peak(graph, scratch, len(buffers))
+    peak = max(planning_peak(graph, scratch, len(buffers)), prepare_peak(graph, scratch))
     return ArenaPrediction(head, tail, max(live, default=0), planner.linear_size(online),
                            scratch, rows, tuple(offsets), max(head + tail, peak))
 
@@ -264,8 +269,8 @@ def planning_peak(graph: Graph, scratch: dict[int, list[int]], n_planned: int) -
     CreateAllocationInfo), then the 16-aligned planner arena, which must hold 40 B per planned
     buffer or ``GreedyMemoryPlanner::AddBuffer`` fails with "Too many buffers". Above the
     recorded total when the head is small (hello_world_int8: 1936 vs 1504, dtln: 6752 vs 5840,
-    both equal to the smallest working arena_size measured). Prepare-time temp tensors are not
-    modelled (smaller on every model checked)."""
+    both equal to the smallest working arena_size measured). The ops' Prepare-time temp
+    tensors are :func:`prepare_peak`."""
     n_req = sum(len(v) for v in scratch.values())
     n_tensors = sum(graph.extra.get("subgraph_tensor_counts", [len(graph.tensors)]))
     temp = (SCRATCH_REQUEST * (n_req + MAX_SCRATCH_PER_OP) + 8 * graph.num_subgraphs
@@ -273,6 +278,53 @@ def planning_peak(graph: Graph, scratch: dict[int, list[int]], n_planned: int) -
     tail = _tail_before_io(graph, scratch)
     return planner.align_up(planner.align_up(tail) + planner.align_up(temp)
                             + PLANNER_PER_BUFFER * n_planned)
+
+
+# Prepare-time temp TfLiteTensors (micro_allocator.cc AllocateTempTfLiteTensor), x86-64 sizes.
+TFLITE_TENSOR = 64  # sizeof(TfLiteTensor) under TF_LITE_STATIC_MEMORY, 8-byte aligned
+AFFINE_QUANT = 24  # sizeof(TfLiteAffineQuantization), 8-byte aligned; then 4 + 4 n B zero points
+# Kernels whose Prepare holds (output, input, filter) while a helper allocates input, filter, bias
+# and output again: conv_common.cc ConvPrepare -> CalculateOpDataConv, depthwise_conv_common.cc,
+# transpose_conv.cc (its input is input 2). Value: the input slots of the first set.
+_PREPARE_TWICE = {"CONV_2D": (0, 1), "DEPTHWISE_CONV_2D": (0, 1), "TRANSPOSE_CONV": (2, 1)}
+
+
+def prepare_peak(graph: Graph, scratch: dict[int, list[int]]) -> int:
+    """Arena needed while the ops' ``Prepare`` run: the scratch-request head (``16 * (requests so
+    far + kMaxScratchBuffersPerOp)`` B), then the op's temp TfLiteTensors (each 64 B plus, when
+    quantized, 24 B and a ``4 + 4 n`` B zero-point array) above it, and the tail so far (every
+    Init, the Prepare buffers up to this op's) below the top. Above the recorded total for tiny
+    models (a single 1x1 conv on 8x8x3: 1688 B measured, 1696 B predicted, total 1408 B). Kernels
+    allocate every input and output at most once at a time, except :data:`_PREPARE_TWICE`."""
+    t, requests, peak = _tail_after_init(graph), 0, 0
+    for op in graph.ops:
+        for size in prepare_buffers(graph, op):
+            t = planner.align_up(t + size)
+        temps = 0
+        for i in _temp_tensors(op):
+            temps = _after_temp_tensor(temps, graph.tensors[i])
+        head = planner.align_up(SCRATCH_REQUEST * (requests + MAX_SCRATCH_PER_OP))
+        peak = max(peak, planner.align_up(head + temps + planner.align_up(t)))
+        requests += len(scratch.get(op.index, []))
+    return peak
+
+
+def _temp_tensors(op: Op) -> list[int]:
+    """Tensors whose temp TfLiteTensor an op's Prepare holds at its peak, in allocation order."""
+    ids = [i for i in (*op.inputs, *op.outputs) if i >= 0]
+    first = _PREPARE_TWICE.get(op.opcode)
+    if first is None or len(op.inputs) <= max(first) or not op.outputs:
+        return ids
+    return [op.outputs[0], *(op.inputs[k] for k in first if op.inputs[k] >= 0), *ids]
+
+
+def _after_temp_tensor(cursor: int, tensor) -> int:
+    """The temp section's end after one temp TfLiteTensor (``AllocateTemp`` aligns each part up)."""
+    cursor = planner.align_up(cursor, 8) + TFLITE_TENSOR
+    if tensor.quant.scales and tensor.quant.zero_points:
+        cursor = planner.align_up(cursor, 8) + AFFINE_QUANT
+        cursor = planner.align_up(cursor, 4) + 4 + 4 * len(tensor.quant.scales)
+    return cursor
 
 
 def persistent_buffers(graph: Graph) -> list[int]:
@@ -286,23 +338,28 @@ def persistent_buffers(graph: Graph) -> list[int]:
     ``adj_y`` and for the LHS when ``adj_x``); the output dims copies of the _WRITABLE_DIMS ops.
     The order matters: the first buffer absorbs the misalignment left before it."""
     init = [OP_DATA.get(op.opcode, DEFAULT_OP_DATA) for op in graph.ops]
-    prepare: list[int] = []
-    for op in graph.ops:
-        pc = per_channel_bytes(graph, op)
-        prepare += [pc // 2, pc // 2] if pc else []  # multiplier, shift
-        if op.opcode == "BATCH_MATMUL" and len(op.inputs) >= 2:
-            prepare.append(28)  # QuantizationOpDataBatchMatmul (7 x int32)
-            for k, transposed in ((0, op.option("adj_x", False)),
-                                  (1, not op.option("adj_y", False))):
-                if transposed and op.inputs[k] >= 0:
-                    t = graph.tensors[op.inputs[k]]
-                    prepare += [EVAL_TENSOR, 4 + 4 * len(t.shape), t.nbytes]
-        if op.opcode in _WRITABLE_DIMS and op.outputs and op.outputs[0] >= 0:
-            # micro/kernels/kernel_util.cc CreateWritableTensorDimsWithCopy: a persistent
-            # TfLiteIntArray (4 + 4 * rank B) for the output dims.
-            prepare.append(4 + 4 * len(graph.tensors[op.outputs[0]].shape))
+    prepare = [n for op in graph.ops for n in prepare_buffers(graph, op)]
     io_arrays = [8 * len(graph.inputs), 8 * len(graph.outputs)]
     return io_arrays + [n for n in init + prepare if n]
+
+
+def prepare_buffers(graph: Graph, op: Op) -> list[int]:
+    """The ``AllocatePersistentBuffer`` sizes of one op's ``Prepare`` (see
+    :func:`persistent_buffers`), in call order; zero sizes are left out."""
+    pc = per_channel_bytes(graph, op)
+    out = [pc // 2, pc // 2] if pc else []  # multiplier, shift
+    if op.opcode == "BATCH_MATMUL" and len(op.inputs) >= 2:
+        out.append(28)  # QuantizationOpDataBatchMatmul (7 x int32)
+        for k, transposed in ((0, op.option("adj_x", False)),
+                              (1, not op.option("adj_y", False))):
+            if transposed and op.inputs[k] >= 0:
+                t = graph.tensors[op.inputs[k]]
+                out += [EVAL_TENSOR, 4 + 4 * len(t.shape), t.nbytes]
+    if op.opcode in _WRITABLE_DIMS and op.outputs and op.outputs[0] >= 0:
+        # micro/kernels/kernel_util.cc CreateWritableTensorDimsWithCopy: a persistent
+        # TfLiteIntArray (4 + 4 * rank B) for the output dims.
+        out.append(4 + 4 * len(graph.tensors[op.outputs[0]].shape))
+    return [n for n in out if n]
 
 
 def predict_tail(graph: Graph, scratch: dict[int, list[int]]) -> int:
@@ -322,24 +379,20 @@ def predict_tail(graph: Graph, scratch: dict[int, list[int]]) -> int:
     structs are replayed with their 4-byte alignment and FULLY_CONNECTED's is 32 B.
     """
     t = _tail_before_io(graph, scratch)
-    for size in persistent_buffers(graph)[:2]:  # input / output TfLiteTensor* arrays
+    # micro_interpreter.cc AllocateTensors: the input TfLiteTensor* array, the input tensors, then
+    # the output array and the output tensors.
+    for size, io in zip(persistent_buffers(graph)[:2], (graph.inputs, graph.outputs), strict=True):
         t = planner.align_up(t + size)
-    for i in (*graph.inputs, *graph.outputs):
-        t += io_tensor_bytes(graph.tensors[i])
+        t += sum(io_tensor_bytes(graph.tensors[i]) for i in io)
     return planner.align_up(t)
 
 
 def _tail_before_io(graph: Graph, scratch: dict[int, list[int]]) -> int:
     """The tail when ``FinishModelAllocation`` returns (before the interpreter's I/O arrays)."""
-    t = FIXED_TAIL + EVAL_TENSOR * len(graph.tensors) + NODE * len(graph.ops)
+    t = _tail_after_init(graph)
     for op in graph.ops:
-        # MicroBuiltinDataAllocator::Allocate(size, alignof(T)) (micro_allocator.cc) moves the
-        # tail down to a multiple of alignof(T): 4 for the int/float/enum structs, 1 for the
-        # bool-only ones (TfLiteReducerParams, TfLiteBatchMatMulParams, resize-nearest: < 4 B).
-        size = BUILTIN_DATA.get(op.opcode, DEFAULT_BUILTIN_DATA)
-        t = (planner.align_up(t, 4) if size >= 4 else t) + size
-    for size in persistent_buffers(graph)[2:]:
-        t = planner.align_up(t + size)
+        for size in prepare_buffers(graph, op):
+            t = planner.align_up(t + size)
     t += SCRATCH_HANDLE * sum(len(v) for v in scratch.values())
     # Variable tensors (e.g. LSTM state) not placed by an offline plan: CommitStaticMemoryPlan ->
     # AllocateVariables puts each in the tail, 16-byte aligned (micro_allocator.cc).
@@ -349,6 +402,27 @@ def _tail_before_io(graph: Graph, scratch: dict[int, list[int]]) -> int:
                                    and offline[t_.index] != -1):
             t = planner.align_up(t + t_.nbytes)
     return t
+
+
+def _tail_after_init(graph: Graph) -> int:
+    """The tail after every op's ``Init`` (before the first ``Prepare``): fixed objects, eval
+    tensors, NodeAndRegistrations, builtin-options structs, OpData."""
+    t = FIXED_TAIL + EVAL_TENSOR * len(graph.tensors) + NODE * len(graph.ops)
+    for op in graph.ops:
+        # MicroBuiltinDataAllocator::Allocate(size, alignof(T)) (micro_allocator.cc) moves the
+        # tail down to a multiple of alignof(T): 4 for the int/float/enum structs, 1 for the
+        # bool-only ones (TfLiteReducerParams, TfLiteBatchMatMulParams, resize-nearest: < 4 B).
+        t = _after_builtin(t, op.opcode)
+    for op in graph.ops:
+        size = OP_DATA.get(op.opcode, DEFAULT_OP_DATA)
+        t = planner.align_up(t + size) if size else t
+    return t
+
+
+def _after_builtin(t: int, opcode: str) -> int:
+    """The tail after one op's builtin-options struct (``MicroBuiltinDataAllocator::Allocate``)."""
+    size = BUILTIN_DATA.get(opcode, DEFAULT_BUILTIN_DATA)
+    return planner.align_up(t, BUILTIN_ALIGN.get(opcode, 4 if size >= 4 else 1)) + size
 
 
 def io_tensor_bytes(tensor) -> int:

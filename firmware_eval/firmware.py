@@ -1,66 +1,111 @@
 """``firmware_check``: the firmware stage the export pipeline calls on an int8 ``.tflite``.
 
 Validate (:mod:`check`), analyse the arena (:mod:`analysis`), run the model in TFLM and LiteRT's
-reference kernels (:mod:`measure`), apply our offline memory plan when TFLM confirms it, give the
-board verdict (:mod:`verdicts`) and write the C bundle (:mod:`bundle`). Inputs: see
-:mod:`measure`.
+reference kernels (:mod:`measure`), apply the memory optimiser (:mod:`optimize`: operator order,
+patch-based inference, offline plan) when TFLM confirms identical outputs, give the board
+verdict (:mod:`verdicts`) and write the C bundle (:mod:`bundle`). Inputs: see :mod:`measure`.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from tinyexport.atomic import atomic_path, write_bytes
+from tinyexport.atomic import write_bytes
+from tinyexport.boards import BOARDS
 from tinyexport.firmware_eval import tflm_runner as tr
 from tinyexport.firmware_eval.analysis import analyse, arena_dict
 from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
 from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
-from tinyexport.firmware_eval.measure import measure, measure_arena_size, prepare_inputs, top1
-from tinyexport.firmware_eval.offline_plan import OfflinePlan
+from tinyexport.firmware_eval.measure import measure, prepare_inputs, top1
+from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
 from tinyexport.firmware_eval.verdicts import board_isa, board_verdicts
-from tinyexport.tflite_graph.reader import Graph
-from tinyexport.tflite_graph.writer import with_offline_plan
 
 
-def _plan_summary(plan: OfflinePlan) -> dict:
-    return {"applied": False, "ordering": plan.ordering, "predicted_head": plan.head,
-            "greedy_head": plan.greedy_head, "lower_bound": plan.lower_bound,
-            "optimal": plan.optimal}
+def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray) -> dict:
+    """Run a rewrite of the model at ``original`` in TFLM (measured arena) and in LiteRT's
+    reference kernels on ``x``. ``confirmed`` when, in both runtimes, every output equals the
+    original model's bit for bit (``base_outputs``: the original's TFLM outputs) and nothing
+    failed. (TFLM and LiteRT may differ by an LSB on some FULLY_CONNECTED outputs of a model;
+    a rewrite must change neither.)"""
+    with tempfile.TemporaryDirectory(dir=original.parent, prefix=".rewrite-") as work:
+        candidate = Path(work) / "candidate.tflite"
+        candidate.write_bytes(data)
+        graph = load(candidate)
+        pred = analyse(graph).prediction
+        run = measure(candidate, graph, x, pred.total, pred.min_arena)
+        reference_same = _same_reference(original, candidate, x)
+    outputs = run.pop("outputs", None)
+    same = outputs is not None and np.array_equal(outputs, base_outputs)
+    return {"inputs": int(len(x)), "outputs_equal_to_original": bool(same),
+            "litert_reference_equal_to_original": reference_same,
+            "tflm_equals_litert_reference": run.get("bit_exact", {}),
+            "measured": run.get("measured"), "predicted": arena_dict(pred),
+            "errors": run.get("errors"),
+            "confirmed": bool(same and reference_same and not run.get("errors"))}
 
 
-def apply_offline_plan(path: Path, graph: Graph, plan: OfflinePlan, x: np.ndarray,
-                       base_head: int | None, base_outputs: np.ndarray | None,
-                       run_tflm: bool) -> dict:
-    """Write the plan into the model (atomically) after TFLM confirms it; return a summary."""
-    summary = _plan_summary(plan)
-    if plan.ordering == "greedy":
-        summary["reason"] = "greedy already at the best placement found"
-        return summary
-    data = with_offline_plan(path.read_bytes(), list(plan.tensor_offsets))
-    if run_tflm:
-        with atomic_path(path.with_suffix(".planned.tflite")) as tmp:
-            tmp.write_bytes(data)
-            run = tr.run_tflm(tmp, x, arena_size=measure_arena_size(graph, plan.head))
-        summary["measured_head"] = run.head
-        same = base_outputs is not None and np.array_equal(run.outputs, base_outputs)
-        summary["bit_identical"] = bool(same)
-        if not same or (base_head is not None and run.head >= base_head):
-            summary["reason"] = "TFLM did not confirm a smaller head with identical outputs"
-            return summary
-    write_bytes(path, data)
-    summary["applied"] = True
-    return summary
+def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
+    try:
+        return bool(np.array_equal(tr.run_litert_ref(original, x), tr.run_litert_ref(candidate, x)))
+    except tr.TflmFailure:
+        return False
 
 
-def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, images=None,
-                   labels=None, run_tflm=True, preprocessing: dict | None = None) -> dict:
-    """Analyse, (optionally) run in TFLM, (optionally) apply the offline plan, write the bundle.
+def optimize_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray,
+                      options: OptimizeOptions) -> dict:
+    """Optimise the model at ``path`` (:mod:`optimize`) and keep the result only if TFLM runs it
+    with every output equal to the original's and LiteRT's reference kernels agree; the original
+    is kept beside it as ``<name>_unoptimized.tflite``. Returns the record for export.json."""
+    original = path.read_bytes()
+    result = optimize(original, options)
+    record = dict(result.as_dict(), applied=False)
+    if result.search is not None:
+        record["patch_frontier"] = [_plan_row(r) for r in result.search.frontier]
+    if not result.changed:
+        record["reason"] = "nothing lowered the arena"
+        return record
+    record["verification"] = verify_rewrite(path, result.data, x, base_outputs)
+    if not record["verification"]["confirmed"]:
+        record["reason"] = "TFLM did not confirm identical outputs: the original model is kept"
+        return record
+    write_bytes(path.with_name(path.stem + "_unoptimized.tflite"), original)
+    write_bytes(path, result.data)
+    record["applied"] = True
+    return record
+
+
+def _optimization(path: Path, x: np.ndarray, outputs: np.ndarray | None,
+                  options: OptimizeOptions, board: str | None, can_verify: bool) -> dict:
+    if not can_verify or outputs is None:
+        return {"applied": False, "reason": "not applied: TFLM cannot run this model to verify"}
+    if board is not None and options.budget is None:
+        board_profile = BOARDS.get(board)
+        options = replace(options, budget=board_profile.sram_bytes, isa=board_profile.isa,
+                          flash_budget=board_profile.flash_bytes)
+    return optimize_verified(path, x, outputs, options)
+
+
+def _plan_row(row) -> dict:
+    return {"plan": row.label, "head": row.head, "tail": row.tail, "total": row.total,
+            "min_arena": row.min_arena, "macs": row.macs,
+            "mac_overhead_percent": round(row.mac_overhead, 2), "flash_delta": row.flash_delta}
+
+
+def firmware_check(tflite_path, out_dir, *, optimize_options: OptimizeOptions | None = None,
+                   board=None, images=None, labels=None, run_tflm=True,
+                   preprocessing: dict | None = None) -> dict:
+    """Analyse, run in TFLM, (optionally) optimise the arena, give the verdict, write the bundle.
 
     Args:
-        tflite_path: int8 ``.tflite`` model (rewritten in place when ``offline_plan`` applies).
+        tflite_path: int8 ``.tflite`` model (rewritten in place when an optimisation applies;
+            the original kept as ``<name>_unoptimized.tflite``).
+        optimize_options: the memory optimiser's settings (None: no optimisation); its patch
+            budget defaults to the board's SRAM.
         out_dir: folder for the C bundle.
         board: board name from ``tinyexport.boards.BOARDS`` for CMSIS-NN scratch and verdicts.
         images: NHWC batch, int8 or float (see :mod:`measure`); labels: int class ids.
@@ -89,19 +134,18 @@ def firmware_check(tflite_path, out_dir, *, offline_plan=False, board=None, imag
         summary["errors"] = result["errors"]
         if outputs is not None and labels is not None:
             summary["top1"] = top1(graph, outputs, labels)
-    if offline_plan and blockers:
-        summary["offline_plan"] = dict(_plan_summary(ana.plan),
-                                       reason="not applied: TFLM cannot run this model")
-    elif offline_plan:
-        head = summary.get("measured", {}).get("head")
-        summary["offline_plan"] = apply_offline_plan(path, graph, ana.plan, x, head, outputs,
-                                                     run_tflm)
-        if summary["offline_plan"]["applied"]:
+    if optimize_options is not None:
+        summary["optimization"] = _optimization(path, x, outputs, optimize_options, board,
+                                                run_tflm and not summary["errors"])
+        if summary["optimization"]["applied"]:
             graph = load(path)
             ana = analyse(graph, isa)
-            summary["arena_before_plan"] = summary["arena"]
+            summary["arena_before_optimization"] = summary["arena"]
+            summary["model_bytes"] = graph.model_bytes
             summary["arena"] = arena_dict(ana.prediction)
             summary["min_arena"] = ana.prediction.min_arena
+            summary["lower_bound"] = ana.prediction.lower_bound
+            summary["measured"] = summary["optimization"]["verification"]["measured"]
     if board is not None:
         summary["board"] = board_verdicts(graph, [board])[0]
     os.makedirs(out_dir, exist_ok=True)

@@ -27,12 +27,14 @@ _log = logging.getLogger(__name__)
 N_SYNTHETIC = 4
 
 
-def prepare_inputs(graph: Graph, images: np.ndarray | None, seed: int = 0) -> np.ndarray:
-    """An int8 batch shaped like the model input (see module docstring)."""
+def prepare_inputs(graph: Graph, images: np.ndarray | None, seed: int = 0,
+                   count: int = N_SYNTHETIC) -> np.ndarray:
+    """An int8 batch shaped like the model input (see module docstring); without images,
+    ``count`` seeded uniform ones."""
     t = graph.tensors[graph.inputs[0]]
     shape = tuple(t.shape[1:])
     if images is None:
-        return np.random.default_rng(seed).integers(-128, 128, (N_SYNTHETIC, *shape), np.int8)
+        return np.random.default_rng(seed).integers(-128, 128, (count, *shape), np.int8)
     images = np.asarray(images)
     if images.ndim == 0 or len(images) == 0:
         raise UserError("no images given (an empty batch); pass at least one NHWC image")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,20 +53,21 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {str(path)!r} is empty (0 bytes): an interrupted copy or "
                         "write; use the original file")
+    check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if not found:  # not a pickle of allowed values at all: corrupt or not a checkpoint
             raise UserError(f"checkpoint {str(path)!r} is not a readable PyTorch file (truncated, "
-                            f"corrupt or not written by torch.save): {_short_reason(exc)}") from None
+                            f"corrupt or not written by torch.save): {short_reason(exc)}") from None
         raise UserError(f"checkpoint {str(path)!r} holds a Python object ({found.group(1)}), "
                         "not only tensors and plain values, which tinyexport never loads (it reads checkpoints with "
                         "weights_only=True, so a file cannot run code); save the weights alone "
                         "with torch.save(model.state_dict(), PATH) and pass that file") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise UserError(f"checkpoint {str(path)!r} is not a readable PyTorch file (truncated, "
-                        f"corrupt or not written by torch.save): {_short_reason(exc)}") from None
+                        f"corrupt or not written by torch.save): {short_reason(exc)}") from None
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, "
                         "expected a state_dict or {'state_dict': ...}")
@@ -76,13 +78,30 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
     raise UserError(f"checkpoint {str(path)!r} has no 'state_dict' (keys: {sorted(obj)[:8]})")
 
 
-def _short_reason(exc: Exception) -> str:
+def check_archive(path: Path) -> None:
+    """A ``torch.save`` file is a zip archive whose members carry CRC-32s, which ``torch.load``
+    never checks: a flipped bit in the weights would load silently as other weights. Check them
+    (one read of the file; legacy non-zip files pass through)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise UserError(f"checkpoint {str(path)!r} is a damaged archive ({exc}); use an intact "
+                        "copy of the file") from None
+    if damaged is not None:
+        raise UserError(f"checkpoint {str(path)!r} is damaged: the checksum of its part "
+                        f"{damaged!r} does not match its contents (a corrupted copy); use an "
+                        "intact copy of the file")
+
+
+def short_reason(exc: BaseException) -> str:
     """The first line of a loader error, without torch's advice to load unsafely."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    first = lines[0] if lines else ""
-    if not first or "weights_only" in first:
+    if not lines or "weights_only" in lines[0]:
         return type(exc).__name__
-    return f"{type(exc).__name__}: {first[:160]}"
+    return f"{type(exc).__name__}: {lines[0].split('. ')[0][:160]}"
 
 
 def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:

@@ -300,6 +300,7 @@ class ImageFolderDataset(Dataset):
         if not self.samples:
             raise UserError(f"data folder {str(root)!r} has class folders but no images "
                             f"({', '.join(IMAGE_EXTENSIONS)})")
+        self.root = root
         self.transform = transform
         self.skipped = SkipCounter()
         self._bad: set[int] = set()  # per process; a bad file is counted once per loader worker
@@ -327,8 +328,9 @@ class ImageFolderDataset(Dataset):
                 _log.debug("skipping unreadable image %s", path)
                 continue
             return self.transform(image), label
-        raise UserError(f"no readable image near index {index} in the data folder "
-                        f"({self.skipped.count} unreadable so far)")
+        raise UserError(f"data folder {str(self.root)!r}: no readable image near index {index} "
+                        f"({self.skipped.count} unreadable so far, e.g. "
+                        f"{str(self.samples[index][0])!r}); the images are corrupt or not images")
 
 
 def _imagefolder_root(path: str, split: str) -> Path:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tinyexport.errors import UserError
+from tinyexport.train.checkpoint import check_archive, short_reason
 from tinyexport.train.task import TrainTask
 
 
@@ -150,6 +151,11 @@ def _read_resume_file(path: Path) -> dict:
     if path.stat().st_size == 0:
         raise _NotResumable("it is empty (0 bytes: a write or copy was cut off)")
     try:
+        check_archive(path)
+    except UserError:
+        raise _NotResumable("it is damaged (a checksum of the archive does not match: a "
+                            "corrupted copy)") from None
+    try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols of junk files
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -167,14 +173,6 @@ def _read_resume_file(path: Path) -> dict:
         raise _NotResumable(f"it lacks {missing} (it has {sorted(map(str, state))[:8]}); it was "
                             "not written by tinytrain")
     return state
-
-
-def short_reason(exc: BaseException) -> str:
-    """``Type: first line`` of a loader error, without torch's advice to load unsafely."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if not lines or "weights_only" in lines[0]:
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {lines[0].split('. ')[0][:160]}"
 
 
 def model_problem(module: nn.Module, weights: Any) -> str | None:

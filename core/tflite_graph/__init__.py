@@ -5,6 +5,8 @@
   (tensors, ops, I/O, quantization, metadata) and constant tensor values.
 * :mod:`~tinyexport.tflite_graph.writer` - ``bytes -> bytes`` rewrites (offline memory plan,
   single-op models).
+* :mod:`~tinyexport.tflite_graph.edit` - object-API editing helpers (add buffers / tensors /
+  opcodes / ops, replace the op list, drop unused tensors and buffers) for graph rewrites.
 * :mod:`~tinyexport.tflite_graph.ops` - the op set TFLite Micro registers.
 * :mod:`~tinyexport.tflite_graph.quant` - TFLite's affine int8 quantization arithmetic.
 * :mod:`~tinyexport.tflite_graph.interpreter` - a LiteRT interpreter on model bytes (what runs a

@@ -95,11 +95,18 @@ def test_arguments_are_validated_before_any_work(tmp_path, capsys):
     _fails_fast(tmp_path, capsys, ["--board", "nosuchboard"], "unknown board 'nosuchboard'")
     _fails_fast(tmp_path, capsys, ["--check-images", "100", "--calib-images", "10"],
                 "--check-images 100 exceeds --calib-images 10")
-    _fails_fast(tmp_path, capsys, ["--no-firmware", "--offline-plan", "--board", "stm32f746"],
-                "--offline-plan and --board need the firmware stage")
+    _fails_fast(tmp_path, capsys, ["--no-firmware", "--patch", "on", "--board", "stm32f746"],
+                "--board and --patch on need the firmware stage")
+    _fails_fast(tmp_path, capsys, ["--patch-max-mac-overhead", "-5"], "--patch-max-mac-overhead")
     _fails_fast(tmp_path, capsys, ["--checkpoint", str(tmp_path)], "is a folder")
     _fails_fast(tmp_path, capsys, ["--eval-data", str(tmp_path / "missing")], "does not exist")
     _fails_fast(tmp_path, capsys, ["--eval-data", "imagenet:/x"], "unknown data kind 'imagenet'")
+    junk = tmp_path / "junk"
+    for cls in ("a", "b"):
+        (junk / cls).mkdir(parents=True)
+        for i in range(3):
+            (junk / cls / f"{i}.jpg").write_text("not an image")
+    _fails_fast(tmp_path, capsys, ["--eval-data", str(junk)], "no readable image")
 
 
 def test_force_never_deletes_what_is_not_an_export(tmp_path, capsys):

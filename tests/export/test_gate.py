@@ -41,13 +41,15 @@ def test_thresholds_are_validated(tmp_path, capsys, flag, value):
 
 def test_a_failed_gate_writes_everything_and_exits_1(tmp_path, capsys, monkeypatch,
                                                      digits_checkpoint):
-    """The verdict itself is tested above; here a failing one is forced to follow the path."""
+    """The verdict itself is tested above; here a failing one is forced to follow the path.
+    ``--out`` is relative (onnx2tf runs in a scratch folder: relative paths once broke it)."""
     failing = GateVerdict(False, "top-1 agreement", 0.5, 0.9, "forced failure for the test")
     monkeypatch.setattr(pipeline, "judge_int8", lambda *a, **k: failing)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "o"
     code = main(["--checkpoint", str(digits_checkpoint), "--resolution", "32", "--calib-data",
                  "digits", "--calib-images", "32", "--check-images", "16", "--no-firmware",
-                 "--out", str(out)])
+                 "--out", "o"])
     captured = capsys.readouterr()
     assert code == 1 and "failed the gate: forced failure" in captured.err
     assert "int8 gate: FAILED — forced failure for the test" in captured.out

@@ -16,6 +16,7 @@ from tinyexport.firmware_eval.bundle import add_method, resolver_ops
 from tinyexport.firmware_eval.check import load
 from tinyexport.firmware_eval.firmware import firmware_check
 from tinyexport.firmware_eval.measure import prepare_inputs
+from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.report import run_tflite_report
 
 
@@ -35,14 +36,18 @@ def test_offline_plan_lowers_measured_head_bit_identical(models, tmp_path):
     model = tmp_path / "m.tflite"
     shutil.copy(models["int8"], model)
     before = firmware_check(model, tmp_path / "plain")
-    after = firmware_check(model, tmp_path / "bundle", offline_plan=True)
-    plan = after["offline_plan"]
+    after = firmware_check(model, tmp_path / "bundle", optimize_options=OptimizeOptions())
+    record = after["optimization"]
+    plan = next(s for s in record["steps"] if s["name"] == "offline plan")
     assert before["measured"]["head"] > before["lower_bound"]  # greedy above the bound here
-    assert plan["applied"] and plan["bit_identical"]
-    assert plan["measured_head"] < before["measured"]["head"]
-    assert plan["measured_head"] == plan["predicted_head"]
+    assert record["applied"] and plan["applied"]
+    assert record["verification"]["outputs_equal_to_original"]
+    assert after["measured"]["head"] < before["measured"]["head"]
+    assert after["measured"]["head"] == plan["details"]["head"] == after["arena"]["head"]
     assert "OfflineMemoryAllocation" in load(model).metadata
-    assert after["arena"]["head"] == plan["measured_head"]  # re-analysis reads the plan
+    assert (tmp_path / "m_unoptimized.tflite").read_bytes() == models["int8"].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "m.tflite",
+                                                          "m_unoptimized.tflite", "plain"]
 
 
 def test_bundle_lists_exact_ops_and_input_quantization(models, tmp_path):

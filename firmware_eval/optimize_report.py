@@ -1,0 +1,194 @@
+"""``tinyreport FILE.tflite --optimize`` / ``--patch auto``: the memory optimiser on any int8 model,
+verified in TFLite Micro, with the steps, the patch-plan frontier and the optimised model.
+
+The optimiser (:mod:`optimize`) only predicts; here the original and the optimised model both run
+in TFLM and LiteRT's reference kernels on the same inputs, the outputs are compared bit for bit
+and the optimised model's arena is measured. The optimised file is written only when confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from tinyexport.atomic import atomic_path, write_bytes
+from tinyexport.boards import BOARDS
+from tinyexport.errors import UserError
+from tinyexport.firmware_eval import tflm_runner as tr
+from tinyexport.firmware_eval.analysis import analyse, arena_dict
+from tinyexport.firmware_eval.check import load_verified, runtime_blockers
+from tinyexport.firmware_eval.firmware import verify_rewrite
+from tinyexport.firmware_eval.measure import measure_arena_size, prepare_inputs
+from tinyexport.firmware_eval.optimize import Optimized, OptimizeOptions, needed, optimize
+from tinyexport.firmware_eval.verdicts import board_verdicts
+from tinyexport.tflite_graph.reader import parse_graph
+
+_log = logging.getLogger(__name__)
+
+VERIFY_INPUTS = 64  # the issue's bar for bit-exactness of a rewrite
+
+
+def optimize_report(target: str, options: OptimizeOptions, boards: list[str],
+                    out: str | None = None, inputs: int = VERIFY_INPUTS) -> dict:
+    """Optimise ``target``, verify it in TFLM / LiteRT-reference on ``inputs`` seeded inputs and
+    write it to ``out`` when confirmed. ``boards[0]`` gives the patch budget (``patch="auto"``)."""
+    path = Path(target)
+    graph = load_verified(path)
+    blockers = runtime_blockers(graph)
+    if blockers:
+        raise UserError(f"{target}: TFLite Micro cannot run this model, so no rewrite could be "
+                        f"verified: {blockers[0]}")
+    options = _with_board(options, boards)
+    result = optimize(path.read_bytes(), options)
+    report = {"model": str(path), "options": _options_dict(options), **result.as_dict(),
+              "before": _figures(path.read_bytes(), options.isa)}
+    report["after"] = _figures(result.data, options.isa)
+    report["frontier"] = _frontier(result)
+    if result.changed:
+        report["verification"] = _verify(path, graph, result.data, inputs)
+    confirmed = result.changed and report["verification"]["confirmed"]
+    report["boards"] = board_verdicts(parse_graph(result.data if confirmed else path.read_bytes()),
+                                      boards)
+    if out:
+        report["written"] = _write(out, result.data if confirmed else None, result)
+    return report
+
+
+def _with_board(options: OptimizeOptions, boards: list[str]) -> OptimizeOptions:
+    if not boards or options.budget is not None:
+        return options
+    board = BOARDS.get(boards[0])
+    return replace(options, budget=board.sram_bytes, isa=board.isa,
+                   flash_budget=board.flash_bytes)
+
+
+def _options_dict(options: OptimizeOptions) -> dict:
+    return {"reorder": options.reorder, "patch": options.patch,
+            "offline_plan": options.offline_plan,
+            "max_mac_overhead_percent": 100 * options.max_mac_overhead, "budget": options.budget}
+
+
+def _figures(data: bytes, isa: str | None) -> dict:
+    ana = analyse(parse_graph(data), isa)
+    macs = sum(row.macs for row in ana.prediction.ops)
+    return {**arena_dict(ana.prediction), "needed": needed(data, isa), "macs": macs,
+            "model_bytes": len(data)}
+
+
+def _frontier(result: Optimized) -> list[dict]:
+    if result.search is None:
+        return []
+    chosen = result.search.chosen
+    return [{"plan": r.label, "head": r.head, "tail": r.tail, "total": r.total,
+             "min_arena": r.min_arena, "mac_overhead_percent": round(r.mac_overhead, 2),
+             "flash_delta": r.flash_delta, "chosen": chosen is not None and r.plan == chosen.plan}
+            for r in result.search.frontier]
+
+
+def _verify(path: Path, graph, data: bytes, inputs: int) -> dict:
+    x = prepare_inputs(graph, None, count=inputs)
+    pred = analyse(graph).prediction
+    base = tr.run_tflm(path, x, arena_size=measure_arena_size(graph, pred.total))
+    return verify_rewrite(path, data, x, base.outputs)
+
+
+def _write(out: str, data: bytes | None, result: Optimized) -> str:
+    if data is None:
+        return "not written: " + ("nothing lowered the arena" if not result.changed
+                                  else "TFLM did not confirm identical outputs")
+    write_bytes(out, data)
+    return out
+
+
+def render(report: dict) -> str:
+    before, after = report["before"], report["after"]
+    lines = [f"memory optimiser on {report['model']}",
+             f"  before: head {before['head']:,} + tail {before['tail']:,} = {before['total']:,} B"
+             f" (needs {before['needed']:,} B), {before['macs']:,} MACs, "
+             f"{before['model_bytes']:,} B flash"]
+    for step in report["steps"]:
+        mark = f"-{step['saved']:,} B" if step["applied"] else "not applied"
+        lines.append(f"  {step['name']:<22} {mark:<14} {step['reason']}")
+    lines.append(f"  after:  head {after['head']:,} + tail {after['tail']:,} = {after['total']:,} B"
+                 f" (needs {after['needed']:,} B), {after['macs']:,} MACs "
+                 f"({_percent(after['macs'], before['macs'])}), {after['model_bytes']:,} B flash "
+                 f"({after['model_bytes'] - before['model_bytes']:+,} B)")
+    lines += _verification_lines(report.get("verification"))
+    lines += _frontier_lines(report["frontier"])
+    for v in report["boards"]:
+        lines.append(f"  {v['board']:<14} {'fits' if v['fits'] else 'DOES NOT FIT':<13} SRAM "
+                     f"{v['sram_needed']:,} / {v['sram_budget']:,} B (margin {v['sram_margin']:+,})")
+    if "written" in report:
+        lines.append(f"  optimised model: {report['written']}")
+    return "\n".join(lines)
+
+
+def _percent(value: int, base: int) -> str:
+    return f"{100.0 * (value - base) / base:+.1f} %" if base else "n/a"
+
+
+def _verification_lines(check: dict | None) -> list[str]:
+    if not check:
+        return []
+    measured = check.get("measured") or {}
+    return [f"  verified on {check['inputs']} inputs: TFLM outputs equal the original's: "
+            f"{'yes' if check['outputs_equal_to_original'] else 'NO'}; LiteRT reference kernels: "
+            f"{'yes' if check['litert_reference_equal_to_original'] else 'NO'}; TFLM measured "
+            f"arena {measured.get('total', 'n/a'):,} B (predicted {check['predicted']['total']:,})"
+            if measured else f"  verification failed: {check.get('errors')}"]
+
+
+def _frontier_lines(frontier: list[dict]) -> list[str]:
+    if not frontier:
+        return []
+    lines = ["  patch plans on the frontier (no other plan has a lower arena at no more MACs):",
+             f"    {'plan':<44} {'head':>9} {'tail':>9} {'total':>9} {'+MACs':>7} {'flash':>8}"]
+    for row in frontier:
+        lines.append(f"    {row['plan'][:44]:<44} {row['head']:>9,} {row['tail']:>9,} "
+                     f"{row['total']:>9,} {row['mac_overhead_percent']:>6.1f}% "
+                     f"{row['flash_delta']:>+8,}" + ("  <- chosen" if row["chosen"] else ""))
+    return lines
+
+
+def plot_optimize(report: dict, path: str) -> None:
+    """Frontier of the patch search: predicted arena vs extra MACs, the chosen plan marked and
+    each board's SRAM as a line (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["frontier"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot([r["mac_overhead_percent"] for r in rows], [r["total"] / 1024 for r in rows], "o-",
+            label="patch plans (frontier)")
+    ax.plot([0], [report["before"]["total"] / 1024], "s", color="grey", label="unpatched")
+    for r in rows:
+        if r["chosen"]:
+            ax.plot([r["mac_overhead_percent"]], [r["total"] / 1024], "*", ms=14, color="red",
+                    label=f"chosen: {r['plan'][:40]}")
+    for v in report["boards"]:
+        ax.axhline(v["sram_budget"] / 1024, ls="--", lw=1, label=f"{v['board']} SRAM")
+    ax.set_xlabel("extra MACs (%)")
+    ax.set_ylabel("TFLM arena, predicted (KiB)")
+    ax.set_title(f"patch plans: {Path(report['model']).name}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    _log.info("wrote plot %s", path)
+
+
+def run_optimize_report(target: str, options: OptimizeOptions, boards: list[str],
+                        out: str | None, plot_path: str | None, as_json: bool) -> int:
+    """Entry point of ``tinyreport FILE.tflite --optimize`` / ``--patch``; 1 if not confirmed."""
+    report = optimize_report(target, options, boards, out)
+    if plot_path and report["frontier"]:
+        plot_optimize(report, plot_path)
+    print(json.dumps(report, indent=2, default=list) if as_json else render(report))
+    check = report.get("verification")
+    return 1 if check is not None and not check["confirmed"] else 0
+
