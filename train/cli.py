@@ -28,6 +28,7 @@ from tinyexport.log import setup_logging
 from tinyexport.train._cli import OUT_HELP, add_limits, add_resources, apply_cpu_plan, warn_renamed
 from tinyexport.train.netaug.recipe import resolve_recipe
 from tinyexport.train.netaug.run import run_training
+from tinyexport.train.netaug.task import NetAugTask
 from tinyexport.train.state import read_resume_state
 from tinyexport.train.tinytl import cli as transfer_cli
 from tinyexport.train.trainer import TrainConfig, prepare_out_dir
@@ -61,7 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (fp16: CUDA only)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (baseline and transfer; refused for NetAug, "
+                        "whose shapes change every step)")
+    p.add_argument("--data-pipeline", choices=("auto", "cpu", "device"),
+                   help="augment on the device in batches (default on CUDA: 'auto') or per image "
+                        "with PIL in DataLoader workers ('cpu', the default elsewhere)")
+    p.add_argument("--reestimate-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-estimate BN statistics before each evaluation (always on with NetAug; "
+                        "for the baseline too when given: short high-LR runs evaluate far better "
+                        "with it, and the statistics go into best.pt)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (on a terminal) or progress lines (otherwise)")
     p.add_argument("--tensorboard", action="store_true",
@@ -77,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict:
     keys = ("model", "data", "netaug", "epochs", "batch_size", "base_lr", "resolution", "seed",
-            "workers", "limit_train", "limit_val", "max_steps_per_epoch")
+            "workers", "limit_train", "limit_val", "max_steps_per_epoch", "data_pipeline",
+            "reestimate_bn")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -86,6 +97,8 @@ def _train(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
     recipe = resolve_recipe(args.config, _overrides(args))
+    if args.compile and recipe.netaug:  # refused before any data is read (the Trainer checks too)
+        raise UserError(f"--compile: {NetAugTask.compile_refusal}")
     config = TrainConfig(epochs=recipe.epochs, out_dir=args.out, device=device, amp=args.amp,
                          channels_last=args.channels_last, compile=args.compile,
                          resume=args.resume, seed=recipe.seed,

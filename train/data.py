@@ -361,6 +361,24 @@ def build_dataset(spec: DataSpec | str, split: str, pre: Preprocessing, train_tr
     transform = build_transform(pre, train_transform)
     if spec.kind == "imagefolder":
         return ImageFolderDataset(_imagefolder_root(spec.path, split), transform)
+    images, labels, classes = load_arrays(spec, split)
+    return ArrayDataset(images, labels, transform, classes)
+
+
+def imagefolder_root(spec: DataSpec, split: str) -> Path:
+    """The class-folder root of an ImageFolder SPEC for ``split`` (``DIR/train``, ``DIR/val`` or
+    ``DIR``)."""
+    return _imagefolder_root(spec.path, split)
+
+
+def load_arrays(spec: DataSpec, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 images (N,H,W or N,H,W,3), int64 labels and class names of an in-memory SPEC.
+
+    Raises:
+        ValueError: for an ImageFolder SPEC (its images are files, read by the datasets).
+    """
+    if spec.kind == "imagefolder":
+        raise ValueError("load_arrays reads in-memory data sets, not ImageFolders")
     if spec.kind == "fashion-mnist":
         images, labels = load_fashion_mnist(spec.path, split)
         classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -375,7 +393,7 @@ def build_dataset(spec: DataSpec | str, split: str, pre: Preprocessing, train_tr
     else:
         images, labels = synthetic_arrays(spec.count or 256, seed=0 if split == "train" else 1)
         classes = [str(i) for i in range(10)]
-    return ArrayDataset(images, labels, transform, classes)
+    return images, labels, classes
 
 
 def take_images(dataset: Dataset, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -431,8 +449,15 @@ def subset(dataset: Dataset, limit: int | None, seed: int, indices: list[int] | 
     """
     keep = list(range(len(dataset))) if indices is None else list(indices)
     if limit is not None and limit < len(keep):
-        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed)).tolist()
-        keep = sorted(keep[i] for i in order[:limit])
+        keep = subset_indices(keep, limit, seed)
     elif indices is None and remap is None:
         return dataset
     return SubsetDataset(dataset, keep, remap)
+
+
+def subset_indices(candidates: list[int], limit: int | None, seed: int) -> list[int]:
+    """The fixed random ``limit`` of ``candidates`` that :func:`subset` keeps, in index order."""
+    if limit is None or limit >= len(candidates):
+        return list(candidates)
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(candidates[i] for i in order[:limit])

@@ -76,9 +76,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_state(module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                     scaler: Any, task: TrainTask, progress: Progress) -> dict:
-    """The ``checkpoint.pt`` payload (``progress.epoch`` is the epoch to run next)."""
-    return {"model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                     scaler: Any, task: TrainTask, progress: Progress, loader: Any = None) -> dict:
+    """The ``checkpoint.pt`` payload (``progress.epoch`` is the epoch to run next). A ``loader``
+    with ``state_dict`` (the on-device pipeline's augmentation generator) adds a ``loader`` entry
+    (optional on resume: a DataLoader keeps its randomness in the global RNGs saved here)."""
+    extra = {"loader": loader.state_dict()} if hasattr(loader, "state_dict") else {}
+    return {**extra, "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -95,7 +98,8 @@ class _NotResumable(Exception):
 
 
 def load_resume_state(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
-                      scheduler: Any, scaler: Any, task: TrainTask) -> Progress:
+                      scheduler: Any, scaler: Any, task: TrainTask, loader: Any = None
+                      ) -> Progress:
     """Load ``checkpoint.pt`` into the given objects and the global RNGs.
 
     Returns:
@@ -114,6 +118,8 @@ def load_resume_state(path: Path, module: nn.Module, optimizer: torch.optim.Opti
         for name, target in (("optimizer", optimizer), ("scheduler", scheduler),
                              ("scaler", scaler), ("task", task)):
             _load_part(name, target, state[name])
+        if hasattr(loader, "load_state_dict"):
+            _load_part("loader", loader, state.get("loader"))
         _load_part("rng", None, state["rng"])
         return _progress(state)
     except _NotResumable as exc:

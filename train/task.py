@@ -86,6 +86,10 @@ class TrainTask:
         evaluate_fn: ``(module, epoch) -> dict`` with at least ``top1`` (percent), or None.
     """
 
+    #: Why ``torch.compile`` cannot pay off for this task (the Trainer refuses ``--compile`` with
+    #: it), or None.
+    compile_refusal: str | None = None
+
     def __init__(self, criterion: nn.Module,
                  evaluate_fn: Callable[[nn.Module, int], dict] | None = None):
         self.criterion = criterion
@@ -93,6 +97,12 @@ class TrainTask:
 
     def on_epoch_start(self, module: nn.Module, epoch: int) -> None:
         """Called on every rank before an epoch (after resume too). Default: nothing."""
+
+    def cudnn_benchmark(self, epoch: int) -> bool:
+        """Whether cuDNN may autotune its algorithms in ``epoch`` (CUDA only). True for a fixed
+        architecture: the few input shapes are tuned once and reused."""
+        del epoch
+        return True
 
     def train_step(self, ctx: StepContext) -> StepResult:
         with ctx.autocast():

@@ -3,8 +3,10 @@
 Model-agnostic: a :class:`~tinyexport.train.task.TrainTask` supplies the step, the epoch hook,
 evaluation and its own resumable state; the :class:`Trainer` does the rest — DDP wrapping (torchrun
 env, NCCL on CUDA / gloo on CPU), AMP (bf16, or fp16 with a GradScaler), channels_last, optional
-``torch.compile``, a per-iteration LR scheduler, a NaN/Inf guard, a rank-0 progress bar,
-``metrics.jsonl`` (+ TensorBoard, opt-in), and atomic checkpoints in ``out_dir``:
+``torch.compile`` (refused with the task's reason when ``task.compile_refusal`` is set), cuDNN
+autotuning per epoch as the task asks (``task.cudnn_benchmark``, CUDA only), a per-iteration LR
+scheduler, a NaN/Inf guard, a rank-0 progress bar, ``metrics.jsonl`` (+ TensorBoard, opt-in), and
+atomic checkpoints in ``out_dir``:
 
 * ``checkpoint.pt`` — everything needed to resume (``tinyexport.train.state``), written at the end
   of every epoch; ``resume=True`` continues from it exactly;
@@ -99,14 +101,15 @@ class Trainer:
         model: the raw module (moved to the device and DDP-wrapped here; its parameters must be
             the ones ``optimizer`` holds).
         task: the step / eval / state provider.
-        loader: the training DataLoader; a ``DistributedSampler`` in ``loader.sampler`` gets
-            ``set_epoch(epoch)``.
+        loader: the training DataLoader (or a ``tinyexport.train.device_data`` loader); a
+            ``DistributedSampler`` in ``loader.sampler`` gets ``set_epoch(epoch)``; a loader
+            with ``state_dict`` (its augmentation generator) is saved in ``checkpoint.pt``.
         scheduler: stepped once per iteration (or None).
         meta: JSON-able facts stored in ``best.pt`` (model name, recipe, ...).
 
     Raises:
         UserError: ``out_dir`` is a file or not writable; ``config.resume`` without a usable
-            ``checkpoint.pt``.
+            ``checkpoint.pt``; ``config.compile`` for a task that refuses it.
     """
 
     def __init__(self, model: nn.Module, task: TrainTask, loader, optimizer: torch.optim.Optimizer,
@@ -116,6 +119,8 @@ class Trainer:
         distributed = dist.is_available() and dist.is_initialized()
         self.primary = not distributed or dist.get_rank() == 0
         self.out_dir = prepare_out_dir(config.out_dir)
+        if config.compile and task.compile_refusal:
+            raise UserError(f"--compile: {task.compile_refusal}")
         self.model, self.device = _prepare(model, config, distributed)
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.amp_dtype = AMP_DTYPES.get(config.amp)
@@ -123,7 +128,7 @@ class Trainer:
         if config.resume:
             checkpoint = self.out_dir / "checkpoint.pt"
             self.progress = load_resume_state(checkpoint, model, optimizer, scheduler, self.scaler,
-                                              task)
+                                              task, loader)
             _log.info("resumed from %s at epoch %d (step %d)", checkpoint, self.progress.epoch,
                       self.progress.step)
 
@@ -140,11 +145,15 @@ class Trainer:
         start = self.progress.epoch
         log = MetricsLog(self.out_dir, self.primary, self.config.tensorboard, start)
         record: dict = {}
+        benchmark = torch.backends.cudnn.benchmark
         try:
             for epoch in range(start, self.config.epochs):
+                if self.device.type == "cuda":
+                    torch.backends.cudnn.benchmark = self.task.cudnn_benchmark(epoch)
                 record = self.run_epoch(epoch)
                 log.write(record)
         finally:
+            torch.backends.cudnn.benchmark = benchmark
             log.close()
         return TrainResult(self.config.epochs - start, self.progress.best_top1,
                            self.progress.best_epoch, record, str(self.out_dir))
@@ -181,7 +190,7 @@ class Trainer:
                         self.module, {**self.meta, "epoch": epoch, "top1": top1}),
                         self.out_dir / "best.pt")
                 torch_save(checkpoint_state(self.module, self.optimizer, self.scheduler,
-                                            self.scaler, self.task, self.progress),
+                                            self.scaler, self.task, self.progress, self.loader),
                            self.out_dir / "checkpoint.pt")
             except OSError as exc:
                 error = exc
@@ -276,7 +285,9 @@ def _prepare(model: nn.Module, config: TrainConfig, distributed: bool
         wrapped = DistributedDataParallel(
             model, device_ids=[local_rank] if config.device == "cuda" else None)
     if config.compile:
-        wrapped = torch.compile(wrapped, dynamic=True)
+        # Fixed shapes (train batches drop the last partial one; evaluation runs the raw module):
+        # one graph, no symbolic shapes. Tasks whose shapes change per step refuse --compile.
+        wrapped = torch.compile(wrapped, dynamic=False)
     return wrapped, device
 
 

@@ -124,3 +124,17 @@ def test_existing_output_needs_force(digits_export, capsys):
     assert "--force" in capsys.readouterr().err
     assert np.array_equal(np.frombuffer(before, np.uint8),
                           np.frombuffer((out / "model_int8.tflite").read_bytes(), np.uint8))
+
+
+def test_memory_optimiser_ran_and_is_recorded(digits_export):
+    """tinyexport applies the memory optimiser by default (no --board: no patching) and records
+    every step; whatever it applied was confirmed in TFLM before replacing the model."""
+    out, doc, _ = digits_export
+    record = doc["firmware"]["optimization"]
+    assert [s["name"] for s in record["steps"]] == ["operator order", "patch-based inference",
+                                                    "offline plan"]
+    assert not record["steps"][1]["applied"]
+    if record["applied"]:
+        assert record["verification"]["confirmed"]
+        assert (out / "model_int8_unoptimized.tflite").is_file()
+        assert "model_int8_unoptimized.tflite" in doc["artifacts"]

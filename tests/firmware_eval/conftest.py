@@ -33,24 +33,40 @@ def _keras_model():
     return keras.Model(x_in, x)
 
 
-def _convert(model, mode: str) -> bytes:
+def convert_keras(model, mode: str = "int8") -> bytes:
+    """The one Keras → TFLite conversion of these tests: ``int8`` (full int8, int8 I/O), ``16x8``
+    (int16 activations), ``hybrid`` (weight-only) or ``float``; calibrated on 8 seeded normal
+    samples per input."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode in {"int8", "hybrid"}:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "int8":
-        rng = np.random.default_rng(0)
+    if mode == "float":
+        return conv.convert()
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "hybrid":
+        return conv.convert()
+    rng = np.random.default_rng(0)
 
-        def rep():
-            for _ in range(8):
-                yield [rng.standard_normal((1, RES, RES, 3)).astype(np.float32)]
+    def rep():
+        for _ in range(8):
+            yield {i.name: rng.standard_normal((1, *i.shape[1:])).astype(np.float32)
+                   for i in model.inputs}
 
-        conv.representative_dataset = rep
+    conv.representative_dataset = rep
+    if mode == "16x8":
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    else:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
+    if mode == "int8":
+        conv.inference_input_type = conv.inference_output_type = tf.int8
     return conv.convert()
+
+
+@pytest.fixture(scope="session")
+def keras_to_tflite():
+    """:func:`convert_keras`, for the test modules that build their own Keras models."""
+    return convert_keras
 
 
 @pytest.fixture(scope="session")
@@ -61,5 +77,5 @@ def models(tmp_path_factory):
     paths = {}
     for mode in ("int8", "float", "hybrid"):
         paths[mode] = folder / f"tiny_{mode}.tflite"
-        paths[mode].write_bytes(_convert(keras_model, mode))
+        paths[mode].write_bytes(convert_keras(keras_model, mode))
     return paths

@@ -17,25 +17,8 @@ from tinyexport.tflite_graph.reader import read_graph
 pytest.importorskip("tflite_micro")
 
 
-def _convert(model) -> bytes:
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(0)
-
-    def rep():
-        for _ in range(8):
-            yield [rng.standard_normal((1, 8, 8, 3)).astype(np.float32)]
-
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
-
-
 @pytest.fixture(scope="module")
-def heads(tmp_path_factory):
+def heads(tmp_path_factory, keras_to_tflite):
     import tensorflow as tf
 
     keras, layers = tf.keras, tf.keras.layers
@@ -52,7 +35,7 @@ def heads(tmp_path_factory):
     paths = {}
     for name, model in models.items():
         paths[name] = folder / f"{name}.tflite"
-        paths[name].write_bytes(_convert(model))
+        paths[name].write_bytes(keras_to_tflite(model))
     return paths
 
 

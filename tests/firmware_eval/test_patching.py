@@ -45,26 +45,13 @@ def _keras_model():
     return keras.Model(x_in, layers.Dense(10)(x))
 
 
-def _convert(model) -> bytes:
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(0)
-    conv.representative_dataset = lambda: (
-        [rng.standard_normal((1, RES, RES, 3)).astype(np.float32)] for _ in range(8))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, keras_to_tflite):
     """The int8 model, its path, 64 random int8 inputs and the unpatched outputs of both
     runtimes."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     folder = tmp_path_factory.mktemp("patching")
-    data = _convert(_keras_model())
+    data = keras_to_tflite(_keras_model())
     path = folder / "tiny.tflite"
     path.write_bytes(data)
     x = np.random.default_rng(7).integers(-128, 128, (N_INPUTS, RES, RES, 3), np.int8)
@@ -222,3 +209,22 @@ def test_overlapping_stages_and_bad_grids_are_refused(tiny):
         PatchPlan(3, 11, 2)
     with pytest.raises(ValueError, match="at least 2 patches"):
         PatchPlan(3, 1, 1)
+
+
+def test_optimizer_patches_only_when_the_budget_is_missed(tiny):
+    """patch="auto": no search when the model fits the budget; below it, the chosen plan is
+    applied and the predicted arena falls under the budget."""
+    from tinyexport.firmware_eval.optimize import OptimizeOptions, needed, optimize
+
+    data = tiny["data"]
+    base = needed(data)
+    fits = optimize(data, OptimizeOptions(reorder=False, offline_plan=False, budget=base))
+    assert not fits.changed and fits.search is None
+    assert fits.steps[0].reason.startswith("fits the board as it is")
+    tight = optimize(data, OptimizeOptions(reorder=False, offline_plan=False, budget=base - 1))
+    step = tight.steps[0]
+    assert step.applied and step.arena_after < base and tight.search is not None
+    assert needed(tight.data) == step.arena_after
+    flash = optimize(data, OptimizeOptions(reorder=False, offline_plan=False, budget=base - 1,
+                                           flash_budget=1000))  # nothing fits 1 KB of flash
+    assert "flash" in flash.steps[0].details

@@ -14,23 +14,6 @@ pytest.importorskip("tflite_micro")
 N_INPUTS = 64
 
 
-def _convert(model) -> bytes:
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(0)
-
-    def rep():
-        for _ in range(8):
-            yield [rng.standard_normal((1, *model.inputs[0].shape[1:])).astype(np.float32)]
-
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
-
-
 def _keras_models() -> dict:
     """held: Concatenate([big, b]) with big = 3x3 conv (32 ch), b = 1x1 (4 ch) of a 64-channel
     1x1 conv; the converter runs big first and holds it (8 KiB) while the 16 KiB wide tensor is
@@ -62,12 +45,12 @@ def _keras_models() -> dict:
 
 
 @pytest.fixture(scope="module")
-def branchy(tmp_path_factory):
+def branchy(tmp_path_factory, keras_to_tflite):
     folder = tmp_path_factory.mktemp("reorder")
     paths = {}
     for name, model in _keras_models().items():
         paths[name] = folder / f"{name}.tflite"
-        paths[name].write_bytes(_convert(model))
+        paths[name].write_bytes(keras_to_tflite(model))
     return paths
 
 
@@ -140,3 +123,24 @@ def test_reorder_model_refuses_bad_orders_and_offline_plans(branchy):
     with pytest.raises(ValueError, match="OfflineMemoryAllocation"):
         reorder.reorder_model(planned, tuple(range(n)))
     assert reorder.reorder_model(data, tuple(range(n))) != b""
+
+
+def test_tinyreport_optimize_writes_a_verified_model(branchy, tmp_path, capsys):
+    """The memory optimiser end to end on the badly ordered model: the reorder is applied,
+    verified bit for bit in TFLM and LiteRT-reference, measured, and written to --out."""
+    import json
+
+    from tinyexport.benchmarks.report_cli import main
+
+    out = tmp_path / "opt.tflite"
+    assert main([str(branchy["held"]), "--optimize", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["operator order"]["applied"] and steps["operator order"]["saved"] > 0
+    assert steps["patch-based inference"]["reason"].startswith("not needed without a board")
+    check = report["verification"]
+    assert check["confirmed"] and check["outputs_equal_to_original"]
+    assert check["litert_reference_equal_to_original"] and check["inputs"] == 64
+    assert check["measured"]["total"] == check["predicted"]["total"] < report["before"]["total"]
+    assert out.read_bytes() != branchy["held"].read_bytes() and report["written"] == str(out)
+    assert main([str(branchy["held"]), "--out", str(out)]) == 2  # --out needs --optimize

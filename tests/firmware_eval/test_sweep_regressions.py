@@ -6,7 +6,6 @@ un-fused dilated convolution TFLM would run into garbage."""
 import json
 import re
 
-import numpy as np
 import pytest
 
 from tinyexport.errors import UserError
@@ -14,31 +13,8 @@ from tinyexport.firmware_eval.check import load
 from tinyexport.firmware_eval.report import run_tflite_report
 
 
-def _convert(model, mode="int8"):
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(0)
-
-    def rep():
-        for _ in range(8):
-            yield {i.name: rng.standard_normal((1, *i.shape[1:])).astype(np.float32)
-                   for i in model.inputs}
-
-    conv.representative_dataset = rep
-    if mode == "16x8":
-        conv.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    else:
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if mode == "int8":
-        conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
-
-
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, keras_to_tflite):
     import tensorflow as tf
     from keras import ops
 
@@ -60,7 +36,7 @@ def sweep(tmp_path_factory):
                               ("bmm", bmm, "int8"), ("dilated", dil, "int8"),
                               ("float_io", multi, "float_io"), ("16x8", multi, "16x8")]:
         paths[name] = folder / f"{name}.tflite"
-        paths[name].write_bytes(_convert(model, mode))
+        paths[name].write_bytes(keras_to_tflite(model, mode))
     return paths
 
 

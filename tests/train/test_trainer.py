@@ -8,50 +8,20 @@ import pytest
 import torch
 
 from tinyexport.errors import StageError
-from tinyexport.train.netaug.recipe import Recipe
 from tinyexport.train.netaug.run import run_training
 from tinyexport.train.netaug.task import NetAugTask
 from tinyexport.train.task import StepResult, TrainTask
 from tinyexport.train.trainer import TrainConfig, Trainer
 
 
-def _recipe(**kw) -> Recipe:
-    values = dict(model="mbv2-tiny", data="digits", resolution=32, epochs=3, warmup_epochs=1,
-                  batch_size=16, base_lr=0.05, stop_aug_w_epoch=1, bn_images=32, workers=0,
-                  limit_train=64, limit_val=32, max_steps_per_epoch=2)
-    values.update(kw)
-    return Recipe(**values)
-
-
-def _config(out, **kw) -> TrainConfig:
-    return TrainConfig(epochs=3, out_dir=str(out), progress=False, tensorboard=False,
-                       max_steps_per_epoch=2, **kw)
-
-
-def _state(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def test_kill_and_resume_is_bit_identical(tmp_path, monkeypatch):
+def test_kill_and_resume_is_bit_identical(tmp_path, monkeypatch, small_run):
     straight = tmp_path / "straight"
-    run_training(_recipe(), _config(straight))
+    run_training(small_run.recipe(), small_run.config(straight))
 
     crashed = tmp_path / "crashed"
-    original = NetAugTask.on_epoch_start
+    small_run.killed_then_resumed(small_run.recipe(), crashed, monkeypatch)
 
-    def crash_at_epoch_2(self, module, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated kill")
-        original(self, module, epoch)
-
-    monkeypatch.setattr(NetAugTask, "on_epoch_start", crash_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(_recipe(), _config(crashed))
-    assert _state(crashed / "checkpoint.pt")["epoch"] == 2
-    monkeypatch.setattr(NetAugTask, "on_epoch_start", original)
-    run_training(_recipe(), _config(crashed, resume=True))
-
-    a, b = _state(straight / "checkpoint.pt"), _state(crashed / "checkpoint.pt")
+    a, b = small_run.state(straight / "checkpoint.pt"), small_run.state(crashed / "checkpoint.pt")
     assert a["step"] == b["step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
@@ -62,7 +32,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, monkeypatch):
         assert (crashed / name).is_file()
 
 
-def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypatch, small_run):
     out = tmp_path / "nan"
     original = NetAugTask.train_step
 
@@ -74,8 +44,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setattr(NetAugTask, "train_step", nan_in_epoch_1)
     with pytest.raises(StageError, match="loss became nan at epoch 1 step 2"):
-        run_training(_recipe(), _config(out))
-    assert _state(out / "checkpoint.pt")["epoch"] == 1  # the last good checkpoint is kept
+        run_training(small_run.recipe(), small_run.config(out))
+    assert small_run.state(out / "checkpoint.pt")["epoch"] == 1  # the last good checkpoint is kept
 
 
 class _PlainTask(TrainTask):
@@ -83,7 +53,7 @@ class _PlainTask(TrainTask):
         return {"state_dict": module.state_dict(), **meta}
 
 
-def test_plain_task_epoch_counts_steps_and_writes_outputs(tmp_path):
+def test_plain_task_epoch_counts_steps_and_writes_outputs(tmp_path, small_run):
     """A linear classifier on 3 batches of 4: 3 steps per epoch, best.pt from the evaluate_fn."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
@@ -97,5 +67,5 @@ def test_plain_task_epoch_counts_steps_and_writes_outputs(tmp_path):
     result = Trainer(model, task, loader, optimizer, None, config).fit()
     assert (result.epochs_run, result.best_top1, result.best_epoch) == (2, 10.0, 1)
     assert result.last_metrics["steps"] == 6 and result.last_metrics["val_top1"] == 10.0
-    assert _state(tmp_path / "checkpoint.pt")["epoch"] == 2
+    assert small_run.state(tmp_path / "checkpoint.pt")["epoch"] == 2
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()

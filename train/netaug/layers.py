@@ -6,6 +6,15 @@ linear ``weight[:, :in_active]`` and the full bias. ``in_active`` is read from t
 The BN is shared by the base and all augmented sub-networks; in train mode its running statistics
 are updated in place through the slice views (as the reference's ``DynamicBatchNorm2d``).
 The classes subclass the torch layers so state-dict keys equal ``MBNet``'s.
+
+Memory format (GPU speed, issue 14): a slice ``weight[:out, :in]`` is a strided view; copied with a
+plain ``.contiguous()`` it is NCHW even when the activations are channels_last, and a conv with a
+channels_last input and an NCHW weight makes cuDNN convert one of them on every call (and pick
+another algorithm). :func:`sliced_weight` copies the slice in the memory format of the *input*
+(one copy per call, as before), so a channels_last input gives channels_last weights and a
+channels_last output through every conv, BN, ReLU6 and residual add; an NCHW input is unchanged.
+The copy itself cannot be cached: the weights change at every optimizer step, and autograd must
+route the gradient into the max-size parameter through the slice.
 """
 
 from __future__ import annotations
@@ -13,6 +22,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` when ``x`` (4-D) is laid out so and not also plain-contiguous (tensors
+    with C == 1 or H == W == 1 are both; they count as plain), else ``contiguous_format``."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+            and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def sliced_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The (sliced) conv ``weight`` as a dense tensor in the memory format of the input ``x``."""
+    return weight.contiguous(memory_format=memory_format_of(x))
 
 
 class DynamicConv2d(nn.Conv2d):
@@ -33,7 +56,7 @@ class DynamicConv2d(nn.Conv2d):
         else:
             out = self.active_out or self.out_channels
             weight, groups = self.weight[:out, :cin], 1
-        return F.conv2d(x, weight.contiguous(), None, self.stride, self.padding, 1, groups)
+        return F.conv2d(x, sliced_weight(weight, x), None, self.stride, self.padding, 1, groups)
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):

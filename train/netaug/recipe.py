@@ -14,6 +14,7 @@ from pathlib import Path
 from tinyexport.config import from_mapping, load_yaml
 from tinyexport.errors import UserError
 from tinyexport.train.data import parse_data_spec
+from tinyexport.train.device_data import PIPELINES
 from tinyexport.train.validation import (
     check_fraction,
     check_int,
@@ -53,6 +54,8 @@ class Recipe:
     limit_train: int | None = None
     limit_val: int | None = None
     max_steps_per_epoch: int | None = None
+    data_pipeline: str = "auto"  # auto: on-device augmentation on CUDA, PIL workers elsewhere
+    reestimate_bn: bool | None = None  # None: NetAug only (as the reference); see docs/guide
 
     def __post_init__(self) -> None:
         for name, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"),
@@ -72,6 +75,9 @@ class Recipe:
         check_seed("seed (--seed)", self.seed)
         check_seed("bn_seed", self.bn_seed)
         check_resolution("resolution (--resolution)", self.resolution)
+        if self.data_pipeline not in PIPELINES:
+            raise ValueError(f"data_pipeline (--data-pipeline) must be one of {PIPELINES}, got "
+                             f"{self.data_pipeline!r}")
         check_multipliers("width_mult_list", self.width_mult_list)
         check_multipliers("expand_list", self.expand_list)
         if self.width_mult_list is not None:
@@ -83,6 +89,10 @@ class Recipe:
         """``stop_aug_w_epoch``, halved to ``epochs // 2`` when it would cover the whole run
         (a short override of a long recipe would otherwise never augment width)."""
         return self.stop_aug_w_epoch if self.stop_aug_w_epoch < self.epochs else self.epochs // 2
+
+    def effective_reestimate_bn(self) -> bool:
+        """Re-estimate BN before each evaluation: always for NetAug, for the baseline if asked."""
+        return self.netaug or bool(self.reestimate_bn)
 
     def effective_warmup(self) -> int:
         return min(self.warmup_epochs, self.epochs - 1)

@@ -21,9 +21,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tinyexport.atomic import torch_save, write_text
 from tinyexport.config import git_sha, package_versions
 from tinyexport.errors import UserError
+from tinyexport.train.bn_recalibration import reestimate_bn
 from tinyexport.train.checkpoint import describe_checkpoint, make_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
-from tinyexport.train.data import Preprocessing, build_dataset, subset
+from tinyexport.train.data import (
+    Preprocessing,
+    build_dataset,
+    parse_data_spec,
+    subset,
+    subset_indices,
+)
+from tinyexport.train.device_data import BatchAugment, DeviceSource, device_source, resolve_pipeline
 from tinyexport.train.evaluate import evaluate_top1
 from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.models.spec import num_classes_problem
@@ -52,8 +60,14 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def build_loaders(recipe: Recipe, resolution: int):
-    """Train / val DataLoaders (DistributedSampler on every path) and the datasets."""
+def build_loaders(recipe: Recipe, resolution: int, device: str | torch.device = "cpu"):
+    """Train / val loaders (DistributedSampler order on every path) and the training set.
+
+    ``recipe.data_pipeline`` (``auto``: ``device`` on CUDA) picks the on-device pipeline
+    (``tinyexport.train.device_data``: the training set returned is then a ``DeviceSource``) or
+    PIL transforms in DataLoader workers."""
+    if resolve_pipeline(recipe.data_pipeline, torch.device(device).type) == "device":
+        return _device_loaders(recipe, resolution, torch.device(device))
     pre = Preprocessing(resolution)
     train_set = subset(build_dataset(recipe.data, "train", pre, True), recipe.limit_train, 0)
     val_set = subset(build_dataset(recipe.data, "val", pre, False), recipe.limit_val, 1)
@@ -72,10 +86,56 @@ def build_loaders(recipe: Recipe, resolution: int):
     return train_loader, val_loader, train_set
 
 
+def _device_loaders(recipe: Recipe, resolution: int, device: torch.device):
+    """``build_loaders`` for the on-device pipeline: the same images, index order and batches."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    pre, spec = Preprocessing(resolution), parse_data_spec(recipe.data)
+    rank, world = _world()
+    train_src = device_source(spec, "train")
+    val_src = device_source(spec, "val")
+    train_idx = subset_indices(list(range(len(train_src))), recipe.limit_train, 0)
+    val_idx = subset_indices(list(range(len(val_src))), recipe.limit_val, 1)
+    if len(train_idx) < recipe.batch_size * world:
+        raise UserError(f"{len(train_idx)} training images are fewer than one global batch "
+                        f"({recipe.batch_size} x {world}); lower --batch-size")
+    workers = recipe.workers or 0
+    augment = BatchAugment(pre, True, seed=recipe.seed * 65536 + rank)
+    train_loader = train_src.loader(train_idx, recipe.batch_size, augment, device, True, workers,
+                                    num_replicas=world, rank=rank, shuffle=True, seed=recipe.seed)
+    val_loader = val_src.loader(val_idx, recipe.batch_size, BatchAugment(pre, False), device,
+                                False, workers, num_replicas=world, rank=rank, shuffle=False)
+    return train_loader, val_loader, _DeviceTrainSet(train_src, train_idx, pre, device)
+
+
+@dataclass(frozen=True)
+class _DeviceTrainSet:
+    """What ``run_training`` needs of the training set on the on-device pipeline."""
+
+    source: DeviceSource
+    indices: list[int]
+    pre: Preprocessing
+    device: torch.device
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source.classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def bn_batches(train_set, recipe: Recipe) -> list[torch.Tensor]:
     """The BN re-estimation subset (docs/netaug.md §1.7): up to ``bn_images`` train images (train
     transforms) chosen with seed ``bn_seed``, split across ranks (drop_last), materialised once."""
     rank, world = _world()
+    if isinstance(train_set, _DeviceTrainSet):
+        chosen = subset_indices(train_set.indices, recipe.bn_images, recipe.bn_seed)
+        loader = train_set.source.loader(
+            chosen, min(recipe.batch_size, max(len(chosen) // world, 1)),
+            BatchAugment(train_set.pre, True, seed=recipe.bn_seed), train_set.device, True,
+            num_replicas=world, rank=rank, shuffle=True, seed=0)
+        return [images for images, _ in loader]
     chosen = subset(train_set, recipe.bn_images, recipe.bn_seed)
     sampler = DistributedSampler(chosen, world, rank, shuffle=True, seed=0, drop_last=True)
     with torch.random.fork_rng(devices=[]):
@@ -100,15 +160,33 @@ def build_model_for(recipe: Recipe, num_classes: int) -> nn.Module:
 def _evaluate_fn(recipe, val_loader, calib, config: TrainConfig):
     def evaluate(module: nn.Module, epoch: int) -> dict:
         device = next(module.parameters()).device
+        extra = {}
         if recipe.netaug:
             model = reestimate_base_bn_(module, [b.to(device) for b in calib], sync=True)
+        elif recipe.effective_reestimate_bn():
+            extra["top1_running_stats"] = evaluate_top1(module, val_loader, device, config.amp,
+                                                        config.channels_last)["top1"]
+            model = reestimate_bn_(module, [b.to(device) for b in calib])
         else:
             model = module
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return evaluate_top1(model, val_loader, device, config.amp, config.channels_last)
+        return {**evaluate_top1(model, val_loader, device, config.amp, config.channels_last),
+                **extra}
 
     return evaluate
+
+
+@torch.no_grad()
+def reestimate_bn_(module: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
+    """Re-estimate ``module``'s BN statistics (docs/netaug.md §1.7) and write them into it, so
+    ``best.pt`` / ``target.pt`` carry the statistics that were evaluated. Returns ``module``."""
+    fresh = reestimate_bn(module, batches, sync=True)
+    own = dict(module.named_buffers())
+    for name, buffer in fresh.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            own[name].copy_(buffer)
+    return module
 
 
 def _optimizer(model: nn.Module, recipe: Recipe, steps_per_epoch: int):
@@ -140,7 +218,7 @@ def write_target(out_dir: Path) -> Path:
 def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
     """Train per ``recipe`` with loop settings ``config`` (call on every rank)."""
     resolution = recipe.resolution or model_spec(recipe.model).resolution
-    train_loader, val_loader, train_set = build_loaders(recipe, resolution)
+    train_loader, val_loader, train_set = build_loaders(recipe, resolution, config.device)
     num_classes = len(train_set.classes)
     problem = num_classes_problem(num_classes)
     if problem:
@@ -151,7 +229,7 @@ def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
         len(train_loader), recipe.max_steps_per_epoch)
     optimizer, scheduler = _optimizer(model, recipe, steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    calib = bn_batches(train_set, recipe) if recipe.netaug else []
+    calib = bn_batches(train_set, recipe) if recipe.effective_reestimate_bn() else []
     evaluate = _evaluate_fn(recipe, val_loader, calib, config)
     meta = {"recipe": recipe.as_dict(), "netaug": recipe.netaug}
     if recipe.netaug:
@@ -170,7 +248,8 @@ def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
     result = train(model, task, train_loader, optimizer, scheduler, config, meta)
     target = write_target(out_dir) if rank == 0 else out_dir / "target.pt"
     source = getattr(train_set, "dataset", train_set)  # a Subset when --limit-train is used
-    skipped = getattr(getattr(source, "skipped", None), "count", 0)
+    skipped = getattr(getattr(source, "skipped", None), "count", 0) or int(
+        getattr(train_loader, "skipped", 0))
     if skipped:
         _log.warning("%d unreadable training images were skipped", skipped)
     return RunResult(str(out_dir), result.best_top1, result.best_epoch, str(target), skipped)

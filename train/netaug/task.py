@@ -35,6 +35,12 @@ def phase_mode(epoch: int, epochs: int, stop_aug_w_epoch: int) -> str:
 class NetAugTask(TrainTask):
     """Base + one augmented pass per step; BN re-estimation before evaluation."""
 
+    compile_refusal = (
+        "torch.compile cannot pay off for NetAug: every step runs a sub-network drawn at random "
+        "(up to ~1,800 distinct conv shapes in the width phase), and a compiled module recompiles "
+        "for each new set of widths (then falls back to eager once torch's recompile limit is "
+        "hit). Train NetAug without --compile; --compile works for --no-netaug and transfer")
+
     def __init__(self, criterion: nn.Module, epochs: int, stop_aug_w_epoch: int,
                  sort_channels: bool = True, seed: int = 0,
                  evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
@@ -51,6 +57,17 @@ class NetAugTask(TrainTask):
         if self.mode == "random" and self.sort:
             sort_channels_(module)
         _log.debug("epoch %d: NetAug mode %s", epoch, self.mode)
+
+    def cudnn_benchmark(self, epoch: int) -> bool:
+        """cuDNN autotuning only where the conv shapes form a small set.
+
+        Autotuning runs once per new input/weight shape. In the ``min_w`` phase the widths are the
+        base's and only the expand ratio varies (4 mid widths per MB block): a bounded set, tuned
+        in the first steps and reused. In the ``random`` phase every conv's input and output width
+        vary together (stage widths × expand ratios: hundreds of shapes per conv, ~1,800 in all for
+        mbv2-tiny), so most steps would pay a fresh search; the heuristic choice is used there.
+        """
+        return phase_mode(epoch, self.epochs, self.stop_aug_w_epoch) != "random"
 
     def train_step(self, ctx: StepContext) -> StepResult:
         module: NetAugSupernet = ctx.module

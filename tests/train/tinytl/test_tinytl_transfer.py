@@ -5,20 +5,11 @@ import json
 import pytest
 import torch
 
-from tinyexport.train.checkpoint import read_payload, save_checkpoint
+from tinyexport.train.checkpoint import read_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
-from tinyexport.train.models import build_model
 from tinyexport.train.tinytl.checkpoint import build_from_payload, model_from_payload
 from tinyexport.train.tinytl.cli import main
 from tinyexport.train.tinytl.methods import METHODS
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("src") / "base.pt"
-    save_checkpoint(build_model("mbv2-tiny", num_classes=10, resolution=32), path)
-    return path
 
 
 def _run(source, out, method, *extra):

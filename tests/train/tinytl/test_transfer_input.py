@@ -16,14 +16,6 @@ from tinyexport.train.tinytl.modules import default_config, insert_lite_residual
 from tinyexport.train.tinytl.transfer import TransferConfig
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("src") / "base.pt"
-    save_checkpoint(build_model("mbv2-tiny", num_classes=10, resolution=32), path)
-    return path
-
-
 def _args(source, out, *extra):
     return ["--from", str(source), "--method", "tinytl-lb", "--data", "synthetic:24",
             "--out", str(out), "--epochs", "1", "--batch-size", "8", "--lr", "1e-2",
