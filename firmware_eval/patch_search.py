@@ -6,6 +6,7 @@ the frontier are kept for the report."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -168,13 +169,11 @@ def _greedy(data: bytes, graph: Graph, base: PlanRow, limit: float,
             rounds: int) -> list[PlanRow]:
     """Rows of the multi-stage greedy search (see :func:`search_patch_plans`)."""
     parts = blocks(graph)
-    producer = {graph.tensors[o].name: op.index for op in graph.ops for o in op.outputs}
     current, tried = base, []
     for _ in range(rounds):
         _, patched, pred = _evaluate(data, current.plan, base.macs)
         peak = max(pred.ops, key=lambda r: r.live_bytes)
-        name = patched.tensors[patched.ops[peak.index].outputs[0]].name.split("/patch")[0]
-        at = producer.get(name.split("/row")[0])
+        at = original_producer(graph, patched.tensors[patched.ops[peak.index].outputs[0]].name)
         step = [row for plan in _moves(graph, parts, current.plan, at)
                 for row in _try(data, plan, base.macs)]
         tried += step
@@ -184,6 +183,18 @@ def _greedy(data: bytes, graph: Graph, base: PlanRow, limit: float,
             break
         current = best
     return tried
+
+
+def original_producer(graph: Graph, name: str) -> int | None:
+    """The op of the unpatched ``graph`` behind a tensor of a patched model: a patch copy is
+    named ``t<original tensor index>/<tag>`` (:meth:`patching._Writer.like`), any other tensor
+    keeps its original name."""
+    found = re.match(r"t(\d+)/", name)
+    if found:
+        index = int(found.group(1))
+        return next((op.index for op in graph.ops if index in op.outputs), None)
+    return next((op.index for op in graph.ops
+                 if any(graph.tensors[o].name == name for o in op.outputs)), None)
 
 
 def _moves(graph: Graph, parts: list[tuple[int, int]], plan: tuple[PatchPlan, ...],
