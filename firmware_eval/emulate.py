@@ -154,7 +154,9 @@ class EmulationResult:
     arena_used: int        # interpreter.arena_used_bytes() at arena_min
     bundle_arena_size: int  # the bundle's kTensorArenaSize
     bundle_arena_allocates: bool
+    arena_python_tflm: int  # the Python (x86-64, reference kernels) interpreter's recorded total
     instructions_per_inference: list[int]
+    instructions_per_tick: float  # the counts' resolution (SysTick at 25 MHz, 1 insn per ns)
     outputs: np.ndarray    # one row per input, all outputs concatenated
     reference: np.ndarray  # the tflite-micro Python interpreter on the same inputs
     bit_exact: dict
@@ -210,18 +212,20 @@ def inputs_header(q: np.ndarray) -> str:
 
 # --- the map file ---------------------------------------------------------------------------
 _FLASH_SECTIONS = (".text", ".rodata", ".data", ".ARM.extab", ".ARM.exidx", ".init_array")
-_ENTRY = re.compile(r"^ (\S+)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S.*)$")
+_ENTRY = re.compile(r"^ (\S+)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)(?:\s+(\S.*))?\s*$")
 _MEMBER = re.compile(r"\(([^()]+\.o)\)$")
 
 
 def map_entries(map_text: str):
-    """(output section, input section, size, file) for every input section the map places."""
-    out_section, pending = None, None
+    """(output section, input section, bytes, file) for every input section the map places
+    (``*fill*`` padding with file ""). Merged string sections can share addresses: only the bytes
+    past the highest address seen so far in the output section count, so the sums equal the
+    output sections' sizes."""
+    out_section, pending, high = None, None, 0
     start = map_text.find("Linker script and memory map")
     for line in map_text[start:].splitlines():
         if line and not line.startswith(" "):
-            out_section = line.split()[0]
-            pending = None
+            out_section, pending, high = line.split()[0], None, 0
             continue
         if out_section not in _FLASH_SECTIONS + (".bss",):
             continue
@@ -229,29 +233,34 @@ def map_entries(map_text: str):
         if m and (m.group(1) or pending):
             name = m.group(1) or pending
             pending = None
-            yield out_section, name, int(m.group(3), 16), m.group(4).strip()
+            addr, size = int(m.group(2), 16), int(m.group(3), 16)
+            new = max(0, addr + size - max(addr, high))
+            high = max(high, addr + size)
+            if new:
+                yield out_section, name, new, (m.group(4) or "").strip()
         elif re.match(r"^ \S+$", line):  # a long input-section name; address etc. next line
             pending = line.strip()
 
 
 def object_categories(tflm_lib: Path) -> dict[str, str]:
-    """Member name -> 'framework' / 'kernels' from the object folders of TFLM's make (core,
-    kernels, third_party = CMSIS-NN). Basenames in several folders (kernel_util.o...) count as
-    kernels."""
+    """Member name -> 'framework' / 'kernels' from the object folders of TFLM's make: its
+    kernels folder, third_party (CMSIS-NN) and the kernel helpers of core (tensorflow/lite/kernels:
+    kernel_util, quantization_util...) are kernels, the rest of core the framework. A basename
+    found in both (kernel_util.o) counts as kernels: the map names archive members only."""
     obj = tflm_lib.parent.parent / "obj"
     cats: dict[str, str] = {}
-    for folder, cat in (("core", "framework"), ("kernels", "kernels"),
-                        ("third_party", "kernels")):
-        for o in (obj / folder).rglob("*.o"):
-            if cats.get(o.name) != "kernels":
-                cats[o.name] = cat
+    for o in obj.rglob("*.o"):
+        rel = o.relative_to(obj).as_posix()
+        kernel = not rel.startswith("core/") or "/kernels/" in rel
+        if cats.get(o.name) != "kernels":
+            cats[o.name] = "kernels" if kernel else "framework"
     return cats
 
 
 def flash_split(map_text: str, cats: dict[str, str]) -> tuple[dict, dict]:
     """(flash bytes by origin, static RAM bytes) from a GNU ld map."""
     flash = {"model": 0, "tflm_framework": 0, "kernels": 0, "cmsis_nn": 0, "runtime": 0,
-             "driver": 0, "test_inputs": 0}
+             "driver": 0, "test_inputs": 0, "padding": 0}
     ram = {"data": 0, "bss": 0, "bss_emulator_arena": 0}
     for out_section, name, size, path in map_entries(map_text):
         member = _MEMBER.search(path)
@@ -262,10 +271,12 @@ def flash_split(map_text: str, cats: dict[str, str]) -> tuple[dict, dict]:
             continue
         if out_section == ".data":
             ram["data"] += size
-        if base == "model_data.o":
+        if name == "*fill*":
+            key = "padding"
+        elif base == "model_data.o":
             key = "model"
         elif base == "emu_driver.o":
-            key = "test_inputs" if "g_emu_inputs" in name or ".rodata" in name else "driver"
+            key = "test_inputs" if "g_emu_inputs" in name else "driver"
         elif member and "libtensorflow-microlite" in path:
             key = {"framework": "tflm_framework", "kernels": "kernels"}.get(cats.get(base, ""),
                                                                            "tflm_framework")
@@ -369,7 +380,8 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
                         f"{text[-3000:]}")
 
     rows = np.array([[int(v) for v in found["output"][k]] for k in range(n_inputs)], np.int64)
-    ref = tflm_runner.run_tflm(model, q).outputs.reshape(n_inputs, -1).astype(np.int64)
+    ref_run = tflm_runner.run_tflm(model, q)
+    ref = ref_run.outputs.reshape(n_inputs, -1).astype(np.int64)
     exact = (bit_exactness(ref, rows) if ref.shape == rows.shape else
              {"equal": False, "shape_reference": ref.shape, "shape_emulated": rows.shape})
     calib = int(found["calib_ticks"])
@@ -377,14 +389,15 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
     insns = [round(int(found["invoke_ticks"][k][0]) * per_tick) for k in range(n_inputs)]
     lib = Path((out / "tflm_library.txt").read_text().strip())
     flash, ram = flash_split((out / "firmware.map").read_text(), object_categories(lib))
-    ram["instructions_per_tick"] = per_tick  # resolution of the instruction counts
     arena_h = (bundle / "arena_size.h").read_text()
     return EmulationResult(
         core=core, machine=MACHINES[core], flash=flash, ram_static=ram,
         arena_min=int(found["arena_min"]), arena_used=int(found["arena_used"]),
         bundle_arena_size=int(re.search(r"kTensorArenaSize = (\d+)", arena_h).group(1)),
         bundle_arena_allocates=found["bundle_arena_allocates"] == "1",
-        instructions_per_inference=insns, outputs=rows, reference=ref, bit_exact=exact,
+        arena_python_tflm=ref_run.total,
+        instructions_per_inference=insns, instructions_per_tick=round(per_tick, 3),
+        outputs=rows, reference=ref, bit_exact=exact,
         elf=out / "firmware.elf", map_file=out / "firmware.map", seconds=seconds)
 
 

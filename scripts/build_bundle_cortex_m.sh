@@ -86,6 +86,7 @@ mkdir -p "$3"
 OUT=$(cd "$3" && pwd)
 JOBS=${JOBS:-$(nproc)}
 : "${TFLM_SRC:?set TFLM_SRC to a tflite-micro source tree (commit $TFLM_COMMIT)}"
+[ -d "$TFLM_SRC" ] || { echo "error: TFLM_SRC=$TFLM_SRC is not a folder" >&2; exit 2; }
 TFLM=$(cd "$TFLM_SRC" && pwd)
 [ -f "$TFLM/tensorflow/lite/micro/micro_interpreter.h" ] || {
   echo "error: TFLM_SRC=$TFLM is not a tflite-micro source tree" >&2; exit 2; }
@@ -174,8 +175,10 @@ void Reset_Handler(void) {
   __libc_init_array();
   exit(main());
 }
-void _init(void) {}  /* crti/crtn are left out (-nostartfiles); __libc_init_array calls these */
+/* -nostartfiles leaves out crti/crtn/crtbegin: the symbols of theirs that the code uses. */
+void _init(void) {}
 void _fini(void) {}
+void *__dso_handle = 0;  /* static destructors registered with __cxa_atexit (never run) */
 void Default_Handler(void) { exit(120); }
 void SysTick_Handler(void) { ++systick_wraps; }
 __attribute__((section(".vectors"), used)) void (*const vectors[16])(void) = {
