@@ -25,7 +25,7 @@ from tinyexport.firmware_eval.report import (
     finish_plot,
     run_tflite_report,
 )
-from tinyexport.firmware_eval.verdicts import board_names
+from tinyexport.firmware_eval.verdicts import board_names, budget_line
 from tinyexport.log import setup_logging
 from tinyexport.train.models import MODELS, check_bounds
 from tinyexport.train.models.profile import profile_zoo_model
@@ -149,10 +149,7 @@ def render_verdicts(verdicts: list[dict], sram_what: str, flash_what: str) -> li
     lines = ["", f"board verdicts ({sram_what} vs SRAM, {flash_what} vs flash):"]
     for v in verdicts:
         status = "fits" if v["fits"] else "DOES NOT FIT"
-        lines.append(f"  {v['board']:<14} {status:<13} SRAM {v['sram_needed']:>9,} / "
-                     f"{v['sram_budget']:>9,} B (margin {v['sram_margin']:+,})  flash "
-                     f"{v['flash_needed']:>9,} / {v['flash_budget']:>9,} B "
-                     f"(margin {v['flash_margin']:+,})")
+        lines.append(f"  {v['board']:<14} {status:<13} {budget_line(v, 9)}")
     return lines
 
 

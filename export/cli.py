@@ -17,6 +17,7 @@ from tinyexport.errors import EXIT_FAILURE, UserError, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
 from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows
+from tinyexport.firmware_eval.verdicts import budget_line
 from tinyexport.log import setup_logging
 from tinyexport.quantize.layer_report import render_layer_table
 from tinyexport.train.checkpoint import describe_checkpoint
@@ -202,10 +203,7 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
     board = fw.get("board")
     if board:
         word = "fits" if board["fits"] else "DOES NOT FIT"
-        lines.append(f"  {board['board']}: {word} — SRAM {board['sram_needed']:,} / "
-                     f"{board['sram_budget']:,} B (margin {board['sram_margin']:+,}), flash "
-                     f"{board['flash_needed']:,} / {board['flash_budget']:,} B (margin "
-                     f"{board['flash_margin']:+,})")
+        lines.append(f"  {board['board']}: {word} — {budget_line(board)}")
     return lines
 
 

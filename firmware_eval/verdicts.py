@@ -24,6 +24,14 @@ def runtime_estimate(graph: Graph) -> int:
     return RUNTIME_FRAMEWORK_BYTES + RUNTIME_PER_OP_BYTES * len(graph.opcodes)
 
 
+def budget_line(v: dict, width: int = 0) -> str:
+    """``SRAM needed / budget B (margin), flash needed / budget B (margin)`` of a verdict dict
+    (``width`` right-aligns the byte counts for tables)."""
+    return (f"SRAM {v['sram_needed']:>{width},} / {v['sram_budget']:>{width},} B (margin "
+            f"{v['sram_margin']:+,})  flash {v['flash_needed']:>{width},} / "
+            f"{v['flash_budget']:>{width},} B (margin {v['flash_margin']:+,})")
+
+
 def board_names(requested: str | Sequence[str] | None) -> list[str]:
     """Canonical board names of a request: none, one name, several, or ``all`` (every board).
 
