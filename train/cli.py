@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (baseline and transfer; refused for NetAug, "
                         "whose shapes change every step)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-reproducible runs and resumes on CUDA (deterministic cuDNN/cuBLAS "
+                        "kernels, no autotuning; slower). CPU runs are reproducible without it")
     p.add_argument("--data-pipeline", choices=("auto", "cpu", "device"),
                    help="augment on the device in batches (default on CUDA: 'auto') or per image "
                         "with PIL in DataLoader workers ('cpu', the default elsewhere)")
@@ -101,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"--compile: {NetAugTask.compile_refusal}")
     config = TrainConfig(epochs=recipe.epochs, out_dir=args.out, device=device, amp=args.amp,
                          channels_last=args.channels_last, compile=args.compile,
-                         resume=args.resume, seed=recipe.seed,
+                         deterministic=args.deterministic, resume=args.resume, seed=recipe.seed,
                          max_steps_per_epoch=recipe.max_steps_per_epoch,
                          progress=not args.no_progress, tensorboard=args.tensorboard)
     if args.resume:

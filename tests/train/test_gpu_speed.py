@@ -1,5 +1,6 @@
-"""GPU-speed choices checked on the CPU (issue 14): NetAug keeps channels_last through every conv
-(weights sliced in the input's memory format), cuDNN autotuning only in the bounded-shape phase,
+"""GPU-speed choices checked on the CPU (issue 14): NetAug keeps channels_last through every layer
+(pointwise weights sliced in the input's memory format, depthwise convs computed NCHW and handed on
+channels_last), with the contiguous model's numbers, cuDNN autotuning only in the bounded-shape phase,
 ``--compile`` refused for NetAug with the reason, and the baseline's BN-statistics lag after a
 short high-LR epoch (``--reestimate-bn``)."""
 
@@ -29,7 +30,7 @@ def _conv_weights(monkeypatch) -> list[torch.Tensor]:
     real = layers.F.conv2d
 
     def spy(x, weight, *args):
-        seen.append((x, weight))
+        seen.append((x, weight, args[-1]))  # args[-1]: groups
         return real(x, weight, *args)
 
     monkeypatch.setattr(layers.F, "conv2d", spy)
@@ -49,10 +50,32 @@ def test_netaug_stays_channels_last_through_every_conv(monkeypatch, mode):
     net.set_mode(mode, torch.Generator().manual_seed(1))
     net(x).sum().backward()
     assert seen and outputs
-    for inp, weight in seen:
-        assert inp.is_contiguous(memory_format=torch.channels_last)
-        assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert any(groups > 1 for _, _, groups in seen) and any(groups == 1 for _, _, groups in seen)
+    for inp, weight, groups in seen:
+        layout = torch.contiguous_format if groups > 1 else torch.channels_last
+        assert inp.is_contiguous(memory_format=layout) and weight.is_contiguous(memory_format=layout)
     assert all(o.is_contiguous(memory_format=torch.channels_last) for o in outputs)
+
+
+@pytest.mark.parametrize("mode", ["min", "random"])
+def test_channels_last_supernet_computes_what_the_contiguous_one_does(mode):
+    """Loss and every gradient equal within float32 rounding, layout changes included. BN in
+    eval mode: batch statistics of 4 images at 1×1 px (the last stages at 32 px) are so
+    ill-conditioned that float rounding alone moves the gradients by percents, in either layout."""
+    torch.manual_seed(0)
+    net = build_supernet(model_spec("mbv2-tiny", 10, 32)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        net.to(memory_format=layout).zero_grad()
+        net.set_mode(mode, torch.Generator().manual_seed(1))
+        loss = net(x.contiguous(memory_format=layout)).square().mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
 
 
 def test_plain_input_keeps_plain_weights(monkeypatch):
@@ -61,7 +84,7 @@ def test_plain_input_keeps_plain_weights(monkeypatch):
     net = build_supernet(model_spec("mbv2-tiny", 10, 32))
     seen = _conv_weights(monkeypatch)
     net(torch.randn(2, 3, 32, 32))
-    assert all(w.is_contiguous() for _, w in seen)
+    assert all(w.is_contiguous() for _, w, _ in seen)
 
 
 def test_cudnn_autotuning_only_in_the_expand_only_phase():

@@ -69,3 +69,30 @@ def test_plain_task_epoch_counts_steps_and_writes_outputs(tmp_path, small_run):
     assert result.last_metrics["steps"] == 6 and result.last_metrics["val_top1"] == 10.0
     assert small_run.state(tmp_path / "checkpoint.pt")["epoch"] == 2
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()
+
+
+def test_deterministic_fit_sets_the_flags_only_while_it_runs(tmp_path):
+    """``deterministic``: deterministic kernels (warn-only) and no cuDNN autotuning during ``fit``;
+    the process-wide flags are restored afterwards, also when the run stops with an error."""
+    seen = []
+
+    def evaluate(module, epoch):
+        seen.append((torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled(),
+                     torch.backends.cudnn.deterministic))
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return {"top1": 1.0}
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    loader = [(torch.randn(4, 3, 2, 2), torch.randint(0, 3, (4,)))]
+    config = TrainConfig(epochs=2, out_dir=str(tmp_path), progress=False, tensorboard=False,
+                         deterministic=True)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+    trainer = Trainer(model, _PlainTask(torch.nn.CrossEntropyLoss(), evaluate), loader,
+                      torch.optim.SGD(model.parameters(), lr=0.1), None, config)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert seen == [(True, True, True)] * 2
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic) \
+        == before == (False, False)

@@ -15,6 +15,14 @@ another algorithm). :func:`sliced_weight` copies the slice in the memory format 
 channels_last output through every conv, BN, ReLU6 and residual add; an NCHW input is unchanged.
 The copy itself cannot be cached: the weights change at every optimizer step, and autograd must
 route the gradient into the max-size parameter through the slice.
+
+Depthwise convs are the exception: with channels_last activations they run NCHW (PyTorch's own
+depthwise kernels) and hand a channels_last tensor on. cuDNN's NHWC grouped convs pay a setup on
+every new shape, and NetAug draws new widths every step: on an H200 (mbv2-tiny, 144 px, batch 256,
+fp32, 2026-11-27) the width phase ran 1.27 s/step all channels_last against 0.115 NCHW, and
+0.125 with this exception; the expand-only phase 0.287 against 0.092, and 0.081 with it
+(``benchmarks/bench_netaug_layout.py``; the exception's runs followed the all-channels_last run in
+one process, so its pointwise shapes were already set up: to be re-measured in fresh processes).
 """
 
 from __future__ import annotations
@@ -38,6 +46,14 @@ def sliced_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return weight.contiguous(memory_format=memory_format_of(x))
 
 
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride, padding) -> torch.Tensor:
+    """A depthwise conv of ``x`` with the (sliced) ``weight``, computed NCHW; the output has the
+    memory format of ``x`` (see the module note on channels_last)."""
+    memory_format = memory_format_of(x)
+    y = F.conv2d(x.contiguous(), weight.contiguous(), None, stride, padding, 1, x.shape[1])
+    return y.contiguous(memory_format=memory_format)
+
+
 class DynamicConv2d(nn.Conv2d):
     """A conv whose active output width is ``active_out`` (None = all); depthwise when
     ``depthwise`` (then out = in = the incoming width)."""
@@ -52,11 +68,10 @@ class DynamicConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]
         if self.depthwise:
-            weight, groups = self.weight[:cin], cin
-        else:
-            out = self.active_out or self.out_channels
-            weight, groups = self.weight[:out, :cin], 1
-        return F.conv2d(x, sliced_weight(weight, x), None, self.stride, self.padding, 1, groups)
+            return depthwise_conv(x, self.weight[:cin], self.stride, self.padding)
+        out = self.active_out or self.out_channels
+        weight = self.weight[:out, :cin]
+        return F.conv2d(x, sliced_weight(weight, x), None, self.stride, self.padding, 1, 1)
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):
