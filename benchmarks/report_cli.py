@@ -17,6 +17,7 @@ import sys
 
 from tinyexport.boards import BOARDS, verdict
 from tinyexport.errors import UserError, run_cli
+from tinyexport.firmware_eval.emulate import CORES, emulation_problem
 from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.optimize_report import run_optimize_report
 from tinyexport.firmware_eval.report import (
@@ -25,7 +26,7 @@ from tinyexport.firmware_eval.report import (
     finish_plot,
     run_tflite_report,
 )
-from tinyexport.firmware_eval.verdicts import board_names, budget_line
+from tinyexport.firmware_eval.verdicts import board_core, board_names, budget_line
 from tinyexport.log import setup_logging
 from tinyexport.train.models import MODELS, check_bounds
 from tinyexport.train.models.profile import profile_zoo_model
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="(--patch) most extra MACs a plan may cost (30)")
     parser.add_argument("--out", metavar="OPTIMISED.tflite",
                         help="(--optimize / --patch) write the verified optimised model there")
+    parser.add_argument("--emulate", action="append", nargs="?", const="board",
+                        metavar="CORE",
+                        help="build the model with TFLM + CMSIS-NN for cortex-m4 / cortex-m7 and "
+                             "run it in QEMU: measured flash, SRAM, instructions, outputs vs the "
+                             "host; without CORE, each --board's core (repeatable)")
     parser.add_argument("--train-memory", action="store_true",
                         help="training memory of the six TinyTL methods (analytic + measured)")
     parser.add_argument("--batch-size", type=int, default=8, help="(--train-memory) batch size")
@@ -209,6 +215,42 @@ def _validate(args: argparse.Namespace) -> None:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a FILE.png, got {args.plot!r}")
     board_names(args.board)
+    if args.emulate:
+        emulated_cores(args)
+
+
+def emulated_cores(args: argparse.Namespace) -> list[str]:
+    """The cores ``--emulate`` asks for (each --board's core for a bare ``--emulate``).
+
+    Raises:
+        UserError: no .tflite target, an unknown core, a board without an emulated core, or the
+            tools / sources missing (checked before any work).
+    """
+    if not args.emulate:
+        return []
+    if not args.target or args.optimize or args.patch:
+        raise UserError("--emulate runs an int8 FILE.tflite (export a zoo model first; for an "
+                        "optimised model, write it with --out and report that file)")
+    cores: list[str] = []
+    for request in args.emulate:
+        if request == "board":
+            if not args.board:
+                raise UserError("--emulate without a CORE runs each --board's core: add --board "
+                                f"or name a core ({', '.join(CORES)})")
+            for board in board_names(args.board):
+                core = board_core(board)
+                if core is None:
+                    raise UserError(f"--emulate: {board} ({BOARDS.get(board).core}) has no "
+                                    f"emulated core; emulation covers {', '.join(CORES)}")
+                cores.append(core)
+        elif request in CORES:
+            cores.append(request)
+        else:
+            raise UserError(f"--emulate {request!r}: the emulated cores are {', '.join(CORES)}")
+    problem = emulation_problem()
+    if problem:
+        raise UserError(f"--emulate: {problem}")
+    return list(dict.fromkeys(cores))
 
 
 def board_table() -> list[dict]:
@@ -241,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
                                        args.plot, args.json)
         return run_tflite_report(args.target, boards=args.board, run_tflm=args.measure,
                                  images_path=args.images, plot_path=args.plot,
-                                 as_json=args.json)
+                                 as_json=args.json, emulate=emulated_cores(args))
     if args.train_memory:
         table = train_memory_table(args.model, args.resolution, args.num_classes, args.batch_size,
                                    args.measure)

@@ -17,6 +17,7 @@ from tinyexport.errors import EXIT_FAILURE, UserError, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
 from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows
+from tinyexport.firmware_eval.emulate import emulation_lines
 from tinyexport.firmware_eval.verdicts import budget_line
 from tinyexport.log import setup_logging
 from tinyexport.quantize.layer_report import render_layer_table
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-max-mac-overhead", type=float, default=30.0, metavar="PERCENT",
                    help="most extra MACs (halo recomputation) a patch plan may cost (30)")
     p.add_argument("--board", help="board profile, passed to firmware_eval")
+    p.add_argument("--emulate", action="store_true",
+                   help="build the C bundle with TFLM + CMSIS-NN for the --board's core "
+                        "(Cortex-M4 / M7) and run it in QEMU: measured flash, SRAM, "
+                        "instructions and outputs vs the host; the verdict uses the measurement")
     p.add_argument("--out", type=Path, help="output folder (exports/<model>-r<res>-int8)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--seed", type=int, default=0,
@@ -136,7 +141,8 @@ def _config(args: argparse.Namespace):
                         per_channel=not args.per_tensor, head_as_conv=args.head_as_conv,
                         bn_recalibrate=args.bn_recalibrate,
                         onnxsim=args.onnxsim, force=args.force,
-                        firmware=args.firmware, board=args.board, reorder=args.reorder,
+                        firmware=args.firmware, board=args.board, emulate=args.emulate,
+                        reorder=args.reorder,
                         offline_plan=args.offline_plan, patch=args.patch,
                         patch_max_mac_overhead=args.patch_max_mac_overhead / 100.0,
                         seed=args.seed)
@@ -200,10 +206,13 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
         lines.append(f"  C bundle: {out}/firmware/ with kTensorArenaSize = {size}")
     for problem in fw.get("errors") or []:
         lines.append(f"  TFLite Micro problem: {problem}")
+    for run in (fw.get("emulation") or {}).values():
+        lines += emulation_lines(run, indent="  ")
     board = fw.get("board")
     if board:
         word = "fits" if board["fits"] else "DOES NOT FIT"
-        lines.append(f"  {board['board']}: {word} — {budget_line(board)}")
+        lines.append(f"  {board['board']}: {word} — {budget_line(board)}"
+                     + (f" ({board['basis']})" if "basis" in board else " (predicted)"))
     return lines
 
 

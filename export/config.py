@@ -7,7 +7,9 @@ from pathlib import Path
 
 from tinyexport.boards import BOARDS
 from tinyexport.errors import UserError
+from tinyexport.firmware_eval.emulate import CORES
 from tinyexport.firmware_eval.optimize import OptimizeOptions
+from tinyexport.firmware_eval.verdicts import board_core
 from tinyexport.train.models import check_bounds
 
 ARTIFACTS = ("model.onnx", "model_fp32.tflite", "model_int8.tflite")
@@ -46,6 +48,7 @@ class ExportConfig:
     patch: str = "auto"  # auto: only when --board is given and the model does not fit it
     patch_max_mac_overhead: float = 0.30
     board: str | None = None
+    emulate: bool = False  # run the bundle on the board's core in QEMU (firmware_eval/emulate.py)
     seed: int = 0
     min_agreement: float = MIN_TOP1_AGREEMENT
     max_top1_drop: float = MAX_TOP1_DROP
@@ -74,6 +77,18 @@ class ExportConfig:
         OptimizeOptions(patch=self.patch, max_mac_overhead=self.patch_max_mac_overhead)
         if self.board is not None:
             BOARDS.canonical(self.board)  # unknown: one line with close names, before any work
+        if self.emulate:
+            self._check_emulate()
+
+    def _check_emulate(self) -> None:
+        if not self.firmware:
+            raise UserError("--emulate runs the C bundle, which --no-firmware skips")
+        if self.board is None:
+            raise UserError("--emulate runs the bundle on the core of --board; add --board "
+                            "(e.g. stm32f746 for a Cortex-M7, stm32f412 for a Cortex-M4)")
+        if board_core(self.board) is None:
+            raise UserError(f"--emulate: {self.board} ({BOARDS.get(self.board).core}) has no "
+                            f"emulated core; emulation covers {', '.join(CORES)}")
 
 
 def default_out(model: str, resolution: int) -> Path:

@@ -29,6 +29,7 @@ from tinyexport.export.stages import (
     quantize,
     recalibrate,
 )
+from tinyexport.firmware_eval.emulate import emulation_problem
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
 _log = logging.getLogger(__name__)
@@ -150,6 +151,10 @@ def recorded_data_readable(spec: str) -> bool:
 def check_user_paths(config: ExportConfig) -> None:
     """Fail before any work on paths and data that cannot be right (a bad --eval-data must not
     wait for the whole conversion to fail)."""
+    if config.emulate:
+        problem = emulation_problem()
+        if problem:
+            raise UserError(f"--emulate: {problem}")
     checkpoint = config.checkpoint
     if checkpoint is not None and Path(checkpoint).is_dir():
         raise UserError(f"--checkpoint {str(checkpoint)!r} is a folder; pass the checkpoint file "

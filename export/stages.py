@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,10 @@ from tinyexport.export.head import head_as_conv_and_check
 from tinyexport.export.parity import compare_outputs
 from tinyexport.export.records import check_finite, nchw_to_nhwc
 from tinyexport.export.to_onnx import run_onnxruntime, to_onnx
+from tinyexport.firmware_eval.emulate import emulate_cores
 from tinyexport.firmware_eval.firmware import firmware_check
 from tinyexport.firmware_eval.optimize import OptimizeOptions
+from tinyexport.firmware_eval.verdicts import board_core, measured_verdicts
 from tinyexport.log import native_output_to_debug_log
 from tinyexport.quantize.check import check_int8_model, compare_int8_to_float, run_tflite
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
@@ -288,8 +291,24 @@ def firmware(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
                             board=config.board, images=images_nhwc, labels=labels,
                             preprocessing=loaded.preprocessing.as_dict())
     result = _relative_paths(result, out)
+    if config.emulate:
+        result.update(emulated_bundle(config.board, out, result.get("board")))
     record.details.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
     return result
+
+
+def emulated_bundle(board: str, out: Path, predicted: dict | None) -> dict:
+    """The bundle in ``out/firmware`` built for ``board``'s core and run in QEMU (ELF, map and
+    logs kept in ``out/emulation/<core>``); the board verdict from the measured flash and SRAM
+    (the analytic one stays under its ``predicted`` key)."""
+    keep = out / "emulation"
+    runs = emulate_cores(out / "firmware", [board_core(board)], keep=keep)
+    for build in keep.glob("**/obj"):  # object files: rebuildable and the bulk of the folder
+        shutil.rmtree(build, ignore_errors=True)
+    found = {"emulation": runs}
+    if predicted:
+        found["board"] = measured_verdicts([predicted], runs)[0]
+    return found
 
 
 def optimize_options(config: ExportConfig) -> OptimizeOptions | None:

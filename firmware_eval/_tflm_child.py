@@ -14,6 +14,8 @@ Usage: ``python -m tinyexport.firmware_eval._tflm_child REQUEST.json``. The requ
 * ``localize`` - both interpreters keep every tensor (TFLM ``kPreserveAllTensors``, LiteRT
   ``experimental_preserve_all_tensors``); the op outputs are compared in execution order and the
   first differing one is written out (where a TFLM / LiteRT mismatch starts).
+* ``op_crcs`` - TFLM keeping every tensor: the CRC-32 of each op's output, for the emulated
+  firmware's op-by-op comparison (``emulate.localize``).
 """
 
 from __future__ import annotations
@@ -186,10 +188,29 @@ def _write(path: str, obj: dict) -> None:
         json.dump(obj, f)
 
 
+def run_op_crcs(req: dict) -> None:
+    """TFLM keeping every tensor, one input row: the CRC-32 and byte count of each listed op
+    output (what the emulated firmware prints in its localize build)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    x = np.load(req["inputs"])[:1]
+    tflm = runtime.Interpreter.from_file(
+        req["model"], arena_size=req["arena_size"],
+        intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    for k, arr in enumerate(_row_inputs(x[0], _io(req["model"])[0])):
+        tflm.set_input(arr, k)
+    tflm.invoke()
+    crcs = []
+    for op_index, tensor in req["op_outputs"]:
+        data = np.ascontiguousarray(tflm.GetTensor(tensor, 0)["tensor_data"]).tobytes()
+        crcs.append([op_index, zlib.crc32(data), len(data)])
+    _write(req["result"], {"op_crcs": crcs})
+
+
 def main(argv: list[str]) -> int:
     req = json.load(open(argv[0]))
     {"tflm": run_tflm, "bisect": run_bisect, "litert": run_litert,
-     "localize": run_localize, "verify": run_verify}[req["mode"]](req)
+     "localize": run_localize, "verify": run_verify, "op_crcs": run_op_crcs}[req["mode"]](req)
     return 0
 
 

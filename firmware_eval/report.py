@@ -19,11 +19,13 @@ from tinyexport.atomic import atomic_path
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval.analysis import Analysis, analyse, arena_dict
 from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
+from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
 from tinyexport.firmware_eval.measure import check_labels, measure, prepare_inputs, top1
 from tinyexport.firmware_eval.verdicts import (
     RUNTIME_BASIS,
     board_names,
     board_verdicts,
+    measured_verdicts,
     runtime_estimate,
 )
 
@@ -51,11 +53,13 @@ def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def build_report(path: str, boards: str | Sequence[str] | None = None, do_measure: bool = False,
                  images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                 verify: bool = True) -> dict:
+                 verify: bool = True, emulate: Sequence[str] = ()) -> dict:
     """The report as a JSON-serialisable dict. ``images`` / ``labels``: what TFLM runs with
     ``do_measure`` (seeded uniform int8 when None); top-1 is reported when labels are given.
     ``verify``: also run LiteRT's flatbuffer verifier in a child (:func:`check.load_verified`);
-    the static checks of :func:`check.load` always run.
+    the static checks of :func:`check.load` always run. ``emulate``: cores (``cortex-m4``,
+    ``cortex-m7``) to build and run the model on in QEMU with CMSIS-NN; their measured flash and
+    SRAM replace the runtime-code estimate and the verdicts of boards with that core.
 
     Raises:
         UserError: the file is not a valid int8 TFLite model (one message, its first problem).
@@ -75,6 +79,13 @@ def build_report(path: str, boards: str | Sequence[str] | None = None, do_measur
                  "scratch_bytes": r.scratch_bytes} for r in pred.ops],
         "boards": board_verdicts(graph, board_names(boards)),
     }
+    if emulate:
+        report["emulated"] = emulate_cores(path, list(emulate))
+        first = report["emulated"][emulate[0]]
+        report["runtime_code_bytes"] = {
+            "value": first["flash_bytes"] - first["flash"]["model"],
+            "basis": f"measured: {first['core']} firmware in QEMU, model array excluded"}
+        report["boards"] = measured_verdicts(report["boards"], report["emulated"])
     blockers = runtime_blockers(graph)
     if blockers and not do_measure:
         report["errors"] = [f"TFLM would fail: {b}" for b in blockers]
@@ -121,13 +132,16 @@ def render(report: dict) -> str:
               f"head: TFLM greedy {p['greedy_head']:,} B, our plan {p['our_head']:,} B "
               f"({p['our_ordering']}{', optimal' if p['our_optimal'] else ''})",
               f"flash: model {report['model_bytes']:,} B + runtime "
-              f"~{report['runtime_code_bytes']['value']:,} B "
+              f"{'' if 'emulated' in report else '~'}{report['runtime_code_bytes']['value']:,} B "
               f"({report['runtime_code_bytes']['basis']})"]
+    for run in (report.get("emulated") or {}).values():
+        lines += emulation_lines(run)
     for v in report["boards"]:
         lines.append(f"{v['board']:14s} {'fits' if v['fits'] else 'DOES NOT FIT':12s} "
                      f"SRAM {v['sram_needed']:,}/{v['sram_budget']:,} (margin "
                      f"{v['sram_margin']:,}), flash {v['flash_needed']:,}/{v['flash_budget']:,} "
-                     f"(margin {v['flash_margin']:,})")
+                     f"(margin {v['flash_margin']:,})"
+                     + (f" — {v['basis']}" if "basis" in v else " — predicted"))
     lines += [f"note: {n}" for n in report.get("notes", [])]
     lines += [f"error: {e}" for e in report.get("errors", [])]
     return "\n".join(lines)
@@ -211,7 +225,8 @@ def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
 
 def run_tflite_report(target: str, *, boards: Sequence[str] | None = None,
                       run_tflm: bool = False, images_path: str | None = None,
-                      plot_path: str | None = None, as_json: bool = False) -> int:
+                      plot_path: str | None = None, as_json: bool = False,
+                      emulate: Sequence[str] = ()) -> int:
     """Print the report of the model ``target`` (``tinyreport FILE.tflite``); 1 if it has errors.
 
     Args:
@@ -220,6 +235,7 @@ def run_tflite_report(target: str, *, boards: Sequence[str] | None = None,
         images_path: ``.npy`` / ``.npz`` images (and labels) TFLM runs; needs ``run_tflm``.
         plot_path: write the memory-plan timeline PNG there.
         as_json: print JSON instead of tables.
+        emulate: cores to run the model on in QEMU (:func:`build_report`).
     Raises:
         UserError: bad model, images file or labels.
     """
@@ -230,7 +246,7 @@ def run_tflite_report(target: str, *, boards: Sequence[str] | None = None,
         images, labels = load_images_file(images_path)
         if labels is not None:
             check_labels(load(target), labels, len(images))
-    report = build_report(target, boards, run_tflm, images, labels)
+    report = build_report(target, boards, run_tflm, images, labels, emulate=emulate)
     if plot_path:
         plot_plan(analyse(load(target)), plot_path, report["boards"], Path(target).name)
     print(json.dumps(report, indent=2, default=list) if as_json else render(report))

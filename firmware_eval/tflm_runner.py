@@ -179,12 +179,26 @@ def first_difference(model: Path, x: np.ndarray, op_outputs: list[tuple[int, int
         op_outputs: ``(op index, output tensor index)`` pairs in execution order.
         arena_size: for TFLM's keep-everything (linear) planner, e.g. the linear-planner size.
     """
+    return _per_op_child("localize", model, x, op_outputs, arena_size, timeout_s)[
+        "first_difference"]
+
+
+def op_output_crcs(model: Path, x: np.ndarray, op_outputs: list[tuple[int, int]],
+                   arena_size: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[list[int]]:
+    """``[op, crc32, bytes]`` of each ``(op, tensor)`` output in TFLM (every tensor kept) on
+    ``x[:1]``: the host side of the emulated firmware's op-by-op comparison."""
+    return _per_op_child("op_crcs", model, x, op_outputs, arena_size, timeout_s)["op_crcs"]
+
+
+def _per_op_child(mode: str, model: Path, x: np.ndarray, op_outputs: list[tuple[int, int]],
+                  arena_size: int, timeout_s: float) -> dict:
+    """One keep-every-tensor child run over ``op_outputs`` on ``x[:1]``; its JSON result."""
     with tempfile.TemporaryDirectory() as tmp:
-        req = {"mode": "localize", "model": str(model), "inputs": _save(tmp, "x.npy", x[:1]),
+        req = {"mode": mode, "model": str(model), "inputs": _save(tmp, "x.npy", x[:1]),
                "op_outputs": op_outputs, "arena_size": int(arena_size),
                "result": f"{tmp}/result.json"}
         _child(req, timeout_s)
-        return json.loads(Path(req["result"]).read_text())["first_difference"]
+        return json.loads(Path(req["result"]).read_text())
 
 
 def verify_models(models: list[Path], timeout_s: float = DEFAULT_TIMEOUT_S

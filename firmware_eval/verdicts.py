@@ -1,8 +1,11 @@
 """Does a model fit a board? SRAM = the predicted TFLM arena with the board's CMSIS-NN scratch;
-flash = the model file + an estimate of the TFLM runtime code (the one place it is estimated)."""
+flash = the model file + an estimate of the TFLM runtime code (the one place it is estimated).
+Where the model ran in emulation on the board's core (:mod:`tinyexport.firmware_eval.emulate`),
+:func:`measured_verdicts` replaces both with what the firmware measured."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from tinyexport.boards import BOARDS, verdict
@@ -67,4 +70,33 @@ def board_verdicts(graph: Graph, boards: Sequence[str]) -> list[dict]:
         v = verdict(board.name, sram, graph.model_bytes + runtime_estimate(graph)).as_dict()
         v["isa"] = board.isa
         out.append(v)
+    return out
+
+
+def board_core(board: str) -> str | None:
+    """The emulated core of a board (``cortex-m4`` / ``cortex-m7``), None for other cores."""
+    match = re.match(r"(?:\d+x )?Cortex-(M4|M7)", BOARDS.get(board).core)
+    return f"cortex-{match.group(1).lower()}" if match else None
+
+
+def board_clock_hz(board: str) -> float | None:
+    """The board's core clock from its profile (``... @ 216 MHz``), None where not given."""
+    match = re.search(r"@ (\d+(?:\.\d+)?) MHz", BOARDS.get(board).core)
+    return float(match.group(1)) * 1e6 if match else None
+
+
+def measured_verdicts(predicted: Sequence[dict], emulated: dict[str, dict]) -> list[dict]:
+    """``predicted`` board verdicts with SRAM and flash replaced by the emulation of the board's
+    core where one ran (``emulated``: core -> ``EmulationResult.summary()``); the analytic
+    figures stay under ``predicted``."""
+    out = []
+    for v in predicted:
+        run = emulated.get(board_core(v["board"]) or "")
+        if run is None:
+            out.append(v)
+            continue
+        m = verdict(v["board"], run["sram_bytes"], run["flash_bytes"]).as_dict()
+        m.update(isa=v.get("isa"), basis=f"measured: {run['core']} in QEMU {run['machine']}",
+                 predicted={"sram_needed": v["sram_needed"], "flash_needed": v["flash_needed"]})
+        out.append(m)
     return out

@@ -126,3 +126,24 @@ def test_class_count_mismatch_is_a_warning():
     assert class_mismatch(10, {"spec": "digits", "classes": 10}) is None
     assert "3 outputs but --eval-data digits has 10 classes" in class_mismatch(
         3, {"spec": "digits", "classes": 10})
+
+
+def test_emulate_requests_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    """``--emulate`` needs a board with a Cortex-M4/M7 core, the firmware stage, and the
+    toolchain and sources (named with how to get them); all before the conversion."""
+    from tinyexport.firmware_eval import emulate
+
+    out = ["--model", "mbv2-tiny", "--resolution", "32", "--out", str(tmp_path / "o")]
+    code, err = _run([*out, "--emulate"], capsys)
+    assert code != 0 and "add --board" in err
+    code, err = _run([*out, "--emulate", "--board", "rp2040"], capsys)
+    assert code != 0 and "no emulated core" in err
+    code, err = _run([*out, "--emulate", "--board", "f746", "--no-firmware"], capsys)
+    assert code != 0 and "--no-firmware" in err
+    for var in ("TFLM_SRC", "THIRD_PARTY_SRC"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TINYEXPORT_CORTEX_M_SRC", str(tmp_path / "none"))
+    monkeypatch.setattr(emulate, "missing_tools", lambda: [])
+    code, err = _run([*out, "--emulate", "--board", "f746"], capsys)
+    assert code != 0 and "fetch-sources" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -7,6 +7,7 @@ library per core (minutes on 2 cores). Run with
 ``TFLM_SRC=... THIRD_PARTY_SRC=... .venv/bin/pytest -m slow tests/firmware_eval/test_emulate.py``.
 """
 
+import json
 import os
 
 import numpy as np
@@ -115,3 +116,97 @@ def test_emulated_outputs_match_python_tflm(models, tmp_path, core):
     assert all(n > 1000 for n in res.instructions_per_inference)
     # Same inputs' work: the counts of different inputs agree within a few percent.
     assert max(res.instructions_per_inference) < 1.1 * min(res.instructions_per_inference)
+
+
+def test_board_core_and_clock():
+    from tinyexport.firmware_eval.verdicts import board_clock_hz, board_core
+
+    assert board_core("stm32f746") == "cortex-m7" and board_core("f412") == "cortex-m4"
+    assert board_core("rp2040") is None and board_core("esp32s3") is None
+    assert board_clock_hz("stm32f746") == 216e6 and board_clock_hz("stm32f765") is None
+
+
+def _run_summary(core: str, sram: int, flash: int) -> dict:
+    return {"core": core, "machine": em.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash}
+
+
+def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only():
+    from tinyexport.firmware_eval.verdicts import measured_verdicts
+
+    predicted = [{"board": b, "sram_needed": 100, "flash_needed": 200, "isa": "dsp"}
+                 for b in ("stm32f746", "stm32f412", "rp2040")]
+    out = measured_verdicts(predicted, {"cortex-m7": _run_summary("cortex-m7", 400_000, 900)})
+    f746, f412, rp = out
+    assert (f746["sram_needed"], f746["flash_needed"], f746["fits"]) == (400_000, 900, False)
+    assert f746["sram_margin"] == 320 * 1024 - 400_000
+    assert f746["predicted"] == {"sram_needed": 100, "flash_needed": 200}
+    assert f746["basis"] == "measured: cortex-m7 in QEMU mps2-an500"
+    assert f412 is predicted[1] and rp is predicted[2]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--emulate"], "add --board"),
+    (["--emulate", "--board", "rp2040"], "no emulated core"),
+    (["--emulate", "cortex-m0"], "emulated cores are cortex-m4, cortex-m7"),
+    (["--emulate", "cortex-m4", "--optimize"], "--emulate runs an int8 FILE.tflite"),
+])
+def test_tinyreport_emulate_bad_requests_are_one_line(models, capsys, argv, fragment):
+    from tinyexport.benchmarks import report_cli
+
+    assert report_cli.main([str(models["int8"]), *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_tinyreport_emulate_without_sources_says_how_to_get_them(models, capsys, monkeypatch,
+                                                                 tmp_path):
+    from tinyexport.benchmarks import report_cli
+
+    for var in ("TFLM_SRC", "THIRD_PARTY_SRC"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TINYEXPORT_CORTEX_M_SRC", str(tmp_path / "none"))
+    monkeypatch.setattr(em, "missing_tools", lambda: [])
+    assert report_cli.main([str(models["int8"]), "--emulate", "cortex-m7"]) == 2
+    assert "fetch-sources" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_SKIP is not None, reason=f"no Cortex-M emulation: {_SKIP}")
+def test_tinyreport_emulate_replaces_the_estimate(models, capsys):
+    """``tinyreport FILE --board f746 --emulate``: measured flash / SRAM in the verdict, the
+    runtime code measured, instructions and bit-exactness reported."""
+    from tinyexport.benchmarks import report_cli
+
+    assert report_cli.main([str(models["int8"]), "--board", "f746", "--emulate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    run = report["emulated"]["cortex-m7"]
+    verdict = report["boards"][0]
+    assert verdict["basis"].startswith("measured") and verdict["sram_needed"] == run["sram_bytes"]
+    assert verdict["flash_needed"] == run["flash_bytes"] > report["model_bytes"]
+    assert run["sram_bytes"] == (run["sram"]["arena_min"] + run["sram"]["data"]
+                                 + run["sram"]["bss"] + run["sram"]["stack"])
+    assert 0 < run["sram"]["stack"] < 64 * 1024 and run["bit_exact"]["equal"]
+    assert report["runtime_code_bytes"]["basis"].startswith("measured")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_SKIP is not None, reason=f"no Cortex-M emulation: {_SKIP}")
+def test_every_op_output_matches_the_host(models, tmp_path):
+    """The localize build (every tensor kept, CRC-32 per op output) agrees with the host TFLM op
+    by op; the arena sections add up and the stack was measured."""
+    res = em.emulate(models["int8"], "cortex-m7", work=tmp_path, n_inputs=2, check_ops=True)
+    assert res.bit_exact["equal"] and res.bit_exact["ops_equal"], res.bit_exact
+    sections = res.arena_sections
+    assert sections["head"] + sections["tail"] == res.arena_used
+    assert sections["by_type"]["eval_tensors"]["bytes"] == 12 * sections["by_type"][
+        "eval_tensors"]["count"]  # sizeof(TfLiteEvalTensor) on a 32-bit core
+    assert 0 < res.stack_bytes < 64 * 1024
+
+
+def test_first_mismatch_in_execution_order():
+    pairs = [(0, 5), (1, 7), (2, 9)]
+    host = [[0, 11, 4], [1, 22, 4], [2, 33, 8]]
+    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"], 2: ["33", "8"]}) is None
+    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["23", "4"], 2: ["0", "8"]}) == (1, 7)
+    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"]}) == (2, 9)
+    assert em.first_mismatch(pairs, host, {0: ["11", "2"], 1: ["22", "4"]}) == (0, 5)

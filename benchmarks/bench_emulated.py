@@ -1,0 +1,177 @@
+"""Emulated Cortex-M benchmark: every MCU-sized zoo export and the Keras / TFLM test models built
+with TFLM + CMSIS-NN for Cortex-M4 and Cortex-M7 and run in QEMU (:mod:`tinyexport.firmware_eval.
+emulate`), side by side with what ``tinyreport`` predicts without emulation.
+
+    TFLM_SRC=... THIRD_PARTY_SRC=... .venv/bin/python -m tinyexport.benchmarks.bench_emulated \
+        [--models mbv2-tiny mcunet-in3 ...] [--tflite OTHER.tflite ...] [--cores cortex-m7] \
+        [--work DIR] [--inputs 3]
+
+Per model and core: flash measured (from the linker map) against the estimate (model file +
+runtime estimate), the arena that CMSIS-NN needs (the smallest that allocates, by bisection in
+QEMU) against the prediction with the board ISA's CMSIS-NN scratch and against the reference
+kernels' arena (Python TFLM on x86-64), .data/.bss and the stack high-water mark, instructions per
+inference (QEMU icount), and the outputs compared value by value with the Python TFLM (reference
+kernels). Zoo exports have random weights (seeded; memory and instruction counts do not depend on
+the weights). Writes ``benchmarks/results/emulated_results.{json,md}``.
+
+Instruction counts are not cycles. The calibration section divides published latencies of the
+same zoo models (TFLM + CMSIS-NN on an STM32H743 at 480 MHz, docs/mcunet.md §5.3) by our M7
+instruction counts: the cycles per instruction that turn a count into a latency estimate, and
+how far that estimate lands from each published figure with the others as the calibration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tinyexport.atomic import write_json, write_text
+from tinyexport.benchmarks.bench_memory import MCU_ZOO, OTHER_MODELS, export_zoo
+from tinyexport.errors import UserError
+from tinyexport.firmware_eval import emulate as em
+from tinyexport.firmware_eval.arena import predict
+from tinyexport.firmware_eval.check import load
+from tinyexport.firmware_eval.verdicts import runtime_estimate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Published TFLM + CMSIS-NN latency on an STM32H743 (Cortex-M7 @ 480 MHz, -Ofast), ms
+# (docs/mcunet.md §5.3; TFLM @713b6ed, CMSIS-NN @011bf32, the zoo's own .tflite files).
+PUBLISHED_H743_MS = {"mcunet-in0": 51.0, "mcunet-in1": 103.0, "mcunet-in2": 642.0,
+                     "mcunet-in3": 770.0, "proxyless-w0.3": 380.0}
+H743_HZ = 480e6
+
+
+def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path) -> dict:
+    """One model on one core: measured in QEMU next to the predictions."""
+    graph = load(path)
+    pred = predict(graph, "dsp")  # Cortex-M4 and M7 both have the DSP extension
+    start = time.monotonic()
+    run = em.emulate(path, core, work=work / f"{label}-{core}", n_inputs=n_inputs)
+    estimate = graph.model_bytes + runtime_estimate(graph)
+    return {"model": label, "core": core, "ops": len(graph.ops),
+            "flash_measured": run.flash_bytes, "flash_estimated": estimate,
+            "flash_split": run.flash, "arena_measured": run.arena_min,
+            "arena_predicted": max(pred.total, pred.min_arena),
+            "head_measured": run.arena_sections["head"], "head_predicted": pred.head,
+            "tail_measured": run.arena_sections["tail"], "tail_predicted": pred.tail,
+            "tail_by_type": run.arena_sections["by_type"],
+            "arena_reference_kernels": run.arena_python_tflm,
+            "bundle_arena_allocates": run.bundle_arena_allocates,
+            "ram_static": run.ram_static, "stack": run.stack_bytes, "sram_measured": run.sram_bytes,
+            "instructions": round(statistics.mean(run.instructions_per_inference)),
+            "bit_exact": run.bit_exact, "inputs": n_inputs,
+            "seconds": round(time.monotonic() - start, 1)}
+
+
+def calibration(rows: list[dict]) -> dict:
+    """Cycles per instruction from the published H743 latencies, and the leave-one-out error of
+    the latency each model would have been given from the others' mean CPI."""
+    points = {r["model"]: PUBLISHED_H743_MS[r["model"]] * 1e-3 * H743_HZ / r["instructions"]
+              for r in rows if r["core"] == "cortex-m7" and r["model"] in PUBLISHED_H743_MS}
+    out = {"cpi": {k: round(v, 3) for k, v in points.items()}}
+    if len(points) >= 2:
+        errors = {}
+        for name, cpi in points.items():
+            others = statistics.mean(v for k, v in points.items() if k != name)
+            errors[name] = round(100 * (others / cpi - 1), 1)
+        out.update(mean_cpi=round(statistics.mean(points.values()), 3),
+                   leave_one_out_error_pct=errors,
+                   max_abs_error_pct=max(abs(e) for e in errors.values()))
+    return out
+
+
+def _kb(n: int) -> str:
+    return f"{n:,}"
+
+
+def render(doc: dict) -> str:
+    lines = ["# Emulated Cortex-M: TFLM + CMSIS-NN in QEMU", "", doc["setup"], "",
+             "| model | core | flash measured | flash estimated | arena CMSIS-NN (measured) | "
+             "arena predicted | head measured / predicted | tail measured / predicted | "
+             "arena ref. kernels | bundle arena allocates | .data+.bss | stack | "
+             "instructions / inference | outputs vs host TFLM |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    for r in doc["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['core']} | failed: {r['error'][:120]} |")
+            continue
+        b = r["bit_exact"]
+        same = "bit-exact" if b.get("equal") else f"{b.get('mismatches')} differ"
+        lines.append(
+            f"| {r['model']} | {r['core']} | {_kb(r['flash_measured'])} | "
+            f"{_kb(r['flash_estimated'])} | {_kb(r['arena_measured'])} | "
+            f"{_kb(r['arena_predicted'])} | {_kb(r['head_measured'])} / "
+            f"{_kb(r['head_predicted'])} | {_kb(r['tail_measured'])} / "
+            f"{_kb(r['tail_predicted'])} | {_kb(r['arena_reference_kernels'])} | "
+            f"{'yes' if r['bundle_arena_allocates'] else 'NO'} | "
+            f"{_kb(r['ram_static']['data'] + r['ram_static']['bss'])} | {_kb(r['stack'])} | "
+            f"{r['instructions']:,} | {same} ({r['inputs']} inputs) |")
+    cal = doc.get("calibration") or {}
+    if cal.get("cpi"):
+        lines += ["", "Calibration against published latencies (TFLM + CMSIS-NN on an STM32H743 "
+                  "at 480 MHz, docs/mcunet.md §5.3): cycles per emulated instruction", "",
+                  "| model | published ms | M7 instructions | cycles / instruction | "
+                  "leave-one-out latency error |", "|---|---:|---:|---:|---:|"]
+        m7 = {r["model"]: r for r in doc["rows"] if r["core"] == "cortex-m7" and "error" not in r}
+        for name, cpi in cal["cpi"].items():
+            err = cal.get("leave_one_out_error_pct", {}).get(name)
+            lines.append(f"| {name} | {PUBLISHED_H743_MS[name]:.0f} | "
+                         f"{m7[name]['instructions']:,} | {cpi:.2f} | "
+                         f"{'' if err is None else f'{err:+.1f} %'} |")
+        if "mean_cpi" in cal:
+            lines += ["", f"Mean {cal['mean_cpi']:.2f} cycles per instruction; a latency "
+                      f"estimated from it lands within {cal['max_abs_error_pct']:.0f} % of each "
+                      "published figure (leave-one-out)."]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=list(MCU_ZOO), help="zoo models to export")
+    p.add_argument("--tflite", nargs="*", type=Path, default=list(OTHER_MODELS),
+                   help="other int8 models (default: the test models in tests/firmware_eval/data)")
+    p.add_argument("--cores", nargs="+", choices=em.CORES, default=list(em.CORES))
+    p.add_argument("--work", type=Path, help="export cache and build folders (default: temporary)")
+    p.add_argument("--inputs", type=int, default=3, help="seeded inputs compared per model")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = em.emulation_problem()
+    if problem:
+        raise SystemExit(f"bench_emulated: {problem}")
+    with tempfile.TemporaryDirectory(prefix="bench_emulated_") as tmp:
+        work = args.work or Path(tmp)
+        models = [(name, export_zoo(name, work / "exports")) for name in args.models]
+        models += [(path.stem, path) for path in args.tflite]
+        rows = []
+        for label, path in models:
+            for core in args.cores:
+                try:
+                    rows.append(bench_model(label, path, core, args.inputs, work / "emulate"))
+                except UserError as exc:  # one model's failure is a row, not the end
+                    rows.append({"model": label, "core": core, "error": str(exc)})
+                print(rows[-1], flush=True)
+    doc = {"setup": (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}; QEMU mps2-an386 "
+                     f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {em.TFLM_COMMIT} + CMSIS-NN "
+                     f"{em.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
+                     "inputs per model. Flash estimated = model file + tinyreport's runtime "
+                     "estimate; arena predicted = tinyreport's prediction with the DSP ISA's "
+                     "CMSIS-NN scratch; arena ref. kernels = the Python TFLM (x86-64)."),
+           "rows": rows, "calibration": calibration([r for r in rows if "error" not in r])}
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.results_dir / "emulated_results.json", doc)
+    write_text(args.results_dir / "emulated_results.md", render(doc))
+    print(render(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
