@@ -46,12 +46,14 @@ PUBLISHED_H743_MS = {"mcunet-in0": 51.0, "mcunet-in1": 103.0, "mcunet-in2": 642.
 H743_HZ = 480e6
 
 
-def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path) -> dict:
+def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path,
+                timeout_s: float = 240.0) -> dict:
     """One model on one core: measured in QEMU next to the predictions."""
     graph = load(path)
     pred = predict(graph, "dsp")  # Cortex-M4 and M7 both have the DSP extension
     start = time.monotonic()
-    run = em.emulate(path, core, work=work / f"{label}-{core}", n_inputs=n_inputs)
+    run = em.emulate(path, core, work=work / f"{label}-{core}", n_inputs=n_inputs,
+                     timeout_s=timeout_s)
     estimate = graph.model_bytes + runtime_estimate(graph)
     return {"model": label, "core": core, "ops": len(graph.ops),
             "flash_measured": run.flash_bytes, "flash_estimated": estimate,
@@ -64,6 +66,7 @@ def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path) ->
             "bundle_arena_allocates": run.bundle_arena_allocates,
             "ram_static": run.ram_static, "stack": run.stack_bytes, "sram_measured": run.sram_bytes,
             "instructions": round(statistics.mean(run.instructions_per_inference)),
+            "instructions_by_op_type": run.by_op_type(),
             "bit_exact": run.bit_exact, "inputs": n_inputs,
             "seconds": round(time.monotonic() - start, 1)}
 
@@ -98,7 +101,8 @@ def render(doc: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in doc["rows"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['core']} | failed: {r['error'][:120]} |")
+            why = r["error"].splitlines()[0].replace("|", "/")
+            lines.append(f"| {r['model']} | {r['core']} | failed: {why} |")
             continue
         b = r["bit_exact"]
         same = "bit-exact" if b.get("equal") else f"{b.get('mismatches')} differ"
@@ -111,6 +115,14 @@ def render(doc: dict) -> str:
             f"{'yes' if r['bundle_arena_allocates'] else 'NO'} | "
             f"{_kb(r['ram_static']['data'] + r['ram_static']['bss'])} | {_kb(r['stack'])} | "
             f"{r['instructions']:,} | {same} ({r['inputs']} inputs) |")
+    lines += ["", "Where the instructions go (Cortex-M7, one profiled inference; TFLM's profiler "
+              "hooks around each op):", "", "| model | largest op types |", "|---|---|"]
+    for r in doc["rows"]:
+        types = r.get("instructions_by_op_type") or {}
+        total = sum(types.values())
+        if r["core"] == "cortex-m7" and total:
+            top = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in list(types.items())[:4])
+            lines.append(f"| {r['model']} | {top} |")
     cal = doc.get("calibration") or {}
     if cal.get("cpi"):
         lines += ["", "Calibration against published latencies (TFLM + CMSIS-NN on an STM32H743 "
@@ -138,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cores", nargs="+", choices=em.CORES, default=list(em.CORES))
     p.add_argument("--work", type=Path, help="export cache and build folders (default: temporary)")
     p.add_argument("--inputs", type=int, default=3, help="seeded inputs compared per model")
+    p.add_argument("--timeout", type=float, default=120.0, help="QEMU seconds per model")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     return p
 
@@ -155,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, path in models:
             for core in args.cores:
                 try:
-                    rows.append(bench_model(label, path, core, args.inputs, work / "emulate"))
+                    rows.append(bench_model(label, path, core, args.inputs, work / "emulate",
+                                            args.timeout))
                 except UserError as exc:  # one model's failure is a row, not the end
                     rows.append({"model": label, "core": core, "error": str(exc)})
                 print(rows[-1], flush=True)
@@ -163,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {em.TFLM_COMMIT} + CMSIS-NN "
                      f"{em.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
                      "inputs per model. Flash estimated = model file + tinyreport's runtime "
-                     "estimate; arena predicted = tinyreport's prediction with the DSP ISA's "
-                     "CMSIS-NN scratch; arena ref. kernels = the Python TFLM (x86-64)."),
+                     "estimate; arena predicted = tinyreport's prediction for a Cortex-M board (the "
+                     "DSP ISA's CMSIS-NN scratch, 32-bit structs, smallest arena that allocates); "
+                     "arena ref. kernels = the Python TFLM (x86-64)."),
            "rows": rows, "calibration": calibration([r for r in rows if "error" not in r])}
     args.results_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.results_dir / "emulated_results.json", doc)

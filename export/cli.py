@@ -18,7 +18,7 @@ from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportCo
 from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows
 from tinyexport.firmware_eval.emulate import emulation_lines
-from tinyexport.firmware_eval.verdicts import budget_line
+from tinyexport.firmware_eval.verdicts import budget_line, latency_text
 from tinyexport.log import setup_logging
 from tinyexport.quantize.layer_report import render_layer_table
 from tinyexport.train.checkpoint import describe_checkpoint
@@ -213,6 +213,8 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
         word = "fits" if board["fits"] else "DOES NOT FIT"
         lines.append(f"  {board['board']}: {word} — {budget_line(board)}"
                      + (f" ({board['basis']})" if "basis" in board else " (predicted)"))
+        if "latency_ms" in board:
+            lines.append(f"  {board['board']} latency: {latency_text(board)}")
     return lines
 
 

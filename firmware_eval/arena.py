@@ -109,7 +109,50 @@ DEFAULT_BUILTIN_DATA = 8
 # tail of a two-output model with a 1-byte MEAN params struct before each of two FCs was predicted
 # 16 B low (random multi-output sweep, 2026-11; measured 2400 B, predicted 2384 B).
 BUILTIN_ALIGN = {"FULLY_CONNECTED": 8}
-_DTYPE_BYTES = {"int16": 2, "float32": 4}  # TfLiteTypeGetSize of an LSTM cell state
+_DTYPE_BYTES = {"int16": 2, "float32": 4}
+
+@dataclass(frozen=True)
+class Sizes:
+    """The struct sizes the tail depends on, for one kind of target (the host that the Python
+    TFLM runs on, or a 32-bit microcontroller)."""
+
+    fixed_tail: int       # the allocator objects and other unitemised bytes
+    eval_tensor: int      # sizeof(TfLiteEvalTensor)
+    node: int             # sizeof(NodeAndRegistration)
+    pointer: int          # the interpreter's input/output TfLiteTensor* arrays
+    scratch_handle: int   # sizeof(ScratchBufferHandle)
+    io_tensor: int        # persistent TfLiteTensor of a model input/output
+    affine_quant: int     # sizeof(TfLiteAffineQuantization)
+    zero_point_align: int
+    op_data: dict = field(default_factory=dict)  # OpData sizes that differ from OP_DATA
+    arena_slack: int = 0  # the smallest arena_size that allocates, over head + tail
+
+
+HOST = Sizes(FIXED_TAIL, EVAL_TENSOR, NODE, 8, SCRATCH_HANDLE, IO_TENSOR - 32, 24, 8)
+# 32-bit Cortex-M with CMSIS-NN kernels, measured in QEMU (firmware_eval/emulate.py, the
+# recording allocator's bytes per type; benchmarks/results/emulated_results.md): 12 B eval
+# tensors, 32 B nodes, 4 B pointers and scratch handles, 32 B I/O tensors with a 12 B
+# quantization struct, and the OpData of CMSIS-NN's kernels (conv, depthwise, add: 60 B; pooling:
+# 36 B; solved from the per-op-type totals of 9 zoo/test models). fixed_tail: the smallest value
+# for which no measured model is under-predicted (zoo exports over by 0-56 B); ops not measured
+# keep the host's (larger, 64-bit) OpData. arena_slack: on every measured model the smallest
+# arena that allocates was head + tail + 12 B (the bisection in QEMU, byte exact).
+CORTEX_M = Sizes(88, 12, 32, 4, 4, 32, 12, 4,
+                 {"CONV_2D": 60, "DEPTHWISE_CONV_2D": 60, "ADD": 60, "AVERAGE_POOL_2D": 36,
+                  "MAX_POOL_2D": 36}, arena_slack=12)
+# Boards whose kernels are CMSIS-NN (``Board.isa``) get CORTEX_M; xtensa (ESP-NN) keeps the host
+# sizes: its 32-bit OpData were never measured.
+_SIZES_BY_ISA = {"dsp": CORTEX_M, "mve": CORTEX_M, "none": CORTEX_M}
+
+
+def sizes_for(isa: str | None) -> Sizes:
+    """The struct sizes of a board ISA's build (the host's without a board)."""
+    return _SIZES_BY_ISA.get(isa or "", HOST)
+
+
+def op_data(op: Op, sizes: Sizes = HOST) -> int:
+    return sizes.op_data.get(op.opcode, OP_DATA.get(op.opcode, DEFAULT_OP_DATA))
+  # TfLiteTypeGetSize of an LSTM cell state
 _CONV_LIKE = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
 # Kernels that call CreateWritableTensorDimsWithCopy on their output in Prepare (tflite-micro
 # @90b983c2: batch_matmul_common.cc, depth_to_space.cc, space_to_depth.cc, gather.cc,
@@ -235,7 +278,8 @@ def cmsis_scratch(graph: Graph, isa: str) -> dict[int, int]:
 
 
 def predict(graph: Graph, isa: str | None = None) -> ArenaPrediction:
-    """Predicted arena. ``isa`` (``dsp``/``mve``/``none``/``xtensa``) adds CMSIS-NN scratch."""
+    """Predicted arena. ``isa`` (``dsp``/``mve``/``none``/``xtensa``) adds CMSIS-NN scratch and
+    switches the tail to the 32-bit struct sizes measured on Cortex-M (:data:`CORTEX_M`)."""
     scratch = reference_scratch(graph)
     if isa is not None:
         for op_index, size in cmsis_scratch(graph, isa).items():
@@ -247,10 +291,13 @@ def predict(graph: Graph, isa: str | None = None) -> ArenaPrediction:
     live = planner.live_bytes(online, len(graph.ops))
     rows = tuple(_row(graph, op, live[op.index + 1], sum(scratch.get(op.index, [])))
                  for op in graph.ops)
-    tail = predict_tail(graph, scratch)
-    peak = max(planning_peak(graph, scratch, len(buffers)), prepare_peak(graph, scratch))
+    sizes = sizes_for(isa)
+    tail = predict_tail(graph, scratch, sizes)
+    peak = max(planning_peak(graph, scratch, len(buffers), sizes),
+               prepare_peak(graph, scratch, sizes))
     return ArenaPrediction(head, tail, max(live, default=0), planner.linear_size(online),
-                           scratch, rows, tuple(offsets), max(head + tail, peak))
+                           scratch, rows, tuple(offsets),
+                           max(head + tail + sizes.arena_slack, peak))
 
 
 # Temp section of MicroAllocator::CommitStaticMemoryPlan (micro_allocator.cc), x86-64 sizes.
@@ -260,7 +307,8 @@ ALLOCATION_INFO = 32  # sizeof(AllocationInfo) (micro_allocation_info.h)
 PLANNER_PER_BUFFER = 40  # GreedyMemoryPlanner::per_buffer_size() (greedy_memory_planner.h)
 
 
-def planning_peak(graph: Graph, scratch: dict[int, list[int]], n_planned: int) -> int:
+def planning_peak(graph: Graph, scratch: dict[int, list[int]], n_planned: int,
+                  sizes: Sizes = HOST) -> int:
     """Arena needed while ``CommitStaticMemoryPlan`` runs (tflite-micro#2738): the tail at that
     point (all but the interpreter's I/O arrays and tensors, allocated after it) plus, from the
     arena start, the scratch-request head (``16 * (requests + kMaxScratchBuffersPerOp)`` B,
@@ -275,7 +323,7 @@ def planning_peak(graph: Graph, scratch: dict[int, list[int]], n_planned: int) -
     n_tensors = sum(graph.extra.get("subgraph_tensor_counts", [len(graph.tensors)]))
     temp = (SCRATCH_REQUEST * (n_req + MAX_SCRATCH_PER_OP) + 8 * graph.num_subgraphs
             + ALLOCATION_INFO * (n_tensors + n_req))
-    tail = _tail_before_io(graph, scratch)
+    tail = _tail_before_io(graph, scratch, sizes)
     return planner.align_up(planner.align_up(tail) + planner.align_up(temp)
                             + PLANNER_PER_BUFFER * n_planned)
 
@@ -289,16 +337,16 @@ AFFINE_QUANT = 24  # sizeof(TfLiteAffineQuantization), 8-byte aligned; then 4 + 
 _PREPARE_TWICE = {"CONV_2D": (0, 1), "DEPTHWISE_CONV_2D": (0, 1), "TRANSPOSE_CONV": (2, 1)}
 
 
-def prepare_peak(graph: Graph, scratch: dict[int, list[int]]) -> int:
+def prepare_peak(graph: Graph, scratch: dict[int, list[int]], sizes: Sizes = HOST) -> int:
     """Arena needed while the ops' ``Prepare`` run: the scratch-request head (``16 * (requests so
     far + kMaxScratchBuffersPerOp)`` B), then the op's temp TfLiteTensors (each 64 B plus, when
     quantized, 24 B and a ``4 + 4 n`` B zero-point array) above it, and the tail so far (every
     Init, the Prepare buffers up to this op's) below the top. Above the recorded total for tiny
     models (a single 1x1 conv on 8x8x3: 1688 B measured, 1696 B predicted, total 1408 B). Kernels
     allocate every input and output at most once at a time, except :data:`_PREPARE_TWICE`."""
-    t, requests, peak = _tail_after_init(graph), 0, 0
+    t, requests, peak = _tail_after_init(graph, sizes), 0, 0
     for op in graph.ops:
-        for size in prepare_buffers(graph, op):
+        for size in prepare_buffers(graph, op, sizes):
             t = planner.align_up(t + size)
         temps = 0
         for i in _temp_tensors(op):
@@ -327,7 +375,7 @@ def _after_temp_tensor(cursor: int, tensor) -> int:
     return cursor
 
 
-def persistent_buffers(graph: Graph) -> list[int]:
+def persistent_buffers(graph: Graph, sizes: Sizes = HOST) -> list[int]:
     """Sizes of the ``AllocatePersistentBuffer`` calls (16-byte aligned in the tail) in the order
     TFLM makes them: the interpreter's input/output pointer arrays first in the list (allocated
     last, see :func:`predict_tail`; ``micro_interpreter.cc``, 8 B per tensor), then every op's
@@ -337,13 +385,13 @@ def persistent_buffers(graph: Graph) -> list[int]:
     TfLiteEvalTensor, a ``4 + 4 * rank`` B dims array and the operand's data, for the RHS unless
     ``adj_y`` and for the LHS when ``adj_x``); the output dims copies of the _WRITABLE_DIMS ops.
     The order matters: the first buffer absorbs the misalignment left before it."""
-    init = [OP_DATA.get(op.opcode, DEFAULT_OP_DATA) for op in graph.ops]
-    prepare = [n for op in graph.ops for n in prepare_buffers(graph, op)]
-    io_arrays = [8 * len(graph.inputs), 8 * len(graph.outputs)]
+    init = [op_data(op, sizes) for op in graph.ops]
+    prepare = [n for op in graph.ops for n in prepare_buffers(graph, op, sizes)]
+    io_arrays = [sizes.pointer * len(graph.inputs), sizes.pointer * len(graph.outputs)]
     return io_arrays + [n for n in init + prepare if n]
 
 
-def prepare_buffers(graph: Graph, op: Op) -> list[int]:
+def prepare_buffers(graph: Graph, op: Op, sizes: Sizes = HOST) -> list[int]:
     """The ``AllocatePersistentBuffer`` sizes of one op's ``Prepare`` (see
     :func:`persistent_buffers`), in call order; zero sizes are left out."""
     pc = per_channel_bytes(graph, op)
@@ -354,7 +402,7 @@ def prepare_buffers(graph: Graph, op: Op) -> list[int]:
                               (1, not op.option("adj_y", False))):
             if transposed and op.inputs[k] >= 0:
                 t = graph.tensors[op.inputs[k]]
-                out += [EVAL_TENSOR, 4 + 4 * len(t.shape), t.nbytes]
+                out += [sizes.eval_tensor, 4 + 4 * len(t.shape), t.nbytes]
     if op.opcode in _WRITABLE_DIMS and op.outputs and op.outputs[0] >= 0:
         # micro/kernels/kernel_util.cc CreateWritableTensorDimsWithCopy: a persistent
         # TfLiteIntArray (4 + 4 * rank B) for the output dims.
@@ -362,7 +410,7 @@ def prepare_buffers(graph: Graph, op: Op) -> list[int]:
     return [n for n in out if n]
 
 
-def predict_tail(graph: Graph, scratch: dict[int, list[int]]) -> int:
+def predict_tail(graph: Graph, scratch: dict[int, list[int]], sizes: Sizes = HOST) -> int:
     """Persistent bytes (see module docstring), replaying the order of the tail allocations.
 
     ``SingleArenaBufferAllocator::AllocatePersistentBuffer`` moves the tail down to
@@ -378,22 +426,23 @@ def predict_tail(graph: Graph, scratch: dict[int, list[int]]) -> int:
     mnist_lstm, micro_speech_lstm, dtln, pytorch mobilenet_v2): 71 models, since the builtin
     structs are replayed with their 4-byte alignment and FULLY_CONNECTED's is 32 B.
     """
-    t = _tail_before_io(graph, scratch)
+    t = _tail_before_io(graph, scratch, sizes)
     # micro_interpreter.cc AllocateTensors: the input TfLiteTensor* array, the input tensors, then
     # the output array and the output tensors.
-    for size, io in zip(persistent_buffers(graph)[:2], (graph.inputs, graph.outputs), strict=True):
+    for size, io in zip(persistent_buffers(graph, sizes)[:2], (graph.inputs, graph.outputs),
+                        strict=True):
         t = planner.align_up(t + size)
-        t += sum(io_tensor_bytes(graph.tensors[i]) for i in io)
+        t += sum(io_tensor_bytes(graph.tensors[i], sizes) for i in io)
     return planner.align_up(t)
 
 
-def _tail_before_io(graph: Graph, scratch: dict[int, list[int]]) -> int:
+def _tail_before_io(graph: Graph, scratch: dict[int, list[int]], sizes: Sizes = HOST) -> int:
     """The tail when ``FinishModelAllocation`` returns (before the interpreter's I/O arrays)."""
-    t = _tail_after_init(graph)
+    t = _tail_after_init(graph, sizes)
     for op in graph.ops:
-        for size in prepare_buffers(graph, op):
+        for size in prepare_buffers(graph, op, sizes):
             t = planner.align_up(t + size)
-    t += SCRATCH_HANDLE * sum(len(v) for v in scratch.values())
+    t += sizes.scratch_handle * sum(len(v) for v in scratch.values())
     # Variable tensors (e.g. LSTM state) not placed by an offline plan: CommitStaticMemoryPlan ->
     # AllocateVariables puts each in the tail, 16-byte aligned (micro_allocator.cc).
     offline = graph.offline_offsets
@@ -404,17 +453,17 @@ def _tail_before_io(graph: Graph, scratch: dict[int, list[int]]) -> int:
     return t
 
 
-def _tail_after_init(graph: Graph) -> int:
+def _tail_after_init(graph: Graph, sizes: Sizes = HOST) -> int:
     """The tail after every op's ``Init`` (before the first ``Prepare``): fixed objects, eval
     tensors, NodeAndRegistrations, builtin-options structs, OpData."""
-    t = FIXED_TAIL + EVAL_TENSOR * len(graph.tensors) + NODE * len(graph.ops)
+    t = sizes.fixed_tail + sizes.eval_tensor * len(graph.tensors) + sizes.node * len(graph.ops)
     for op in graph.ops:
         # MicroBuiltinDataAllocator::Allocate(size, alignof(T)) (micro_allocator.cc) moves the
         # tail down to a multiple of alignof(T): 4 for the int/float/enum structs, 1 for the
         # bool-only ones (TfLiteReducerParams, TfLiteBatchMatMulParams, resize-nearest: < 4 B).
         t = _after_builtin(t, op.opcode)
     for op in graph.ops:
-        size = OP_DATA.get(op.opcode, DEFAULT_OP_DATA)
+        size = op_data(op, sizes)
         t = planner.align_up(t + size) if size else t
     return t
 
@@ -425,13 +474,14 @@ def _after_builtin(t: int, opcode: str) -> int:
     return planner.align_up(t, BUILTIN_ALIGN.get(opcode, 4 if size >= 4 else 1)) + size
 
 
-def io_tensor_bytes(tensor) -> int:
+def io_tensor_bytes(tensor, sizes: Sizes = HOST) -> int:
     """Persistent TfLiteTensor of a model input/output (64 B) plus its quantization data
     (micro_allocator.cc ``InitializeTfLiteTensorFromFlatbuffer``: a 24 B TfLiteAffineQuantization
     and the ``4 + 4 n`` B int zero-point array, 8-aligned; 32 B per-tensor, none when the tensor
     is not quantized, e.g. an ARG_MAX index output)."""
     n = len(tensor.quant.scales)
-    return IO_TENSOR - 32 + (24 + planner.align_up(4 + 4 * n, 8) if n else 0)
+    return sizes.io_tensor + (sizes.affine_quant
+                              + planner.align_up(4 + 4 * n, sizes.zero_point_align) if n else 0)
 
 
 def _row(graph: Graph, op: Op, live: int, scratch: int) -> OpRow:

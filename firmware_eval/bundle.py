@@ -49,8 +49,8 @@ def _c_array(data: bytes) -> str:
 @dataclass(frozen=True)
 class ArenaBasis:
     """What the bundle's arena figure covers: TFLM's reference kernels, or a board's predicted
-    CMSIS-NN scratch on top (predicted per op, docs/tflm_memory.md §5; never measured, the Python
-    TFLM runtime runs reference kernels)."""
+    CMSIS-NN scratch on top (predicted per op, docs/tflm_memory.md §5) with the 32-bit struct
+    sizes; both checked in QEMU on Cortex-M4/M7 (``tinyexport --board B --emulate``)."""
 
     board: str | None = None
     isa: str | None = None
@@ -62,8 +62,8 @@ class ArenaBasis:
                     "extra scratch,\n// not included: see `tinyreport MODEL.tflite --board B`.")
         ref = f"; {self.reference_bytes} B with reference kernels" if self.reference_bytes else ""
         return (f"// Includes the predicted CMSIS-NN scratch for board {self.board} (ISA "
-                f"{self.isa or '?'}){ref}.\n// The scratch is predicted per op, not measured "
-                "(the host TFLM runs reference kernels).")
+                f"{self.isa or '?'}){ref}.\n// Predicted per op for a 32-bit build; "
+                "`tinyexport --board B --emulate` measures it in QEMU (Cortex-M4/M7).")
 
 
 def write_bundle(out_dir: Path, model: bytes, graph: Graph, predicted_total: int,

@@ -25,6 +25,7 @@ from tinyexport.firmware_eval.verdicts import (
     RUNTIME_BASIS,
     board_names,
     board_verdicts,
+    latency_text,
     measured_verdicts,
     runtime_estimate,
 )
@@ -141,7 +142,8 @@ def render(report: dict) -> str:
                      f"SRAM {v['sram_needed']:,}/{v['sram_budget']:,} (margin "
                      f"{v['sram_margin']:,}), flash {v['flash_needed']:,}/{v['flash_budget']:,} "
                      f"(margin {v['flash_margin']:,})"
-                     + (f" — {v['basis']}" if "basis" in v else " — predicted"))
+                     + (f" — {v['basis']}" if "basis" in v else " — predicted")
+                     + (f"; {latency_text(v)}" if "latency_ms" in v else ""))
     lines += [f"note: {n}" for n in report.get("notes", [])]
     lines += [f"error: {e}" for e in report.get("errors", [])]
     return "\n".join(lines)

@@ -85,6 +85,33 @@ def board_clock_hz(board: str) -> float | None:
     return float(match.group(1)) * 1e6 if match else None
 
 
+# Cycles per emulated instruction on a Cortex-M7: published TFLM + CMSIS-NN latencies of five zoo
+# models on an STM32H743 at 480 MHz (docs/mcunet.md §5.3) over our QEMU Cortex-M7 instruction
+# counts of the same models: 0.78-0.82, leave-one-out latency error at most 3.8 %
+# (benchmarks/results/emulated_results.md). No published figure calibrates the Cortex-M4.
+CYCLES_PER_INSTRUCTION = {"cortex-m7": 0.80}
+LATENCY_BASIS = ("instructions x 0.80 cycles each, calibrated on published STM32H743 latencies "
+                 "(within 4 %); other memory systems differ")
+
+
+def latency_ms(board: str, run: dict) -> float | None:
+    """Estimated latency of one inference on ``board`` from an emulation ``run`` of its core
+    (None where the core is not calibrated or the board's clock is not known)."""
+    cpi, hz = CYCLES_PER_INSTRUCTION.get(run["core"]), board_clock_hz(board)
+    if cpi is None or hz is None:
+        return None
+    return run["instructions_mean"] * cpi / hz * 1e3
+
+
+def latency_text(v: dict) -> str:
+    """``≈1,875 ms per inference (basis)`` for a verdict with a latency estimate, else ""."""
+    if "latency_ms" not in v:
+        return ""
+    ms = v["latency_ms"]
+    figure = f"{ms:,.0f}" if ms >= 10 else f"{ms:.2f}"
+    return f"≈{figure} ms per inference ({v['latency_basis']})"
+
+
 def measured_verdicts(predicted: Sequence[dict], emulated: dict[str, dict]) -> list[dict]:
     """``predicted`` board verdicts with SRAM and flash replaced by the emulation of the board's
     core where one ran (``emulated``: core -> ``EmulationResult.summary()``); the analytic
@@ -98,5 +125,8 @@ def measured_verdicts(predicted: Sequence[dict], emulated: dict[str, dict]) -> l
         m = verdict(v["board"], run["sram_bytes"], run["flash_bytes"]).as_dict()
         m.update(isa=v.get("isa"), basis=f"measured: {run['core']} in QEMU {run['machine']}",
                  predicted={"sram_needed": v["sram_needed"], "flash_needed": v["flash_needed"]})
+        ms = latency_ms(v["board"], run)
+        if ms is not None:
+            m.update(latency_ms=round(ms, 1), latency_basis=LATENCY_BASIS)
         out.append(m)
     return out

@@ -38,7 +38,7 @@ def test_arena_header_says_which_kernels(tmp_path):
     assert "reference kernels" in plain and "may need extra scratch" in plain
     board = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board="stm32f746")
     text = (board / "arena_size.h").read_text()
-    assert "CMSIS-NN scratch for board stm32f746" in text and "not measured" in text
+    assert "CMSIS-NN scratch for board stm32f746" in text and "--emulate" in text
     assert "No training preprocessing" in (board / "preprocess.h").read_text()
 
 

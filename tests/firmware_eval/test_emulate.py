@@ -63,7 +63,7 @@ def test_flash_split_from_map():
     assert flash["padding"] == 0x8  # and the merged string sharing 0x2800 counted once
     assert flash["total"] == 0x1800 + 0x200 + 0x380 + 0x70 + 0x98 + 0x300 + 0x8
     assert flash["total_without_test_inputs"] == flash["total"] - 0x300
-    assert ram == {"data": 0x10, "bss": 0x40, "bss_emulator_arena": 0x800}
+    assert ram == {"data": 0x10, "bss": 0x40, "bss_emulator": 0x800}
 
 
 def test_parse_output():
@@ -127,7 +127,8 @@ def test_board_core_and_clock():
 
 
 def _run_summary(core: str, sram: int, flash: int) -> dict:
-    return {"core": core, "machine": em.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash}
+    return {"core": core, "machine": em.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash,
+            "instructions_mean": 2_160_000}
 
 
 def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only():
@@ -141,6 +142,7 @@ def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only():
     assert f746["sram_margin"] == 320 * 1024 - 400_000
     assert f746["predicted"] == {"sram_needed": 100, "flash_needed": 200}
     assert f746["basis"] == "measured: cortex-m7 in QEMU mps2-an500"
+    assert f746["latency_ms"] == 8.0  # 2.16 M instructions x 0.80 cycles at 216 MHz
     assert f412 is predicted[1] and rp is predicted[2]
 
 
@@ -201,6 +203,9 @@ def test_every_op_output_matches_the_host(models, tmp_path):
     assert sections["by_type"]["eval_tensors"]["bytes"] == 12 * sections["by_type"][
         "eval_tensors"]["count"]  # sizeof(TfLiteEvalTensor) on a 32-bit core
     assert 0 < res.stack_bytes < 64 * 1024
+    ops = res.op_instructions  # the profiled Invoke: one row per op, adding up to the total
+    assert len(ops) == 12 and {name for name, _ in ops} >= {"CONV_2D", "DEPTHWISE_CONV_2D"}
+    assert 0.9 < sum(n for _, n in ops) / res.instructions_per_inference[0] < 1.1
 
 
 def test_first_mismatch_in_execution_order():
@@ -210,3 +215,16 @@ def test_first_mismatch_in_execution_order():
     assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["23", "4"], 2: ["0", "8"]}) == (1, 7)
     assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"]}) == (2, 9)
     assert em.first_mismatch(pairs, host, {0: ["11", "2"], 1: ["22", "4"]}) == (0, 5)
+
+
+def test_latency_only_where_calibrated():
+    from tinyexport.firmware_eval.verdicts import latency_ms, measured_verdicts
+
+    m7 = {**_run_summary("cortex-m7", 1, 1), "instructions_mean": 270_000_000}
+    assert latency_ms("stm32f746", m7) == pytest.approx(270e6 * 0.80 / 216e6 * 1e3)
+    assert latency_ms("stm32f765", m7) is None  # no clock in the board profile
+    m4 = {**_run_summary("cortex-m4", 1, 1), "instructions_mean": 1}
+    assert latency_ms("stm32f412", m4) is None  # no published M4 figure to calibrate on
+    v = measured_verdicts([{"board": "stm32f746", "sram_needed": 1, "flash_needed": 1}],
+                          {"cortex-m7": m7})[0]
+    assert v["latency_ms"] == 1000.0 and "calibrated" in v["latency_basis"]
