@@ -106,6 +106,9 @@ def render(doc: dict) -> str:
             continue
         b = r["bit_exact"]
         same = "bit-exact" if b.get("equal") else f"{b.get('mismatches')} differ"
+        if b.get("first_difference"):
+            first = b["first_difference"]
+            same += f", first at op #{first['op']} {first['opcode']}"
         lines.append(
             f"| {r['model']} | {r['core']} | {_kb(r['flash_measured'])} | "
             f"{_kb(r['flash_estimated'])} | {_kb(r['arena_measured'])} | "

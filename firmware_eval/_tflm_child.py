@@ -189,17 +189,19 @@ def _write(path: str, obj: dict) -> None:
 
 
 def run_op_crcs(req: dict) -> None:
-    """TFLM keeping every tensor, one input row: the CRC-32 and byte count of each listed op
-    output (what the emulated firmware prints in its localize build)."""
+    """TFLM keeping every tensor, the input rows in order: the CRC-32 and byte count of each
+    listed op output after the last (what the emulated firmware prints in its localize build)."""
     from tflite_micro.python.tflite_micro import runtime
 
-    x = np.load(req["inputs"])[:1]
+    rows = np.load(req["inputs"])
     tflm = runtime.Interpreter.from_file(
         req["model"], arena_size=req["arena_size"],
         intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    for k, arr in enumerate(_row_inputs(x[0], _io(req["model"])[0])):
-        tflm.set_input(arr, k)
-    tflm.invoke()
+    specs = _io(req["model"])[0]
+    for x in rows:  # in order: variable tensors carry state from one row to the next
+        for k, arr in enumerate(_row_inputs(x, specs)):
+            tflm.set_input(arr, k)
+        tflm.invoke()
     crcs = []
     for op_index, tensor in req["op_outputs"]:
         data = np.ascontiguousarray(tflm.GetTensor(tensor, 0)["tensor_data"]).tobytes()

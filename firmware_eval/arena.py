@@ -126,6 +126,7 @@ class Sizes:
     zero_point_align: int
     op_data: dict = field(default_factory=dict)  # OpData sizes that differ from OP_DATA
     arena_slack: int = 0  # the smallest arena_size that allocates, over head + tail
+    cmsis_nn: bool = False  # CMSIS-NN kernels' own Prepare buffers (LSTM kernel sums)
 
 
 HOST = Sizes(FIXED_TAIL, EVAL_TENSOR, NODE, 8, SCRATCH_HANDLE, IO_TENSOR - 32, 24, 8)
@@ -133,13 +134,16 @@ HOST = Sizes(FIXED_TAIL, EVAL_TENSOR, NODE, 8, SCRATCH_HANDLE, IO_TENSOR - 32, 2
 # recording allocator's bytes per type; benchmarks/results/emulated_results.md): 12 B eval
 # tensors, 32 B nodes, 4 B pointers and scratch handles, 32 B I/O tensors with a 12 B
 # quantization struct, and the OpData of CMSIS-NN's kernels (conv, depthwise, add: 60 B; pooling:
-# 36 B; solved from the per-op-type totals of 9 zoo/test models). fixed_tail: the smallest value
+# 36 B; solved from the per-op-type totals of 9 zoo/test models; LSTM: 880 B, the smallest value
+# that covers TFLM's mnist_lstm example, whose kernel also keeps eight int32 kernel-sum arrays of
+# the state width, :func:`prepare_buffers`). fixed_tail: the smallest value
 # for which no measured model is under-predicted (zoo exports over by 0-56 B); ops not measured
 # keep the host's (larger, 64-bit) OpData. arena_slack: on every measured model the smallest
 # arena that allocates was head + tail + 12 B (the bisection in QEMU, byte exact).
 CORTEX_M = Sizes(88, 12, 32, 4, 4, 32, 12, 4,
                  {"CONV_2D": 60, "DEPTHWISE_CONV_2D": 60, "ADD": 60, "AVERAGE_POOL_2D": 36,
-                  "MAX_POOL_2D": 36}, arena_slack=12)
+                  "MAX_POOL_2D": 36, "UNIDIRECTIONAL_SEQUENCE_LSTM": 880},
+                 arena_slack=12, cmsis_nn=True)
 # Boards whose kernels are CMSIS-NN (``Board.isa``) get CORTEX_M; xtensa (ESP-NN) keeps the host
 # sizes: its 32-bit OpData were never measured.
 _SIZES_BY_ISA = {"dsp": CORTEX_M, "mve": CORTEX_M, "none": CORTEX_M}
@@ -403,6 +407,13 @@ def prepare_buffers(graph: Graph, op: Op, sizes: Sizes = HOST) -> list[int]:
             if transposed and op.inputs[k] >= 0:
                 t = graph.tensors[op.inputs[k]]
                 out += [sizes.eval_tensor, 4 + 4 * len(t.shape), t.nbytes]
+    if sizes.cmsis_nn and op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 18 \
+            and op.inputs[18] >= 0:
+        # kernels/cmsis_nn/unidirectional_sequence_lstm.cc: eight kernel-sum arrays of the
+        # state dimension (hidden state dims[1]) x sizeof(bias type) (int32 for int8 models).
+        hidden = graph.tensors[op.inputs[18]].shape
+        bias = 8 if graph.tensors[op.inputs[0]].dtype == "int16" else 4
+        out += [bias * hidden[-1]] * 8 if hidden else []
     if op.opcode in _WRITABLE_DIMS and op.outputs and op.outputs[0] >= 0:
         # micro/kernels/kernel_util.cc CreateWritableTensorDimsWithCopy: a persistent
         # TfLiteIntArray (4 + 4 * rank B) for the output dims.

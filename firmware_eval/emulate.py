@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,8 +174,9 @@ static bool allocates(size_t size) {
 }
 
 #ifdef EMU_LOCALIZE_ROW
-// Localize: every tensor kept (TFLM's preserve_all_tensors); one input row; the CRC-32 of each
-// op's first output, for the host to compare with the reference kernels op by op.
+// Localize: every tensor kept (TFLM's preserve_all_tensors); inputs 0..EMU_LOCALIZE_ROW in order
+// (variable tensors such as LSTM state carry over, as in the measuring run); the CRC-32 of each
+// op's first output after the last, for the host to compare with the reference kernels op by op.
 static uint32_t crc32(const uint8_t* p, size_t n) {
   uint32_t c = 0xFFFFFFFFu;
   for (size_t i = 0; i < n; ++i) {
@@ -191,9 +193,10 @@ int main() {
                                                     nullptr, nullptr, true);
   if (in->AllocateTensors() != kTfLiteOk) { printf("emu: no arena for localize\n"); return 3; }
   TfLiteTensor* input = in->input(0);
-  for (size_t i = 0; i < kEmuInputBytes; ++i)
-    input->data.int8[i] = g_emu_inputs[EMU_LOCALIZE_ROW][i];
-  if (in->Invoke() != kTfLiteOk) { printf("emu: Invoke failed\n"); return 5; }
+  for (int row = 0; row <= EMU_LOCALIZE_ROW; ++row) {
+    for (size_t i = 0; i < kEmuInputBytes; ++i) input->data.int8[i] = g_emu_inputs[row][i];
+    if (in->Invoke() != kTfLiteOk) { printf("emu: Invoke failed\n"); return 5; }
+  }
   const auto* ops = model->subgraphs()->Get(0)->operators();
   for (uint32_t i = 0; i < ops->size(); ++i) {
     const auto* outs = ops->Get(i)->outputs();
@@ -216,7 +219,10 @@ int main() {
   printf("emu calib_ticks: %llu\n", (unsigned long long)(ticks() - t0));
   printf("emu bundle_arena_allocates: %d\n", allocates(kTensorArenaSize) ? 1 : 0);
   if (!allocates(kEmuArenaMax)) { printf("emu: no arena up to %u\n", (unsigned)kEmuArenaMax); return 2; }
-  size_t lo = 0, hi = kEmuArenaMax;  // lo fails, hi allocates
+#ifndef EMU_BISECT_LO  // a rerun starts above a size at which a kernel crashed (emulate.py)
+#define EMU_BISECT_LO 0
+#endif
+  size_t lo = EMU_BISECT_LO, hi = kEmuArenaMax;  // lo fails, hi allocates
   while (hi - lo > 1) {
     size_t mid = lo + (hi - lo) / 2;
     if (allocates(mid)) hi = mid; else lo = mid;
@@ -234,6 +240,9 @@ int main() {
   printf("emu stack_used: %u\n", (unsigned)stack);
   printf("emu stack_painted: %u\n", (unsigned)kPaintBytes);
   printf("emu arena_used: %u\n", (unsigned)in->arena_used_bytes());
+  // Variable tensors (LSTM state) back to their initial values: the host runs the inputs on a
+  // fresh interpreter, without the stack measurement's extra Invoke.
+  if (in->Reset() != kTfLiteOk) { printf("emu: Reset failed\n"); return 6; }
   for (int k = 0; k < kEmuNumInputs; ++k) {
     for (size_t i = 0; i < kEmuInputBytes; ++i) input->data.int8[i] = g_emu_inputs[k][i];
     uint64_t s = ticks();
@@ -292,6 +301,7 @@ class EmulationResult:
     elf: Path
     map_file: Path
     seconds: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
     @property
     def sram_bytes(self) -> int:
@@ -326,7 +336,7 @@ class EmulationResult:
                 "instructions_per_inference": insns,
                 "instructions_mean": round(sum(insns) / len(insns)),
                 "instructions_by_op_type": self.by_op_type(),
-                "bit_exact": self.bit_exact, "inputs": len(insns),
+                "bit_exact": self.bit_exact, "inputs": len(insns), "notes": self.notes,
                 "seconds": self.seconds}
 
     def as_dict(self) -> dict:
@@ -582,7 +592,7 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
 
     build = _Build(core, bundle, work, str(tflm_src), third_party_src, q, timeout_s,
                    build_timeout_s)
-    found = build.run(work / core, seconds=seconds)
+    found = _run_bisecting(build, work / core, seconds)
     out = work / core
     rows = np.array([[int(v) for v in found["output"][k]] for k in range(n_inputs)], np.int64)
     ref_run = tflm_runner.run_tflm(model, q)
@@ -614,7 +624,8 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
         arena_python_tflm=ref_run.total,
         instructions_per_inference=insns, instructions_per_tick=round(per_tick, 3),
         outputs=rows, reference=ref, bit_exact=exact,
-        elf=out / "firmware.elf", map_file=out / "firmware.map", seconds=seconds)
+        elf=out / "firmware.elf", map_file=out / "firmware.map", seconds=seconds,
+        notes=_notes(found))
 
 
 @dataclass
@@ -656,46 +667,104 @@ class _Build:
                "none", "-serial", "none", "-semihosting-config", "enable=on,target=native",
                "-icount", "shift=0,align=off,sleep=off", "-kernel", str(out / "firmware.elf")]
         log = self.work / f"qemu_{out.name}.log"
-        try:
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
-            text, rc = run.stdout + run.stderr, run.returncode
-        except subprocess.TimeoutExpired as exc:
-            text, rc = _text(exc.stdout) + _text(exc.stderr), None
+        text, rc = _qemu(cmd, self.timeout_s)
         seconds["qemu"] = round(time.monotonic() - start, 1)
         log.write_text(" ".join(cmd) + "\n" + text)
         found = parse_output(text)
+        if (rc is None or rc == FAULT_EXIT) and "try" in found and "arena_min" not in found:
+            raise _CrashedAllocating(int(found["try"]), str(log))
         if rc is None:
-            raise UserError(f"the firmware did not finish in {self.timeout_s:.0f} s under QEMU"
-                            + _where(found) + f" (see {log})")
+            raise UserError(f"the firmware did not finish in {self.timeout_s:.0f} s under QEMU, "
+                            f"or stopped (see {log})")
         if rc != 0 or found.get("done") is None:
-            raise UserError(f"QEMU run failed (rc {rc}{_where(found)}; see {log}):\n"
+            raise UserError(f"QEMU run failed (rc {rc}; see {log}):\n"
                             f"{text[-3000:]}")
         return found
 
 
-def _text(data) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+def _notes(found: dict) -> list[str]:
+    crash = found.get("bisection_crashes_below")
+    if not crash:
+        return []
+    return [f"a kernel crashed inside AllocateTensors with a {crash:,} B arena instead of "
+            "reporting the failed allocation (on the board: a hang or fault, not an error "
+            "code, if kTensorArenaSize is too small); the bisection counted it as too small"]
 
 
-def _where(found: dict) -> str:
-    """Where a run stopped: in the arena bisection (a kernel that crashes on a too-small arena
-    instead of failing its allocation) or after it."""
-    if "try" in found and "arena_min" not in found:
-        return (f"; it stopped while allocating with a {int(found['try']):,} B arena: a kernel "
-                "crashed on an arena too small for it instead of reporting the failed allocation")
-    return ""
+class _CrashedAllocating(Exception):
+    """The firmware faulted or halted inside ``AllocateTensors`` with a too-small arena (a kernel
+    crashed instead of failing its allocation)."""
+
+    def __init__(self, size: int, log: str):
+        super().__init__(size, log)
+        self.size, self.log = size, log
+
+
+MAX_CRASH_RETRIES = 6
+
+
+def _run_bisecting(build: "_Build", out: Path, seconds: dict) -> dict:
+    """``build.run`` of the measuring driver; where a kernel crashes on a too-small arena during
+    the bisection, rebuild with the bisection starting above that size (each crash size counts as
+    "does not allocate", as TFLM would report it) and run again."""
+    lo = 0
+    for _ in range(MAX_CRASH_RETRIES):
+        try:
+            found = build.run(out, f"-DEMU_BISECT_LO={lo}" if lo else "", seconds)
+        except _CrashedAllocating as crash:
+            _log.info("a kernel crashed allocating with a %d B arena; bisecting above it",
+                      crash.size)
+            lo = crash.size
+            continue
+        if lo:
+            found["bisection_crashes_below"] = lo
+        return found
+    raise UserError(f"the firmware kept crashing inside AllocateTensors on too-small arenas (last "
+                    f"at {lo:,} B, see {build.work}); a kernel of this model does not report a "
+                    "failed allocation")
+
+
+# The exit code of the startup's fault handler (scripts/build_bundle_cortex_m.sh: Default_Handler).
+FAULT_EXIT = 120
+# QEMU's line when the guest stops for good without exiting (seen after a kernel crashed in
+# AllocateTensors; the machine then idles until killed).
+_HALTED = "HALTED"
+
+
+def _qemu(cmd: list[str], timeout_s: float) -> tuple[str, int | None]:
+    """Run QEMU; (output, exit code), or None for the code when it halted or timed out (the
+    output so far is kept)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    lines, halted = [], False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == _HALTED:
+                halted = True
+                proc.kill()
+                break
+        proc.wait()
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+    killed = halted or proc.returncode in (-9, 137)
+    return "".join(lines), None if killed else proc.returncode
 
 
 def localize(build: _Build, model: Path, graph, row: int) -> dict | None:
     """The first op whose output differs between the emulated firmware and the host TFLM on
-    input ``row``: both keep every tensor and compare each op's output by CRC-32 (op order).
-    None when every op output agrees."""
+    input ``row`` (inputs 0..row run in order on both, so state carried by variable tensors is
+    the same as in the measuring run): both keep every tensor and compare each op's output by
+    CRC-32 (op order). None when every op output agrees."""
     pred = predict(graph, "dsp")
     size = planner.align_up(pred.linear + pred.tail + (1 << 16))  # keep-every-tensor arena
     found = build.run(build.work / f"{build.core}-localize",
                       f"-DEMU_LOCALIZE_ROW={row} -DEMU_ARENA_MAX={size}")
     pairs = [(op.index, op.outputs[0]) for op in graph.ops if op.outputs and op.outputs[0] >= 0]
-    host = tflm_runner.op_output_crcs(model, build.inputs[row:row + 1], pairs, size)
+    host = tflm_runner.op_output_crcs(model, build.inputs[:row + 1], pairs, size)
     first = first_mismatch(pairs, host, found.get("op", {}))
     if first is None:
         return None
@@ -731,7 +800,7 @@ def emulation_lines(run: dict, indent: str = "") -> list[str]:
     f, s, exact = run["flash"], run["sram"], run["bit_exact"]
     same = ("bit-exact" if exact.get("equal") else
             f"{exact.get('mismatches', '?')} of {exact.get('values', '?')} values DIFFER "
-            f"(max {exact.get('max_abs_diff', '?')} LSB)")
+            f"(max {exact.get('max_abs_diff', '?')} LSB)") + f" on {run['inputs']} inputs"
     first = exact.get("first_difference")
     if first:
         same += f"; first differing op #{first['op']} {first['opcode']}"
@@ -749,8 +818,8 @@ def emulation_lines(run: dict, indent: str = "") -> list[str]:
             f".data {s['data']:,} + .bss {s['bss']:,} + stack {s['stack']:,}",
             f"{indent}  instructions per inference: {run['instructions_mean']:,} (QEMU icount: "
             "an instruction count, not cycles)" + _by_type(run),
-            f"{indent}  outputs vs TFLM reference kernels on the host: {same} on "
-            f"{run['inputs']} inputs"]
+            f"{indent}  outputs vs TFLM reference kernels on the host: {same}",
+            *(f"{indent}  note: {n}" for n in run.get("notes", []))]
 
 
 def _by_type(run: dict) -> str:

@@ -185,16 +185,18 @@ def first_difference(model: Path, x: np.ndarray, op_outputs: list[tuple[int, int
 
 def op_output_crcs(model: Path, x: np.ndarray, op_outputs: list[tuple[int, int]],
                    arena_size: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[list[int]]:
-    """``[op, crc32, bytes]`` of each ``(op, tensor)`` output in TFLM (every tensor kept) on
-    ``x[:1]``: the host side of the emulated firmware's op-by-op comparison."""
-    return _per_op_child("op_crcs", model, x, op_outputs, arena_size, timeout_s)["op_crcs"]
+    """``[op, crc32, bytes]`` of each ``(op, tensor)`` output in TFLM (every tensor kept) after
+    invoking the rows of ``x`` in order: the host side of the emulated firmware's op-by-op
+    comparison."""
+    return _per_op_child("op_crcs", model, x, op_outputs, arena_size, timeout_s,
+                         rows=len(x))["op_crcs"]
 
 
 def _per_op_child(mode: str, model: Path, x: np.ndarray, op_outputs: list[tuple[int, int]],
-                  arena_size: int, timeout_s: float) -> dict:
-    """One keep-every-tensor child run over ``op_outputs`` on ``x[:1]``; its JSON result."""
+                  arena_size: int, timeout_s: float, rows: int = 1) -> dict:
+    """One keep-every-tensor child run over ``op_outputs`` on ``x[:rows]``; its JSON result."""
     with tempfile.TemporaryDirectory() as tmp:
-        req = {"mode": mode, "model": str(model), "inputs": _save(tmp, "x.npy", x[:1]),
+        req = {"mode": mode, "model": str(model), "inputs": _save(tmp, "x.npy", x[:rows]),
                "op_outputs": op_outputs, "arena_size": int(arena_size),
                "result": f"{tmp}/result.json"}
         _child(req, timeout_s)

@@ -228,3 +228,38 @@ def test_latency_only_where_calibrated():
     v = measured_verdicts([{"board": "stm32f746", "sram_needed": 1, "flash_needed": 1}],
                           {"cortex-m7": m7})[0]
     assert v["latency_ms"] == 1000.0 and "calibrated" in v["latency_basis"]
+
+
+def test_bisection_restarts_above_a_crashing_arena(tmp_path):
+    """A kernel that crashes inside AllocateTensors on a too-small arena: the firmware is rebuilt
+    with the bisection starting above that size, and the result says so."""
+    calls = []
+
+    class Build:
+        work = tmp_path
+
+        def run(self, out, defines="", seconds=None):
+            calls.append(defines)
+            if len(calls) == 1:
+                raise em._CrashedAllocating(2376, "log")
+            return {"arena_min": "4056"}
+
+    found = em._run_bisecting(Build(), tmp_path / "out", {})
+    assert calls == ["", "-DEMU_BISECT_LO=2376"]
+    assert found["bisection_crashes_below"] == 2376
+    assert "2,376 B arena" in em._notes(found)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_SKIP is not None, reason=f"no Cortex-M emulation: {_SKIP}")
+def test_stateful_lstm_runs_and_differences_are_localized(tmp_path):
+    """TFLM's mnist_lstm example: its LSTM kernel crashes on a too-small arena (the bisection
+    goes on above it), its state carries over between inputs, and where CMSIS-NN's outputs
+    differ from the reference kernels the LSTM op is named."""
+    from pathlib import Path
+
+    model = Path(__file__).parent / "data" / "trained_lstm_int8.tflite"
+    res = em.emulate(model, "cortex-m4", work=tmp_path, n_inputs=3)
+    assert res.notes and res.arena_min > 2376
+    if not res.bit_exact["equal"]:
+        assert res.bit_exact["first_difference"]["opcode"] == "UNIDIRECTIONAL_SEQUENCE_LSTM"
