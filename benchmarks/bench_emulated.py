@@ -180,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {em.TFLM_COMMIT} + CMSIS-NN "
                      f"{em.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
                      "inputs per model. Flash estimated = model file + tinyreport's runtime "
-                     "estimate; arena predicted = tinyreport's prediction for a Cortex-M board (the "
-                     "DSP ISA's CMSIS-NN scratch, 32-bit structs, smallest arena that allocates); "
+                     "estimate (calibrated on these builds); arena predicted = tinyreport's "
+                     "prediction for a Cortex-M board (the DSP ISA's CMSIS-NN scratch, 32-bit "
+                     "structs, smallest arena that allocates); "
                      "arena ref. kernels = the Python TFLM (x86-64)."),
            "rows": rows, "calibration": calibration([r for r in rows if "error" not in r])}
     args.results_dir.mkdir(parents=True, exist_ok=True)

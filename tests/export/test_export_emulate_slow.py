@@ -27,5 +27,6 @@ def test_export_emulated_on_the_board_core(tmp_path, capsys):
     assert run["bit_exact"]["equal"] and run["bundle_arena_allocates"]
     assert fw["board"]["sram_needed"] == run["sram_bytes"]
     assert fw["board"]["flash_needed"] == run["flash_bytes"]
-    assert fw["board"]["predicted"]["flash_needed"] < run["flash_bytes"]
+    # the calibrated estimate is never below the measured firmware (less the emulator's driver)
+    assert fw["board"]["predicted"]["flash_needed"] >= run["flash_bytes"] - run["flash"]["driver"]
     assert (out / "emulation" / "cortex-m4").is_dir()
