@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tinyexport.atomic import write_json, write_text
 from tinyexport.benchmarks.bench_memory import MCU_ZOO, OTHER_MODELS, export_zoo
+from tinyexport.benchmarks.publish import write_results
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import emulate as em
 from tinyexport.firmware_eval.arena import predict
@@ -185,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                      "structs, smallest arena that allocates); "
                      "arena ref. kernels = the Python TFLM (x86-64)."),
            "rows": rows, "calibration": calibration([r for r in rows if "error" not in r])}
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    write_json(args.results_dir / "emulated_results.json", doc)
-    write_text(args.results_dir / "emulated_results.md", render(doc))
+    write_results(args.results_dir, "emulated_results", doc, render(doc))
     print(render(doc))
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyexport.atomic import write_json, write_text
+from tinyexport.benchmarks.publish import write_results
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval.arena import predict
 from tinyexport.firmware_eval.check import load
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     rows = [bench(p, args.boards, args.bitexact_inputs) for p in args.models]
-    write_json(args.out / "firmware_results.json", rows)
-    write_text(args.out / "firmware_results.md", table(rows))
+    write_results(args.out, "firmware_results", rows, table(rows))
     print(table(rows))
     return 0
 

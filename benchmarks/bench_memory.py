@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyexport.atomic import atomic_path, write_json, write_text
+from tinyexport.atomic import atomic_path
+from tinyexport.benchmarks.publish import write_results
 from tinyexport.boards import BOARDS
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.pipeline import export
@@ -177,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.machine()}, "
            f"{platform.python_version()}", "inputs": args.inputs,
            "max_mac_overhead": args.max_mac_overhead, "models": models}
-    write_json(args.out / "memory_results.json", doc)
-    write_text(args.out / "memory_results.md", render(doc))
+    write_results(args.out, "memory_results", doc, render(doc))
     if "mcunet-in3" in args.models:
         plot_per_op(args.work / "mcunet-in3" / "model_int8.tflite",
                     args.out / "memory_mcunet-in3.png", args.max_mac_overhead)

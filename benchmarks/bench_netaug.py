@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from tinyexport.atomic import write_json, write_text
+from tinyexport.benchmarks.publish import write_results
 from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.netaug.recipe import Recipe
 from tinyexport.train.netaug.run import run_training
@@ -118,8 +118,10 @@ def _step_model(name: str, model: str, resolution: int) -> torch.nn.Module:
     return build_supernet(model_spec(model, 10, resolution))
 
 
-def _time_case(name: str, amp: str | None, channels_last: bool, args, tmp: str) -> float:
-    """Seconds per step of one case: a warm-up epoch, then a timed one (fixed tensors)."""
+def step_trainer(name: str, args, steps: int, tmp: str, amp: str | None,
+                 channels_last: bool) -> Trainer:
+    """A Trainer of the ``name`` phase (:data:`PHASES`) on ``steps`` copies of one fixed batch
+    (``args``: model, resolution, batch_size, device), its task's epoch 0 started."""
     x = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
     y = torch.randint(0, 10, (args.batch_size,))
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -129,10 +131,16 @@ def _time_case(name: str, amp: str | None, channels_last: bool, args, tmp: str) 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     cfg = TrainConfig(epochs=1, out_dir=tmp, device=args.device, amp=amp,
                       channels_last=channels_last, progress=False)
-    trainer = Trainer(model, task, [(x, y)] * args.steps, opt, None, cfg)
-    if args.device == "cuda":
-        torch.backends.cudnn.benchmark = task.cudnn_benchmark(0)
+    trainer = Trainer(model, task, [(x, y)] * steps, opt, None, cfg)
     task.on_epoch_start(model, 0)
+    return trainer
+
+
+def _time_case(name: str, amp: str | None, channels_last: bool, args, tmp: str) -> float:
+    """Seconds per step of one case: a warm-up epoch, then a timed one (fixed tensors)."""
+    trainer = step_trainer(name, args, args.steps, tmp, amp, channels_last)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = trainer.task.cudnn_benchmark(0)
     trainer.train_one_epoch(0)  # warm-up: allocator, cuDNN heuristics / autotuning
     _sync(args.device)
     start = time.perf_counter()
@@ -311,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     report["runs"] = accuracy_runs(args) if run_accuracy else []
     stem = "netaug_results" if args.device == "cpu" and args.profile == "default" else \
         f"netaug_{args.profile}_{args.device}_results"
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    write_json(args.results_dir / f"{stem}.json", report)
-    write_text(args.results_dir / f"{stem}.md", render(report))
+    write_results(args.results_dir, stem, report, render(report))
     print(render(report))
     return 0
 

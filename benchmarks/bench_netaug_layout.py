@@ -29,10 +29,9 @@ import time
 import torch
 from torch.nn import functional as F
 
-from tinyexport.benchmarks.bench_netaug import PHASES, _step_model, _sync
+from tinyexport.benchmarks.bench_netaug import _sync, step_trainer
 from tinyexport.train.netaug import layers
-from tinyexport.train.netaug.task import NetAugTask
-from tinyexport.train.trainer import TrainConfig, Trainer
+from tinyexport.train.trainer import Trainer
 
 VARIANTS = ("nchw", "cl", "cl_bench", "cl_dw_cudnn", "cl_nchw_weight")
 
@@ -57,16 +56,7 @@ def _variant(name: str):
 
 
 def _trainer(args, channels_last: bool, steps: int, tmp: str) -> Trainer:
-    x = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
-    y = torch.randint(0, 10, (args.batch_size,))
-    model = _step_model(f"netaug_{args.phase}", args.model, args.resolution)
-    task = NetAugTask(torch.nn.CrossEntropyLoss(), 2, PHASES[f"netaug_{args.phase}"])
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    cfg = TrainConfig(epochs=1, out_dir=tmp, device=args.device, amp=args.amp,
-                      channels_last=channels_last, progress=False)
-    trainer = Trainer(model, task, [(x, y)] * steps, opt, None, cfg)
-    task.on_epoch_start(model, 0)
-    return trainer
+    return step_trainer(f"netaug_{args.phase}", args, steps, tmp, args.amp, channels_last)
 
 
 def time_variant(name: str, args, tmp: str) -> dict:

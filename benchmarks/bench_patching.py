@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyexport.atomic import write_json, write_text
+from tinyexport.benchmarks.publish import write_results
 from tinyexport.firmware_eval import patch_search, patching
 from tinyexport.firmware_eval.measure import bit_exactness
 from tinyexport.firmware_eval.tflm_runner import TflmFailure, min_arena, run_litert_ref, run_tflm
@@ -140,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                for p in args.models]
     for res, budget in zip(results, budgets, strict=True):
         res["budget"] = budget
-    write_json(args.out / "patching_results.json", results)
-    write_text(args.out / "patching_results.md", table(results, budgets))
+    write_results(args.out, "patching_results", results, table(results, budgets))
     print(table(results, budgets))
     return 0
 

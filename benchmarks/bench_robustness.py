@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyexport.atomic import write_json, write_text
 from tinyexport.benchmarks import report_cli
+from tinyexport.benchmarks.publish import write_results
 from tinyexport.config import package_versions
 from tinyexport.errors import run_cli
 from tinyexport.export.config import ExportConfig
@@ -1346,8 +1346,7 @@ def main(argv: list[str] | None = None) -> int:
             prefix="bench-robustness-")))
         work.mkdir(parents=True, exist_ok=True)
         doc = run_all(args, work.resolve())
-    write_json(args.out / "robustness_results.json", doc)
-    write_text(args.out / "robustness_results.md", render(doc))
+    write_results(args.out, "robustness_results", doc, render(doc))
     print(render(doc).split("## Groups")[0])
     return 0
 

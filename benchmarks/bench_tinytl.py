@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyexport.atomic import write_json, write_text
+from tinyexport.benchmarks.publish import write_results
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.pipeline import export
 from tinyexport.log import setup_logging
@@ -218,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
            "summary": summarise(runs, memory), "torch": torch.__version__,
            "host": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch threads 1",
            "total_seconds": round(time.perf_counter() - start, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "tinytl_results.json", doc)
-    write_text(args.out / "tinytl_results.md", render(doc))
+    write_results(args.out, "tinytl_results", doc, render(doc))
     print(render(doc))
     return 0
 

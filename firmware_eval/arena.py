@@ -33,11 +33,8 @@ from tinyexport.tflite_graph.reader import Graph, Op
 # TRANSPOSE_CONV, pads, reductions, ...): with :func:`predict_tail`'s allocation order every tail
 # equals print_allocations() to the byte (any value in 485..488 does; the old 528 = 512 + two
 # 8-byte I/O pointer arrays, now counted per input/output in :func:`persistent_buffers`).
+# The other host struct sizes are in :data:`HOST` below.
 FIXED_TAIL = 488
-EVAL_TENSOR = 24  # sizeof(TfLiteEvalTensor)
-NODE = 64  # sizeof(NodeAndRegistration)
-IO_TENSOR = 96  # persistent TfLiteTensor (64 B) + its per-tensor quantization data (32 B)
-SCRATCH_HANDLE = 8  # sizeof(ScratchBufferHandle)
 # OpData bytes per op (calibrate.py on tflite-micro 0.dev20261023182759, x86-64; zoo models
 # re-checked: the summed prediction equals 'Persistent buffer data' to the byte on mcunet).
 # RESHAPE allocates none: calibrate reports 0 B for a constant shape input (onnx2tf's head
@@ -121,15 +118,18 @@ class Sizes:
     node: int             # sizeof(NodeAndRegistration)
     pointer: int          # the interpreter's input/output TfLiteTensor* arrays
     scratch_handle: int   # sizeof(ScratchBufferHandle)
-    io_tensor: int        # persistent TfLiteTensor of a model input/output
+    tensor: int           # sizeof(TfLiteTensor): persistent I/O and Prepare-time temp tensors
     affine_quant: int     # sizeof(TfLiteAffineQuantization)
-    zero_point_align: int
+    struct_align: int     # alignment of those structs and of the zero-point arrays
     op_data: dict = field(default_factory=dict)  # OpData sizes that differ from OP_DATA
     arena_slack: int = 0  # the smallest arena_size that allocates, over head + tail
     cmsis_nn: bool = False  # CMSIS-NN kernels' own Prepare buffers (LSTM kernel sums)
 
 
-HOST = Sizes(FIXED_TAIL, EVAL_TENSOR, NODE, 8, SCRATCH_HANDLE, IO_TENSOR - 32, 24, 8)
+# x86-64, where the Python TFLM runs (TF_LITE_STATIC_MEMORY): 24 B TfLiteEvalTensor, 64 B
+# NodeAndRegistration, 8 B pointers and ScratchBufferHandles, 64 B TfLiteTensor, 24 B
+# TfLiteAffineQuantization, 8-byte alignment.
+HOST = Sizes(FIXED_TAIL, 24, 64, 8, 8, 64, 24, 8)
 # 32-bit Cortex-M with CMSIS-NN kernels, measured in QEMU (firmware_eval/emulate.py, the
 # recording allocator's bytes per type; benchmarks/results/emulated_results.md): 12 B eval
 # tensors, 32 B nodes, 4 B pointers and scratch handles, 32 B I/O tensors with a 12 B
@@ -332,9 +332,6 @@ def planning_peak(graph: Graph, scratch: dict[int, list[int]], n_planned: int,
                             + PLANNER_PER_BUFFER * n_planned)
 
 
-# Prepare-time temp TfLiteTensors (micro_allocator.cc AllocateTempTfLiteTensor), x86-64 sizes.
-TFLITE_TENSOR = 64  # sizeof(TfLiteTensor) under TF_LITE_STATIC_MEMORY, 8-byte aligned
-AFFINE_QUANT = 24  # sizeof(TfLiteAffineQuantization), 8-byte aligned; then 4 + 4 n B zero points
 # Kernels whose Prepare holds (output, input, filter) while a helper allocates input, filter, bias
 # and output again: conv_common.cc ConvPrepare -> CalculateOpDataConv, depthwise_conv_common.cc,
 # transpose_conv.cc (its input is input 2). Value: the input slots of the first set.
@@ -343,8 +340,9 @@ _PREPARE_TWICE = {"CONV_2D": (0, 1), "DEPTHWISE_CONV_2D": (0, 1), "TRANSPOSE_CON
 
 def prepare_peak(graph: Graph, scratch: dict[int, list[int]], sizes: Sizes = HOST) -> int:
     """Arena needed while the ops' ``Prepare`` run: the scratch-request head (``16 * (requests so
-    far + kMaxScratchBuffersPerOp)`` B), then the op's temp TfLiteTensors (each 64 B plus, when
-    quantized, 24 B and a ``4 + 4 n`` B zero-point array) above it, and the tail so far (every
+    far + kMaxScratchBuffersPerOp)`` B), then the op's temp TfLiteTensors (micro_allocator.cc
+    AllocateTempTfLiteTensor: on the host each 64 B plus, when quantized, 24 B and a ``4 + 4 n`` B
+    zero-point array) above it, and the tail so far (every
     Init, the Prepare buffers up to this op's) below the top. Above the recorded total for tiny
     models (a single 1x1 conv on 8x8x3: 1688 B measured, 1696 B predicted, total 1408 B). Kernels
     allocate every input and output at most once at a time, except :data:`_PREPARE_TWICE`."""
@@ -354,7 +352,7 @@ def prepare_peak(graph: Graph, scratch: dict[int, list[int]], sizes: Sizes = HOS
             t = planner.align_up(t + size)
         temps = 0
         for i in _temp_tensors(op):
-            temps = _after_temp_tensor(temps, graph.tensors[i])
+            temps = _after_temp_tensor(temps, graph.tensors[i], sizes)
         head = planner.align_up(SCRATCH_REQUEST * (requests + MAX_SCRATCH_PER_OP))
         peak = max(peak, planner.align_up(head + temps + planner.align_up(t)))
         requests += len(scratch.get(op.index, []))
@@ -370,11 +368,11 @@ def _temp_tensors(op: Op) -> list[int]:
     return [op.outputs[0], *(op.inputs[k] for k in first if op.inputs[k] >= 0), *ids]
 
 
-def _after_temp_tensor(cursor: int, tensor) -> int:
+def _after_temp_tensor(cursor: int, tensor, sizes: Sizes = HOST) -> int:
     """The temp section's end after one temp TfLiteTensor (``AllocateTemp`` aligns each part up)."""
-    cursor = planner.align_up(cursor, 8) + TFLITE_TENSOR
+    cursor = planner.align_up(cursor, sizes.struct_align) + sizes.tensor
     if tensor.quant.scales and tensor.quant.zero_points:
-        cursor = planner.align_up(cursor, 8) + AFFINE_QUANT
+        cursor = planner.align_up(cursor, sizes.struct_align) + sizes.affine_quant
         cursor = planner.align_up(cursor, 4) + 4 + 4 * len(tensor.quant.scales)
     return cursor
 
@@ -491,8 +489,8 @@ def io_tensor_bytes(tensor, sizes: Sizes = HOST) -> int:
     and the ``4 + 4 n`` B int zero-point array, 8-aligned; 32 B per-tensor, none when the tensor
     is not quantized, e.g. an ARG_MAX index output)."""
     n = len(tensor.quant.scales)
-    return sizes.io_tensor + (sizes.affine_quant
-                              + planner.align_up(4 + 4 * n, sizes.zero_point_align) if n else 0)
+    return sizes.tensor + (sizes.affine_quant
+                           + planner.align_up(4 + 4 * n, sizes.struct_align) if n else 0)
 
 
 def _row(graph: Graph, op: Op, live: int, scratch: int) -> OpRow:
