@@ -41,7 +41,7 @@ from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.netaug.recipe import Recipe
 from tinyexport.train.netaug.run import run_training
 from tinyexport.train.netaug.supernet import build_supernet
-from tinyexport.train.netaug.task import NetAugTask
+from tinyexport.train.netaug.task import NetAugSchedule, NetAugTask
 from tinyexport.train.task import TrainTask
 from tinyexport.train.trainer import TrainConfig, Trainer
 
@@ -127,7 +127,7 @@ def step_trainer(name: str, args, steps: int, tmp: str, amp: str | None,
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     model = _step_model(name, args.model, args.resolution)
     stop = PHASES[name]
-    task = TrainTask(crit) if stop is None else NetAugTask(crit, 2, stop)
+    task = TrainTask(crit) if stop is None else NetAugTask(crit, NetAugSchedule(2, stop))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     cfg = TrainConfig(epochs=1, out_dir=tmp, device=args.device, amp=amp,
                       channels_last=channels_last, progress=False)

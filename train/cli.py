@@ -50,7 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NetAug supernet training (default from the recipe: on)")
     p.add_argument("--epochs", type=int, help="total epochs, warmup included")
     p.add_argument("--batch-size", type=int, help="per-process batch size")
-    p.add_argument("--lr", type=float, dest="base_lr", help="base LR (peak = LR x world size)")
+    p.add_argument("--lr", type=float,
+                   help="peak LR per 256 images of the global batch: the run's peak is LR x "
+                        "batch size x world size / 256 (reference NetAug: 0.05)")
+    p.add_argument("--baseline-lr", type=float,
+                   help="LR per 256 images for --no-netaug runs (default: the recipe's, else --lr)")
+    p.add_argument("--warmup-epochs", type=int, help="linear LR warmup epochs")
+    p.add_argument("--warmup-start-factor", type=float,
+                   help="the warmup starts at this fraction of the peak LR, on any world size "
+                        "(reference: 1/16 = 0.0625)")
+    p.add_argument("--stop-aug-w-epoch", type=int,
+                   help="NetAug: the last N epochs augment the expand ratio only (reference: "
+                        "half the run)")
+    p.add_argument("--stop-netaug-epoch", type=int,
+                   help="NetAug: the last N epochs train the base model alone (reference: 0)")
+    p.add_argument("--sort-channels-every", type=int,
+                   help="NetAug: sort channels at every Nth width-phase epoch (reference: 1)")
     p.add_argument("--resolution", type=int, help="input size (default: the recipe / model's)")
     p.add_argument("--seed", type=int)
     add_resources(p, "0 for in-memory data on CPU, else min(4, cores // 2); 4 on CUDA")
@@ -89,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = ("model", "data", "netaug", "epochs", "batch_size", "base_lr", "resolution", "seed",
+    keys = ("model", "data", "netaug", "epochs", "batch_size", "lr", "baseline_lr", "warmup_epochs",
+            "warmup_start_factor", "stop_aug_w_epoch", "stop_netaug_epoch",
+            "sort_channels_every", "resolution", "seed",
             "workers", "limit_train", "limit_val", "max_steps_per_epoch", "data_pipeline",
             "reestimate_bn")
     return {k: getattr(args, k) for k in keys}

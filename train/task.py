@@ -78,6 +78,14 @@ class StepContext:
         return sync_off() if sync_off is not None else contextlib.nullcontext()
 
 
+def _cuda_devices(module: nn.Module) -> list[int]:
+    """The CUDA devices whose RNG ``module``'s evaluation could draw from ([] on CPU)."""
+    param = next(module.parameters(), None)
+    if param is None or param.device.type != "cuda":
+        return []
+    return [param.device.index if param.device.index is not None else torch.cuda.current_device()]
+
+
 class TrainTask:
     """Plain supervised step (one forward, one backward). Subclass to change the step.
 
@@ -112,7 +120,13 @@ class TrainTask:
         return StepResult(loss.detach(), logits.detach())
 
     def evaluate(self, module: nn.Module, epoch: int) -> dict:
-        return self.evaluate_fn(module, epoch) if self.evaluate_fn is not None else {}
+        """``evaluate_fn`` on a forked RNG: evaluation (loaders draw seeds, BN re-estimation builds
+        modules) never moves the training RNG, so a run's augmentation stream does not depend on
+        when or whether it evaluates."""
+        if self.evaluate_fn is None:
+            return {}
+        with torch.random.fork_rng(devices=_cuda_devices(module)):
+            return self.evaluate_fn(module, epoch)
 
     def state_dict(self) -> dict:
         """Extra resumable state (plain types / tensors, loadable with weights_only=True)."""

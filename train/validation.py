@@ -49,6 +49,12 @@ def check_fraction(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
+def check_lr_factor(name: str, value: object) -> None:
+    """``value`` is a number in (0, 1]: a fraction of the peak LR (the warmup's start)."""
+    if not _is_real(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+
+
 def check_seed(name: str, value: object) -> None:
     if not _is_int(value) or not 0 <= value <= MAX_SEED:
         raise ValueError(f"{name} must be an integer in 0..{MAX_SEED}, got {value!r}")

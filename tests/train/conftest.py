@@ -22,7 +22,7 @@ def _one_thread():
 
 def _recipe(**kw) -> Recipe:
     values = dict(model="mbv2-tiny", data="digits", resolution=32, epochs=3, warmup_epochs=1,
-                  batch_size=16, base_lr=0.05, stop_aug_w_epoch=1, bn_images=32, workers=0,
+                  batch_size=16, lr=0.05, stop_aug_w_epoch=1, bn_images=32, workers=0,
                   limit_train=64, limit_val=32, max_steps_per_epoch=2)
     values.update(kw)
     return Recipe(**values)

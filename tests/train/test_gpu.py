@@ -19,7 +19,7 @@ from tinyexport.train.device_data import BatchAugment
 from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.netaug.run import run_training
 from tinyexport.train.netaug.supernet import build_supernet
-from tinyexport.train.netaug.task import NetAugTask
+from tinyexport.train.netaug.task import NetAugSchedule, NetAugTask
 from tinyexport.train.task import StepContext
 
 pytestmark = [pytest.mark.gpu,
@@ -37,7 +37,7 @@ def _step(model, amp, channels_last, netaug=False, seed=0):
         x = x.contiguous(memory_format=torch.channels_last)
     crit = torch.nn.CrossEntropyLoss()
     if netaug:
-        task = NetAugTask(crit, 2, 1)
+        task = NetAugTask(crit, NetAugSchedule(2, 1))
         ctx = StepContext(model, model, x, y, 0, 0, "cuda", amp, None)
         return task.train_step(ctx).loss
     with torch.autocast("cuda", dtype=amp, enabled=amp is not None):

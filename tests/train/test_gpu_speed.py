@@ -20,7 +20,7 @@ from tinyexport.train.netaug import layers
 from tinyexport.train.netaug.recipe import Recipe
 from tinyexport.train.netaug.run import run_training
 from tinyexport.train.netaug.supernet import build_supernet
-from tinyexport.train.netaug.task import NetAugTask
+from tinyexport.train.netaug.task import NetAugSchedule, NetAugTask
 from tinyexport.train.task import TrainTask
 from tinyexport.train.trainer import TrainConfig, Trainer
 
@@ -88,7 +88,7 @@ def test_plain_input_keeps_plain_weights(monkeypatch):
 
 
 def test_cudnn_autotuning_only_in_the_expand_only_phase():
-    task = NetAugTask(torch.nn.CrossEntropyLoss(), epochs=4, stop_aug_w_epoch=2)
+    task = NetAugTask(torch.nn.CrossEntropyLoss(), NetAugSchedule(epochs=4, stop_aug_w_epoch=2))
     assert [task.cudnn_benchmark(e) for e in range(4)] == [False, False, True, True]
     assert TrainTask(torch.nn.CrossEntropyLoss()).cudnn_benchmark(0) is True
 
@@ -101,7 +101,7 @@ def test_compile_is_refused_for_netaug_with_the_reason(tmp_path, capsys):
     assert "--compile" in err and "recompiles" in err and "--no-netaug" in err
     net = build_supernet(model_spec("mbv2-tiny", 10, 32))
     with pytest.raises(UserError, match="cannot pay off"):
-        Trainer(net, NetAugTask(torch.nn.CrossEntropyLoss(), 2, 1), [], torch.optim.SGD(
+        Trainer(net, NetAugTask(torch.nn.CrossEntropyLoss(), NetAugSchedule(2, 1)), [], torch.optim.SGD(
             net.parameters(), lr=0.1), None, TrainConfig(1, str(tmp_path / "t"), compile=True))
 
 
@@ -126,7 +126,7 @@ def test_baseline_bn_statistics_lag_after_a_short_high_lr_epoch(tmp_path):
     3 epochs whose cosine reaches 0 the two agree (27.5 vs 27.2 %). ``--reestimate-bn`` reports
     both numbers and writes the re-estimated statistics into best.pt."""
     recipe = Recipe(model="mbv2-tiny", data="fashion-mnist", resolution=32, epochs=1,
-                    warmup_epochs=0, batch_size=64, base_lr=0.4, netaug=False, reestimate_bn=True,
+                    warmup_epochs=0, batch_size=64, lr=1.6, netaug=False, reestimate_bn=True,
                     limit_train=1536, limit_val=512, bn_images=512, workers=0)
     start = time.perf_counter()
     result = run_training(recipe, TrainConfig(1, str(tmp_path), progress=False))

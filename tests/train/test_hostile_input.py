@@ -152,8 +152,13 @@ def test_disk_full_while_saving_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("option, value, named", [
-    ("--lr", "nan", "base_lr (--lr)"), ("--lr", "inf", "base_lr (--lr)"),
-    ("--lr", "-0.1", "base_lr (--lr)"), ("--lr", "0", "base_lr (--lr)"),
+    ("--lr", "nan", "lr (--lr)"), ("--lr", "inf", "lr (--lr)"),
+    ("--lr", "-0.1", "lr (--lr)"), ("--lr", "0", "lr (--lr)"),
+    ("--baseline-lr", "nan", "baseline_lr (--baseline-lr)"),
+    ("--warmup-start-factor", "0", "warmup_start_factor (--warmup-start-factor)"),
+    ("--warmup-start-factor", "1.5", "warmup_start_factor (--warmup-start-factor)"),
+    ("--stop-netaug-epoch", "-1", "stop_netaug_epoch (--stop-netaug-epoch)"),
+    ("--sort-channels-every", "0", "sort_channels_every (--sort-channels-every)"),
     ("--epochs", "0", "epochs (--epochs)"), ("--batch-size", "0", "batch_size (--batch-size)"),
     ("--workers", "-1", "workers (--workers)"), ("--threads", "0", "threads (--threads)"),
     ("--seed", "-1", "seed (--seed)"), ("--max-steps", "0", "(--max-steps)"),
@@ -171,7 +176,7 @@ def test_bad_numbers_fail_before_anything_is_built(tmp_path, capsys, monkeypatch
 
 
 @pytest.mark.parametrize("field, value", [
-    ("base_lr", float("nan")), ("weight_decay", -1e-4), ("weight_decay", float("inf")),
+    ("lr", float("nan")), ("weight_decay", -1e-4), ("weight_decay", float("inf")),
     ("label_smoothing", 1.0), ("label_smoothing", float("nan")), ("momentum", 1.5),
     ("dropout", -0.1), ("warmup_epochs", -1), ("bn_images", 0), ("epochs", 2.5),
     ("expand_list", ()), ("width_mult_list", (1.0, float("nan"))),

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from tinyexport.train.optim import param_groups
 from tinyexport.train.trainer import TrainConfig, train
-from tinyexport.train.netaug.task import NetAugTask
+from tinyexport.train.netaug.task import NetAugSchedule, NetAugTask
 
 class _Recording(NetAugTask):
     """Gathers a weight fingerprint before each step and the sampled config after it."""
@@ -55,8 +55,8 @@ def main(out_dir):
     loader = torch.utils.data.DataLoader(data, batch_size=8)
     optimizer = torch.optim.SGD(param_groups(model, 4e-5), lr=0.1, momentum=0.9,
                                 nesterov=True)
-    task = _Recording(torch.nn.CrossEntropyLoss(label_smoothing=0.1), epochs=2,
-                      stop_aug_w_epoch=1, seed=0)
+    task = _Recording(torch.nn.CrossEntropyLoss(label_smoothing=0.1),
+                      NetAugSchedule(epochs=2, stop_aug_w_epoch=1), seed=0)
     config = TrainConfig(epochs=2, out_dir=out_dir, progress=False, tensorboard=False)
     train(model, task, loader, optimizer, None, config)
     final = torch.cat([p.detach().flatten() for p in model.parameters()])

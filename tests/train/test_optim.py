@@ -11,9 +11,9 @@ from tinyexport.train.models import build_model
 from tinyexport.train.optim import param_groups, warmup_cosine
 
 
-def test_warmup_cosine_starts_at_unscaled_lr_and_ends_at_zero():
+def test_warmup_cosine_starts_at_the_start_factor_and_ends_at_zero():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_cosine(opt, base_lr=0.025, peak_lr=0.4, warmup_steps=10, total_steps=110)
+    sched = warmup_cosine(opt, peak_lr=0.4, start_factor=1 / 16, warmup_steps=10, total_steps=110)
     lrs = []
     for _ in range(110):
         lrs.append(opt.param_groups[0]["lr"])
@@ -29,7 +29,9 @@ def test_warmup_cosine_starts_at_unscaled_lr_and_ends_at_zero():
 def test_warmup_cosine_rejects_total_not_above_warmup():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="must exceed warmup_steps"):
-        warmup_cosine(opt, 0.1, 0.1, warmup_steps=10, total_steps=10)
+        warmup_cosine(opt, 0.1, 1.0, warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match="start_factor"):
+        warmup_cosine(opt, 0.1, 0.0, warmup_steps=10, total_steps=20)
 
 
 def test_no_weight_decay_on_bn_and_bias():

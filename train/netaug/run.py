@@ -37,7 +37,7 @@ from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.models.spec import num_classes_problem
 from tinyexport.train.netaug.recipe import Recipe
 from tinyexport.train.netaug.supernet import build_supernet
-from tinyexport.train.netaug.task import NetAugTask, reestimate_base_bn_
+from tinyexport.train.netaug.task import NetAugSchedule, NetAugTask, reestimate_base_bn_
 from tinyexport.train.optim import param_groups, warmup_cosine
 from tinyexport.train.task import TrainTask
 from tinyexport.train.trainer import TrainConfig, train
@@ -189,11 +189,15 @@ def reestimate_bn_(module: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
     return module
 
 
-def _optimizer(model: nn.Module, recipe: Recipe, steps_per_epoch: int):
+def build_optimizer(model: nn.Module, recipe: Recipe, steps_per_epoch: int):
+    """SGD with the per-iteration warmup-cosine schedule at this run's peak LR (docs/netaug.md §4):
+    ``recipe.peak_lr(world)`` (per-256 LR × global batch), warming up from
+    ``warmup_start_factor × peak`` on every world size: on one process too."""
     _, world = _world()
-    optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=recipe.base_lr,
+    peak = recipe.peak_lr(world)
+    optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=peak,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov)
-    scheduler = warmup_cosine(optimizer, recipe.base_lr, recipe.base_lr * world,
+    scheduler = warmup_cosine(optimizer, peak, recipe.warmup_start_factor,
                               recipe.effective_warmup() * steps_per_epoch,
                               recipe.epochs * steps_per_epoch)
     return optimizer, scheduler
@@ -203,6 +207,11 @@ def _write_config(out_dir: Path, recipe: Recipe, config: TrainConfig, extra: dic
     doc = {"recipe": recipe.as_dict(), "run": asdict(config), **extra,
            "versions": package_versions(("torch", "numpy")), "git_sha": git_sha()}
     write_text(out_dir / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+
+def netaug_schedule(recipe: Recipe) -> NetAugSchedule:
+    return NetAugSchedule(recipe.epochs, recipe.effective_stop_aug_w(), recipe.stop_netaug_epoch,
+                          recipe.sort_channels, recipe.sort_channels_every)
 
 
 def write_target(out_dir: Path) -> Path:
@@ -227,14 +236,13 @@ def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
     model = build_model_for(recipe, num_classes)
     steps = len(train_loader) if recipe.max_steps_per_epoch is None else min(
         len(train_loader), recipe.max_steps_per_epoch)
-    optimizer, scheduler = _optimizer(model, recipe, steps)
+    optimizer, scheduler = build_optimizer(model, recipe, steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     calib = bn_batches(train_set, recipe) if recipe.effective_reestimate_bn() else []
     evaluate = _evaluate_fn(recipe, val_loader, calib, config)
     meta = {"recipe": recipe.as_dict(), "netaug": recipe.netaug}
     if recipe.netaug:
-        task = NetAugTask(criterion, recipe.epochs, recipe.effective_stop_aug_w(),
-                          recipe.sort_channels, recipe.seed, evaluate)
+        task = NetAugTask(criterion, netaug_schedule(recipe), recipe.seed, evaluate)
     else:
         task = TrainTask(criterion, evaluate)
     out_dir = Path(config.out_dir)
@@ -244,7 +252,13 @@ def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
         _write_config(out_dir, recipe, config, {"world_size": world, "num_classes": num_classes,
                                                 "resolution": resolution,
                                                 "stop_aug_w_epoch": recipe.effective_stop_aug_w(),
-                                                "peak_lr": recipe.base_lr * world})
+                                                "peak_lr": recipe.peak_lr(world),
+                                                "warmup_start_lr": recipe.peak_lr(world)
+                                                * recipe.warmup_start_factor})
+        _log.info("LR: peak %.4g (%.4g per 256 images x global batch %d), warmup from %.4g over "
+                  "%d epoch(s)", recipe.peak_lr(world), recipe.lr_per_256(),
+                  recipe.batch_size * world, recipe.peak_lr(world) * recipe.warmup_start_factor,
+                  recipe.effective_warmup())
     result = train(model, task, train_loader, optimizer, scheduler, config, meta)
     target = write_target(out_dir) if rank == 0 else out_dir / "target.pt"
     source = getattr(train_set, "dataset", train_set)  # a Subset when --limit-train is used

@@ -25,8 +25,13 @@ from tinyexport.train.netaug.supernet import NetAugSupernet
 
 
 def extract_base_subnet(supernet: NetAugSupernet) -> MBNet:
-    """A new plain ``MBNet`` holding the base sub-network's weights and BN statistics (pure)."""
-    base = MBNet(supernet.spec)
+    """A new plain ``MBNet`` holding the base sub-network's weights and BN statistics (pure).
+
+    The new module's init (overwritten at once) draws from a forked RNG: extraction runs before
+    every evaluation, and must not shift the training run's augmentation stream (resume and seeds
+    stay exact)."""
+    with torch.random.fork_rng(devices=[]):
+        base = MBNet(supernet.spec)
     source = supernet.state_dict()
     sliced = {}
     for key, target in base.state_dict().items():

@@ -5,8 +5,10 @@ under DDP ``no_sync``; one sampled augmented model (``random`` or ``min_w``) on 
 backward (DDP now all-reduces ∇L_base + ∇L_aug); the trainer takes one optimizer step. Losses are
 summed with weight 1. Only the base loss / logits are logged.
 
-Phases (§1.4): with ``remaining = epochs − epoch``, mode ``min_w`` when ``remaining ≤
-stop_aug_w_epoch`` else ``random``; channel sorting at the start of every ``random`` epoch (§1.5).
+Phases (§1.4): with ``remaining = epochs − epoch``, mode ``off`` (the base alone, no augmented
+pass) when ``remaining ≤ stop_netaug_epoch`` (reference default 0: never), else ``min_w`` when
+``remaining ≤ stop_aug_w_epoch``, else ``random``; channel sorting at the start of every
+``sort_every``-th ``random`` epoch (§1.5; reference: every one).
 The sampler generator is seeded identically on every rank and saved in ``checkpoint.pt``.
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,9 +31,33 @@ from tinyexport.train.task import StepContext, StepResult, TrainTask
 _log = logging.getLogger(__name__)
 
 
-def phase_mode(epoch: int, epochs: int, stop_aug_w_epoch: int) -> str:
-    """``min_w`` for the last ``stop_aug_w_epoch`` epochs, ``random`` before (docs/netaug.md §1.4)."""
-    return "min_w" if epochs - epoch <= stop_aug_w_epoch else "random"
+def phase_mode(epoch: int, epochs: int, stop_aug_w_epoch: int, stop_netaug_epoch: int = 0) -> str:
+    """``off`` for the last ``stop_netaug_epoch`` epochs, ``min_w`` for the last
+    ``stop_aug_w_epoch``, ``random`` before (docs/netaug.md §1.4, reference ``train.py``)."""
+    remaining = epochs - epoch
+    if remaining <= stop_netaug_epoch:
+        return "off"
+    return "min_w" if remaining <= stop_aug_w_epoch else "random"
+
+
+@dataclass(frozen=True)
+class NetAugSchedule:
+    """When NetAug augments what (docs/netaug.md §1.4-1.5): the recipe's phase and sort fields."""
+
+    epochs: int
+    stop_aug_w_epoch: int
+    stop_netaug_epoch: int = 0
+    sort_channels: bool = True
+    sort_channels_every: int = 1
+
+    def mode(self, epoch: int) -> str:
+        return phase_mode(epoch, self.epochs, self.stop_aug_w_epoch, self.stop_netaug_epoch)
+
+    def sorts_at(self, epoch: int) -> bool:
+        """Sort at the start of every ``sort_channels_every``-th width-phase (``random``) epoch;
+        the width phase starts at epoch 0, so epoch 0 sorts before any training (§1.5)."""
+        return (self.sort_channels and self.mode(epoch) == "random"
+                and epoch % self.sort_channels_every == 0)
 
 
 class NetAugTask(TrainTask):
@@ -41,20 +69,19 @@ class NetAugTask(TrainTask):
         "for each new set of widths (then falls back to eager once torch's recompile limit is "
         "hit). Train NetAug without --compile; --compile works for --no-netaug and transfer")
 
-    def __init__(self, criterion: nn.Module, epochs: int, stop_aug_w_epoch: int,
-                 sort_channels: bool = True, seed: int = 0,
+    def __init__(self, criterion: nn.Module, schedule: NetAugSchedule, seed: int = 0,
                  evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
                  meta: dict | None = None):
         super().__init__(criterion, evaluate_fn)
-        self.epochs, self.stop_aug_w_epoch, self.sort = epochs, stop_aug_w_epoch, sort_channels
+        self.schedule = schedule
         self.generator = torch.Generator().manual_seed(seed)
-        self.mode = phase_mode(0, epochs, stop_aug_w_epoch)
+        self.mode = schedule.mode(0)
         self.meta = meta or {}
         self.last_config = None
 
     def on_epoch_start(self, module: NetAugSupernet, epoch: int) -> None:
-        self.mode = phase_mode(epoch, self.epochs, self.stop_aug_w_epoch)
-        if self.mode == "random" and self.sort:
+        self.mode = self.schedule.mode(epoch)
+        if self.schedule.sorts_at(epoch):
             sort_channels_(module)
         _log.debug("epoch %d: NetAug mode %s", epoch, self.mode)
 
@@ -67,16 +94,18 @@ class NetAugTask(TrainTask):
         vary together (stage widths × expand ratios: hundreds of shapes per conv, ~1,800 in all for
         mbv2-tiny), so most steps would pay a fresh search; the heuristic choice is used there.
         """
-        return phase_mode(epoch, self.epochs, self.stop_aug_w_epoch) != "random"
+        return self.schedule.mode(epoch) != "random"
 
     def train_step(self, ctx: StepContext) -> StepResult:
         module: NetAugSupernet = ctx.module
         module.set_mode("min")
-        with ctx.no_sync():
+        with ctx.no_sync() if self.mode != "off" else nullcontext():
             with ctx.autocast():
                 logits = ctx.model(ctx.images)
                 base_loss = self.criterion(logits.float(), ctx.labels)
             ctx.backward(base_loss)
+        if self.mode == "off":  # NetAug stopped (stop_netaug_epoch): the base alone
+            return StepResult(base_loss.detach(), logits.detach())
         self.last_config = module.set_mode(self.mode, self.generator)
         with ctx.autocast():
             aug_loss = self.criterion(ctx.model(ctx.images).float(), ctx.labels)
