@@ -8,18 +8,28 @@
 # (core/ -> tinyexport, train/ -> tinyexport.train, ...) and goes on PYTHONPATH.
 # Budget: about 8 minutes on one H100/H200 with --accuracy, 5 without.
 #
+# --netaug-accuracy is issue 20's GPU protocol, run alone and before any other GPU work: NetAug vs
+# baseline on all 60k Fashion-MNIST images, 32 px, 25 epochs, batch 512, 2 seeds, baseline peak LR
+# {0.1, 0.2} and NetAug {0.05, 0.1} (warmup from peak / 16), four runs at once on the one GPU.
+# Runs are seed-major and the results are written after every run; no run starts after 7 minutes
+# and the whole protocol stops at 13, so a slow card still leaves seed 0 of every LR.
+#
 #   bash scripts/gpu_check.sh [--accuracy]    # CUDA
+#   bash scripts/gpu_check.sh --netaug-accuracy   # CUDA, ~13 min: the NetAug LR protocol only
 #   bash scripts/gpu_check.sh --device cpu    # this check's plumbing on a CPU machine (GPU parts skip)
 #
 # LOG_DIR=DIR keeps the logs and result files (default: a temporary folder, removed at the end).
 set -euo pipefail
 DEVICE=cuda
 ACCURACY=0
+NETAUG_ACCURACY=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) DEVICE="${2:?--device needs cuda or cpu}"; shift 2 ;;
     --accuracy) ACCURACY=1; shift ;;
-    *) echo "unknown argument $1 (expected --device cuda|cpu, --accuracy)" >&2; exit 2 ;;
+    --netaug-accuracy) NETAUG_ACCURACY=1; shift ;;
+    *) echo "unknown argument $1 (expected --device cuda|cpu, --accuracy, --netaug-accuracy)" >&2
+       exit 2 ;;
   esac
 done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,6 +58,29 @@ else
   ACC=(--device cpu --profile accuracy --no-int8 --seeds 0 --epochs 2 --train-images 256
        --eval-images 128 --batch-size 32)
   TEST_LIMIT=300; SPEED_LIMIT=300; ACC_LIMIT=300
+fi
+
+if [[ $NETAUG_ACCURACY == 1 ]]; then
+  if [[ "$DEVICE" == cuda ]]; then
+    PROTOCOL=(--device cuda --profile accuracy --no-int8 --jobs 4 --budget-s 420)
+    PROTOCOL_LIMIT=780
+  else
+    PROTOCOL=(--device cpu --profile accuracy --no-int8 --jobs 2 --budget-s 60 --epochs 2
+              --train-images 256 --eval-images 128 --batch-size 32)
+    PROTOCOL_LIMIT=300
+  fi
+  set +e
+  timeout -k 15 "$PROTOCOL_LIMIT" "$PY" -m tinyexport.benchmarks.bench_netaug "${PROTOCOL[@]}" \
+    --results-dir "$LOGS" > "$LOGS/netaug_accuracy.txt" 2> "$LOGS/netaug_accuracy.log"
+  PROTOCOL_RC=$?
+  set -e
+  "$PY" -c "import torch; print(f'torch {torch.__version__}, device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU')"
+  echo "bench_netaug ${PROTOCOL[*]} (rc $PROTOCOL_RC; 124: stopped at the limit, results so far below)"
+  cat "$LOGS"/netaug_accuracy_*_results.md 2>/dev/null || tail -20 "$LOGS/netaug_accuracy.log"
+  if [[ "$DEVICE" == cuda ]]; then
+    cp "$LOGS"/netaug_accuracy_cuda_results.* "$ROOT/benchmarks/results/" 2>/dev/null || true
+  fi
+  [[ $PROTOCOL_RC == 0 || $PROTOCOL_RC == 124 ]] && exit 0 || exit 1
 fi
 
 set +e
