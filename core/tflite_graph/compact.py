@@ -1,6 +1,6 @@
 """Model compaction: drop from a ``.tflite`` what the interpreter never reads (pure ``bytes -> bytes``).
 
-Two levels (docs/tflm_memory.md, "What TFLM reads of a tensor's quantization"):
+Two levels (docs/tflm_memory.md §13):
 
 * :func:`compact_portable` — what no interpreter reads, so the file still loads in LiteRT with
   identical outputs: the quantization parameters of int32 biases of int8 per-channel

@@ -95,7 +95,7 @@ def _quant_problems(t: Tensor, where: str) -> list[str]:
         return [f"{where} has zero points but no scales"] if q.zero_points else []
     if len(q.zero_points) not in (0, 1, len(q.scales)):
         # One zero point for N scales is TFLM's space-saving form for weights: micro_allocator.cc
-        # fills every channel from element 0 (docs/tflm_memory.md, "What TFLM reads"); any other
+        # fills every channel from element 0 (docs/tflm_memory.md §13); any other
         # count is a broken file (TFLM would silently use element 0 of it).
         return [f"{where} has {len(q.scales)} scales but {len(q.zero_points)} zero points (1 or "
                 f"{len(q.scales)} expected)"]
