@@ -1,0 +1,24 @@
+"""Firmware evaluation: will an int8 ``.tflite`` run in TFLite Micro on a board, in how much memory?
+
+Entry points (import them from their modules; this ``__init__`` imports nothing, because the TFLM
+and QEMU children start with ``python -m tinyexport.firmware_eval...`` and must stay light):
+
+* :mod:`~tinyexport.firmware_eval.firmware` - ``firmware_check``, the export's firmware stage:
+  analyse, run in TFLM, optimise the arena, give the board verdict, write the C bundle.
+* :mod:`~tinyexport.firmware_eval.report` - ``tinyreport FILE.tflite`` (``build_report``,
+  ``run_tflite_report``); :mod:`~tinyexport.firmware_eval.optimize_report` its ``--optimize``.
+* :mod:`~tinyexport.firmware_eval.verdicts` - does a model fit a board (predicted or measured).
+* :mod:`~tinyexport.firmware_eval.emulate` - the bundle built for a Cortex-M and run in QEMU.
+
+The rest, by role:
+
+* model checks and runs: :mod:`check` (can TFLM run it), :mod:`tflm_runner` (TFLM / LiteRT in a
+  child, whose side is :mod:`_tflm_child`), :mod:`measure` (arena, bit-exactness, top-1),
+  :mod:`calibrate` (per-op persistent bytes);
+* arena figures: :mod:`arena` (TFLM's arena from the flatbuffer), :mod:`planner` (lifetimes and
+  head planning), :mod:`offline_plan` (our tighter placement), :mod:`analysis` (all of them for one
+  graph);
+* the memory optimiser: :mod:`optimize` (one entry), :mod:`reorder` (operator order),
+  :mod:`patching` and :mod:`patch_search` (patch-based inference);
+* firmware: :mod:`bundle` (the C bundle; its C++ sources are package data beside it).
+"""
