@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from tinyexport.benchmarks.publish import write_results
+from tinyexport.boards import Verdict
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval.arena import predict
 from tinyexport.firmware_eval.check import load
 from tinyexport.firmware_eval.firmware import firmware_check
 from tinyexport.firmware_eval.measure import bit_exactness, measure_arena_size
 from tinyexport.firmware_eval.tflm_runner import TflmFailure, run_litert_ref, run_tflm
-from tinyexport.firmware_eval.verdicts import board_verdicts
+from tinyexport.firmware_eval.verdicts import board_verdicts, resolve_boards, verdict_lines
+from tinyexport.json_record import to_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOARDS = ("stm32f412", "stm32f746", "stm32h743")
@@ -59,22 +61,22 @@ def bench(path: Path, boards: list[str], bitexact_inputs: int = 0) -> dict:
         shutil.copy(path, model)
         plain = firmware_check(model, Path(tmp) / "b0")
         wide = wide_bit_exactness(model, bitexact_inputs) if bitexact_inputs and \
-            "measured" in plain else None
+            plain.measured is not None else None
         planned = firmware_check(model, Path(tmp) / "b1", offline_plan=True)
     plan = planned["offline_plan"]
-    verdicts = board_verdicts(graph, boards)
+    verdicts = board_verdicts(graph, resolve_boards(boards))
     return {"model": path.name, "model_bytes": graph.model_bytes, "ops": len(graph.ops),
-            "predicted": plain["arena"], "measured": plain.get("measured", {}),
-            "lower_bound": plain["lower_bound"], "linear": plain["linear_planner"],
+            "predicted": plain.arena, "measured": plain.measured or {},
+            "lower_bound": plain.lower_bound, "linear": plain.linear_planner,
             "greedy_head": plan["greedy_head"], "plan_head_predicted": plan["predicted_head"],
             "plan_head_measured": plan.get("measured_head"), "plan_applied": plan["applied"],
             "plan_note": plan.get("reason", plan["ordering"]),
-            "bit_exact": plain.get("bit_exact"), "bit_exact_wide": wide, "boards": verdicts,
-            "errors": plain["errors"]}
+            "bit_exact": plain.bit_exact, "bit_exact_wide": wide,
+            "boards": [to_record(v) for v in verdicts], "errors": plain.errors}
 
 
 def _verdict(v: dict) -> str:
-    return f"{v['board']} {'fits' if v['fits'] else 'NO'} ({v['sram_margin'] / 1024:+,.0f} KiB)"
+    return verdict_lines(Verdict.from_record(v), "benchmark-table")[0]
 
 
 def _row(r: dict) -> str:

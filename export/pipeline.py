@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tinyexport.atomic import atomic_dir, write_json, write_text
 from tinyexport.errors import UserError
 from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, UNOPTIMIZED, ExportConfig
-from tinyexport.export.gate import judge_int8
+from tinyexport.export.gate import GateVerdict, judge_int8
 from tinyexport.export.provenance import build_provenance, render_report
 from tinyexport.export.records import ExportResult, StageTimer, nchw_to_nhwc, scratch_dir, sha256
 from tinyexport.export.stages import (
@@ -29,7 +30,10 @@ from tinyexport.export.stages import (
     quantize,
     recalibrate,
 )
+from tinyexport.export.state import Artifact, Evaluation, ExportState
 from tinyexport.firmware_eval.emulate import emulation_problem
+from tinyexport.json_record import to_record
+from tinyexport.quantize.check import Int8Numerics
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
 _log = logging.getLogger(__name__)
@@ -64,36 +68,35 @@ def previous_export_problem(folder: Path) -> str | None:
     return f"it is not a previous tinyexport export (no tinyexport export.json) and holds {shown}"
 
 
-def gate(config: ExportConfig, state: dict, record) -> dict:
+def gate(config: ExportConfig, numerics: Int8Numerics, evaluation: Evaluation | None,
+         record) -> GateVerdict:
     """The int8 verdict (:mod:`tinyexport.export.gate`), recorded; a failure marks the stage
     FAILED and the export goes on, so every artifact is written for inspection."""
-    verdict = judge_int8(config.checkpoint is not None, state["numerics"].top1_agreement,
-                         state["numerics"].images, config.min_agreement,
-                         (state.get("evaluation") or {}).get("top1"), config.max_top1_drop)
-    record.details.update(verdict.as_dict())
+    verdict = judge_int8(config.checkpoint is not None, numerics.top1_agreement, numerics.images,
+                         config.min_agreement, evaluation.top1 if evaluation else None,
+                         config.max_top1_drop)
+    record.details.update(to_record(verdict))
     if not verdict.passed:
         record.status = "FAILED"
     elif verdict.basis == "not applied":
         record.status = "skipped"
-    return verdict.as_dict()
+    return verdict
 
 
 def run_export(config: ExportConfig, out_tmp: Path,
                progress: Callable[[str], None] | None = None) -> ExportResult:
     """Run every stage into ``out_tmp`` (the caller renames it into place)."""
     timer = StageTimer(progress)
-    state: dict = {"config": config}
     with timer.stage("load model") as rec:
         loaded = load_model(config)
         rec.details.update(model=loaded.meta.get("model"), resolution=loaded.resolution,
                            kind=loaded.meta.get("kind"))
         if config.checkpoint is None:
             _log.warning("warning: %s", RANDOM_WEIGHTS_WARNING)
-    calib, _, calib_info = load_images(config.calib_data, "train", loaded.preprocessing,
-                                       config.calib_images, False, config.seed)
+    calib, _, calibration = load_images(config.calib_data, "train", loaded.preprocessing,
+                                        config.calib_images, False, config.seed)
     calib_nhwc = nchw_to_nhwc(calib)
     check_nhwc = calib_nhwc[:config.check_images]
-    state.update(loaded=loaded, calib_info=calib_info)
     with timer.stage("BN recalibration") as rec:
         model = recalibrate(config, loaded, rec)
     with timer.stage("Conv+BN fusion") as rec:
@@ -112,29 +115,35 @@ def run_export(config: ExportConfig, out_tmp: Path,
             int8 = quantize(saved, out_tmp / "model_int8.tflite", calib_nhwc, config.per_channel,
                             rec)
         with timer.stage("int8 checks") as rec:
-            state["static"], state["numerics"] = check_int8(
-                int8, out_tmp / "model_fp32.tflite", check_nhwc, rec, fused)
+            static, numerics = check_int8(int8, out_tmp / "model_fp32.tflite", check_nhwc, rec,
+                                          fused)
         with timer.stage("per-layer quant report") as rec:  # always: it explains a failed gate
-            state["layers"] = quant_report(saved, int8, calib_nhwc, fused, rec)
-    batch = None
+            layers = quant_report(saved, int8, calib_nhwc, fused, rec)
+    evaluation = batch = None
     if config.eval_data:
         with timer.stage("evaluation") as rec:
-            state["evaluation"], batch = evaluate(config, loaded, fused, onnx_path, int8, rec)
+            evaluation, batch = evaluate(config, loaded, fused, onnx_path, int8, rec)
     with timer.stage("int8 gate") as rec:
-        state["gate"] = gate(config, state, rec)
+        verdict = gate(config, numerics, evaluation, rec)
+    firmware_result = None
     if config.firmware:
         images, labels = (batch.images_nhwc, batch.labels) if batch else (check_nhwc[:4], None)
         with timer.stage("firmware check") as rec:
-            state["firmware"] = firmware(config, loaded, out_tmp / "model_int8.tflite", out_tmp, images,
-                                        rec, labels)
-        tflm = batch.tflm_record(state["firmware"]) if batch else None
+            firmware_result = firmware(config, loaded, out_tmp / "model_int8.tflite", out_tmp,
+                                       images, rec, labels)
+        tflm = batch.tflm_top1(firmware_result) if batch else None
         if tflm:
-            state["evaluation"]["tflm"] = tflm
+            evaluation = replace(evaluation, tflm=tflm)
+    state = ExportState(config, loaded, calibration, static, numerics, layers, verdict,
+                        written_artifacts(out_tmp), evaluation, firmware_result)
+    return ExportResult(out_tmp, build_provenance(state, timer.records), timer.records)
+
+
+def written_artifacts(out_tmp: Path) -> dict[str, Artifact]:
+    """Size and SHA-256 of each model file the export wrote."""
     written = [name for name in (*ARTIFACTS, UNOPTIMIZED) if (out_tmp / name).is_file()]
-    state["artifacts"] = {name: {"bytes": (out_tmp / name).stat().st_size,
-                                 "sha256": sha256(out_tmp / name)} for name in written}
-    provenance = build_provenance(state, timer.records)
-    return ExportResult(out_tmp, provenance, timer.records)
+    return {name: Artifact((out_tmp / name).stat().st_size, sha256(out_tmp / name))
+            for name in written}
 
 
 def recorded_data_readable(spec: str) -> bool:

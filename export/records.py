@@ -1,12 +1,10 @@
-"""Plumbing of the export pipeline: stage records and their timer, the result, JSON-safe values,
-hashes and array layout helpers."""
+"""Plumbing of the export pipeline: stage records and their timer, the result, hashes and array
+layout helpers."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -98,22 +96,6 @@ def check_finite(model: nn.Module) -> None:
 
 def nchw_to_nhwc(images: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
-
-
-def json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return json_safe(dataclasses.asdict(value))
-    if isinstance(value, (np.floating, np.integer)):
-        return json_safe(value.item())
-    return value
 
 
 @contextmanager

@@ -34,17 +34,19 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import planner, tflm_runner
+from tinyexport.firmware_eval.analysis import analyse
 from tinyexport.firmware_eval.arena import predict
-from tinyexport.firmware_eval.check import load
-from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.firmware_eval.bundle import write_bundle
+from tinyexport.firmware_eval.check import load, load_verified
 from tinyexport.firmware_eval.measure import bit_exactness
+from tinyexport.json_record import NOT_RECORDED, to_record
 
 _log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,8 +297,10 @@ class EmulationResult:
     arena_python_tflm: int  # the Python (x86-64, reference kernels) interpreter's recorded total
     instructions_per_inference: list[int]
     instructions_per_tick: float  # the counts' resolution (SysTick at 25 MHz, 1 insn per ns)
-    outputs: np.ndarray    # one row per input, all outputs concatenated
-    reference: np.ndarray  # the tflite-micro Python interpreter on the same inputs
+    # one row per input, all outputs concatenated
+    outputs: np.ndarray = field(metadata=NOT_RECORDED)
+    # the tflite-micro Python interpreter on the same inputs
+    reference: np.ndarray = field(metadata=NOT_RECORDED)
     bit_exact: dict
     elf: Path
     map_file: Path
@@ -338,12 +342,6 @@ class EmulationResult:
                 "instructions_by_op_type": self.by_op_type(),
                 "bit_exact": self.bit_exact, "inputs": len(insns), "notes": self.notes,
                 "seconds": self.seconds}
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d.update(outputs=self.outputs.tolist(), reference=self.reference.tolist(),
-                 elf=str(self.elf), map_file=str(self.map_file))
-        return d
 
 
 # The pinned sources (scripts/build_bundle_cortex_m.sh): named in every emulation report.
@@ -549,6 +547,14 @@ def _stack(found: dict) -> int:
     return used
 
 
+def _write_model_bundle(model: Path, out_dir: Path) -> None:
+    """The C bundle of a ``.tflite`` with TFLM's reference-kernel arena (the build adds the
+    CMSIS-NN scratch it measures)."""
+    graph = load_verified(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bundle(out_dir, model.read_bytes(), graph, analyse(graph).arena_needed)
+
+
 def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
             third_party_src: str | None = None, work: Path | None = None, n_inputs: int = 3,
             seed: int = 0, timeout_s: float = 600.0, build_timeout_s: float = 3600.0,
@@ -574,7 +580,7 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
     seconds: dict = {}
     if source.suffix == ".tflite":
         shutil.copy(source, work / "model.tflite")
-        firmware_check(work / "model.tflite", work / "bundle", run_tflm=False)
+        _write_model_bundle(work / "model.tflite", work / "bundle")
         bundle = work / "bundle"
     else:
         bundle = source / "firmware" if (source / "firmware").is_dir() else source
@@ -847,10 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    d = res.as_dict()
-    d.pop("outputs")
-    d.pop("reference")
-    print(json.dumps(d, indent=1))
+    print(json.dumps(to_record(res), indent=1))
     return 0 if res.bit_exact["equal"] else 1
 
 

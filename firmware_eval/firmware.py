@@ -2,28 +2,32 @@
 
 Validate (:mod:`check`), analyse the arena (:mod:`analysis`), run the model in TFLM and LiteRT's
 reference kernels (:mod:`measure`), apply the memory optimiser (:mod:`optimize`: operator order,
-patch-based inference, offline plan) when TFLM confirms identical outputs, give the board
-verdict (:mod:`verdicts`) and write the C bundle (:mod:`bundle`). Inputs: see :mod:`measure`.
+patch-based inference, offline plan) when TFLM confirms identical outputs, write the C bundle
+(:mod:`bundle`), run it on the board's core in QEMU when asked (:mod:`emulate`) and give the final
+board verdict (:mod:`verdicts`). Returns a :class:`FirmwareResult`. Inputs: see :mod:`measure`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from tinyexport.atomic import write_bytes
-from tinyexport.boards import BOARDS
-from tinyexport.firmware_eval import tflm_runner as tr
+from tinyexport.boards import Board, Verdict
+from tinyexport.firmware_eval import tflm_runner
 from tinyexport.firmware_eval.analysis import analyse, arena_dict
 from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
 from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
+from tinyexport.firmware_eval.emulate import emulate_cores
 from tinyexport.firmware_eval.measure import measure, prepare_inputs, top1
 from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
-from tinyexport.firmware_eval.verdicts import board_isa, board_verdicts
+from tinyexport.firmware_eval.verdicts import board_core, board_verdict
+from tinyexport.json_record import OMIT_NONE, relative_paths, to_record
 
 
 def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray) -> dict:
@@ -51,8 +55,9 @@ def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.
 
 def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
     try:
-        return bool(np.array_equal(tr.run_litert_ref(original, x), tr.run_litert_ref(candidate, x)))
-    except tr.TflmFailure:
+        return bool(np.array_equal(tflm_runner.run_litert_ref(original, x),
+                                   tflm_runner.run_litert_ref(candidate, x)))
+    except tflm_runner.TflmFailure:
         return False
 
 
@@ -63,7 +68,7 @@ def optimize_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray,
     is kept beside it as ``<name>_unoptimized.tflite``. Returns the record for export.json."""
     original = path.read_bytes()
     result = optimize(original, options)
-    record = dict(result.as_dict(), applied=False)
+    record = dict(to_record(result), applied=False)
     if result.search is not None:
         record["patch_frontier"] = [_plan_row(r) for r in result.search.frontier]
     if not result.changed:
@@ -80,14 +85,10 @@ def optimize_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray,
 
 
 def _optimization(path: Path, x: np.ndarray, outputs: np.ndarray | None,
-                  options: OptimizeOptions, board: str | None, can_verify: bool) -> dict:
+                  options: OptimizeOptions, board: Board | None, can_verify: bool) -> dict:
     if not can_verify or outputs is None:
         return {"applied": False, "reason": "not applied: TFLM cannot run this model to verify"}
-    if board is not None and options.budget is None:
-        board_profile = BOARDS.get(board)
-        options = replace(options, budget=board_profile.sram_bytes, isa=board_profile.isa,
-                          flash_budget=board_profile.flash_bytes)
-    return optimize_verified(path, x, outputs, options)
+    return optimize_verified(path, x, outputs, options.for_board(board))
 
 
 def _plan_row(row) -> dict:
@@ -96,10 +97,77 @@ def _plan_row(row) -> dict:
             "mac_overhead_percent": round(row.mac_overhead, 2), "flash_delta": row.flash_delta}
 
 
+@dataclass(frozen=True)
+class FirmwareResult:
+    """What the firmware stage found (export.json's ``firmware``, in this order): the model, its
+    predicted arena, the TFLM run (``measured``, ``bit_exact``, ``top1``), the memory optimiser's
+    record, the final board verdict, the bundle's files and the emulation runs (core -> summary)."""
+
+    model: str
+    model_bytes: int
+    ops: list[str]
+    arena: dict
+    min_arena: int
+    lower_bound: int
+    linear_planner: int
+    errors: list[str]
+    measured: dict | None = field(default=None, metadata=OMIT_NONE)
+    notes: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    bit_exact: dict | None = field(default=None, metadata=OMIT_NONE)
+    top1: float | None = field(default=None, metadata=OMIT_NONE)
+    optimization: dict | None = field(default=None, metadata=OMIT_NONE)
+    arena_before_optimization: dict | None = field(default=None, metadata=OMIT_NONE)
+    board: Verdict | None = field(default=None, metadata=OMIT_NONE)  # the final verdict
+    bundle: list[str] = field(default_factory=list)
+    emulation: dict | None = field(default=None, metadata=OMIT_NONE)
+
+    def relative_to(self, root: Path) -> FirmwareResult:
+        """This result with every path under ``root`` made relative to it."""
+        return replace(self, **{f.name: relative_paths(getattr(self, f.name), root)
+                                for f in fields(self) if isinstance(getattr(self, f.name),
+                                                                    (str, dict, list))})
+
+
+def _predicted_figures(path: Path, graph, ana) -> dict:
+    """The FirmwareResult fields of a static analysis."""
+    pred = ana.prediction
+    return {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
+            "arena": arena_dict(pred), "min_arena": pred.min_arena,
+            "lower_bound": pred.lower_bound, "linear_planner": pred.linear}
+
+
+def _optimized_figures(graph, ana) -> dict:
+    """The figures an applied optimisation changes (the op list and the linear planner's figure
+    keep describing the model as exported)."""
+    pred = ana.prediction
+    return {"model_bytes": graph.model_bytes, "arena": arena_dict(pred),
+            "min_arena": pred.min_arena, "lower_bound": pred.lower_bound}
+
+
+def _tflm_run(path: Path, graph, ana, x: np.ndarray, labels) -> tuple[dict, np.ndarray | None]:
+    """The FirmwareResult fields of a TFLM run, and its outputs (None when it did not run)."""
+    run = measure(path, graph, x, ana.prediction.total, ana.prediction.min_arena)
+    outputs = run.pop("outputs", None)
+    if outputs is not None and labels is not None:
+        run["top1"] = top1(graph, outputs, labels)
+    return run, outputs
+
+
+def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict:
+    """The bundle built for ``board``'s core and run in QEMU (ELF, map and logs kept in
+    ``keep/<core>``): core -> ``EmulationResult.summary()``."""
+    runs = emulate_cores(bundle_dir, [board_core(board)], keep=keep)
+    for build in keep.glob("**/obj"):  # object files: rebuildable and the bulk of the folder
+        shutil.rmtree(build, ignore_errors=True)
+    return runs
+
+
 def firmware_check(tflite_path, out_dir, *, optimize_options: OptimizeOptions | None = None,
-                   board=None, images=None, labels=None, run_tflm=True,
-                   preprocessing: dict | None = None) -> dict:
-    """Analyse, run in TFLM, (optionally) optimise the arena, give the verdict, write the bundle.
+                   board: Board | None = None, images=None, labels=None, run_tflm=True,
+                   preprocessing: dict | None = None,
+                   emulate_into: Path | None = None) -> FirmwareResult:
+    """Analyse, run in TFLM, (optionally) optimise the arena, write the bundle, (optionally) run
+    it on the board's core in QEMU, give the final board verdict.
 
     Args:
         tflite_path: int8 ``.tflite`` model (rewritten in place when an optimisation applies;
@@ -107,51 +175,42 @@ def firmware_check(tflite_path, out_dir, *, optimize_options: OptimizeOptions | 
         optimize_options: the memory optimiser's settings (None: no optimisation); its patch
             budget defaults to the board's SRAM.
         out_dir: folder for the C bundle.
-        board: board name from ``tinyexport.boards.BOARDS`` for CMSIS-NN scratch and verdicts.
+        board: the board's profile, for CMSIS-NN scratch and the verdict.
         images: NHWC batch, int8 or float (see :mod:`measure`); labels: int class ids.
-        preprocessing: the export's ``Preprocessing.as_dict()``, written to the bundle's
-            ``preprocess.h`` (resize, crop, mean / std).
-    Returns:
-        JSON-serialisable summary.
+        preprocessing: the export's preprocessing as a record (resize, crop, mean / std),
+            written to the bundle's ``preprocess.h``.
+        emulate_into: with a board, build the bundle for its core and run it in QEMU, keeping
+            the builds in this folder; the verdict is then the measured one.
     Raises:
         UserError: unreadable, non-int8 or unsupported model; bad images.
     """
     path = Path(tflite_path)
     graph = load_verified(path)
     x = prepare_inputs(graph, images)
-    isa = board_isa(board)
+    isa = board.isa if board else None
     ana = analyse(graph, isa)
-    blockers = runtime_blockers(graph)
-    summary = {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
-               "arena": arena_dict(ana.prediction), "min_arena": ana.prediction.min_arena,
-               "lower_bound": ana.prediction.lower_bound, "linear_planner": ana.prediction.linear,
-               "errors": [f"TFLM not run: {b}" for b in blockers]}
+    found = {**_predicted_figures(path, graph, ana),
+             "errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
     outputs = None
-    if run_tflm and not summary["errors"]:
-        result = measure(path, graph, x, ana.prediction.total, ana.prediction.min_arena)
-        outputs = result.pop("outputs", None)
-        summary.update(result)
-        summary["errors"] = result["errors"]
-        if outputs is not None and labels is not None:
-            summary["top1"] = top1(graph, outputs, labels)
+    if run_tflm and not found["errors"]:
+        run, outputs = _tflm_run(path, graph, ana, x, labels)
+        found.update(run)
     if optimize_options is not None:
-        summary["optimization"] = _optimization(path, x, outputs, optimize_options, board,
-                                                run_tflm and not summary["errors"])
-        if summary["optimization"]["applied"]:
+        found["optimization"] = _optimization(path, x, outputs, optimize_options, board,
+                                              run_tflm and not found["errors"])
+        if found["optimization"]["applied"]:
             graph = load(path)
             ana = analyse(graph, isa)
-            summary["arena_before_optimization"] = summary["arena"]
-            summary["model_bytes"] = graph.model_bytes
-            summary["arena"] = arena_dict(ana.prediction)
-            summary["min_arena"] = ana.prediction.min_arena
-            summary["lower_bound"] = ana.prediction.lower_bound
-            summary["measured"] = summary["optimization"]["verification"]["measured"]
-    if board is not None:
-        summary["board"] = board_verdicts(graph, [board])[0]
+            found.update(_optimized_figures(graph, ana), arena_before_optimization=found["arena"],
+                         measured=found["optimization"]["verification"]["measured"])
     os.makedirs(out_dir, exist_ok=True)
     # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
-    basis = ArenaBasis(board, isa, max(ana.prediction.total, ana.prediction.min_arena)
-                       if board is not None else None)
-    summary["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph, ana.arena_needed,
-                                     basis, preprocessing)
-    return summary
+    basis = ArenaBasis(board.name if board else None, isa,
+                       max(ana.prediction.total, ana.prediction.min_arena) if board else None)
+    found["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph, ana.arena_needed,
+                                   basis, preprocessing)
+    if board is not None and emulate_into is not None:
+        found["emulation"] = _emulated(Path(out_dir), board, emulate_into)
+    if board is not None:
+        found["board"] = board_verdict(graph, board, found.get("emulation"))
+    return FirmwareResult(**found)

@@ -137,7 +137,7 @@ def check(model: Path, tflm_src: Path, work: Path, n_inputs: int = 5, seed: int 
     (work / "input.cc").write_text(INPUT_CC)
     (work / "dump_main.cc").write_text(DUMP_CC)
     out: dict = {"model": str(model), "ops": graph.opcodes,
-                 "firmware_check_errors": summary["errors"]}
+                 "firmware_check_errors": summary.errors}
     for binary, env in (("app", {"EXTRA_SRCS": str(work / "input.cc"),
                                  "EXTRA_CXXFLAGS": "-DTINYEXPORT_INPUT_HOOK"}),
                         ("dump", {"MAIN_SRC": str(work / "dump_main.cc")})):
@@ -190,7 +190,7 @@ def check(model: Path, tflm_src: Path, work: Path, n_inputs: int = 5, seed: int 
         "top_class_binary": tops, "top_class_python_tflm": py_tops,
         "match": tops == py_tops and out["outputs_bit_exact"]["equal"],
         "arena_used_binary": max(used),
-        "arena_predicted": summary["arena"]["total"],
+        "arena_predicted": summary.arena["total"],
         "arena_measured_python_tflm": ref.total,
         "kTensorArenaSize": int(re.search(r"kTensorArenaSize = (\d+)", arena_h).group(1)),
     })

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tinyexport.boards import BOARDS
 from tinyexport.firmware_eval.firmware import firmware_check
 
 DATA = Path(__file__).parent / "data"
@@ -36,7 +37,7 @@ def test_preprocess_header_has_input_and_training_constants(models, tmp_path):
 def test_arena_header_says_which_kernels(tmp_path):
     plain = (_bundle(tmp_path, DATA / "hello_world_int8.tflite") / "arena_size.h").read_text()
     assert "reference kernels" in plain and "may need extra scratch" in plain
-    board = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board="stm32f746")
+    board = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board=BOARDS.get("stm32f746"))
     text = (board / "arena_size.h").read_text()
     assert "CMSIS-NN scratch for board stm32f746" in text and "--emulate" in text
     assert "No training preprocessing" in (board / "preprocess.h").read_text()
@@ -44,7 +45,7 @@ def test_arena_header_says_which_kernels(tmp_path):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 def test_headers_compile(models, tmp_path):
-    out = _bundle(tmp_path, models["int8"], preprocessing=PRE, board="stm32f746")
+    out = _bundle(tmp_path, models["int8"], preprocessing=PRE, board=BOARDS.get("stm32f746"))
     (out / "use.cc").write_text(
         '#include "arena_size.h"\n#include "model_data.h"\n#include "preprocess.h"\n'
         "int main() { return QuantizePixel(200, 1) + kInputHeight * kInputWidth * kInputChannels"

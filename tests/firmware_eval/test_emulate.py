@@ -13,8 +13,10 @@ import os
 import numpy as np
 import pytest
 
+from tinyexport.boards import BOARDS, verdict
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import emulate as em
+from tinyexport.json_record import to_record
 
 MAP = """\
 Linker script and memory map
@@ -121,9 +123,11 @@ def test_emulated_outputs_match_python_tflm(models, tmp_path, core):
 def test_board_core_and_clock():
     from tinyexport.firmware_eval.verdicts import board_clock_hz, board_core
 
-    assert board_core("stm32f746") == "cortex-m7" and board_core("f412") == "cortex-m4"
-    assert board_core("rp2040") is None and board_core("esp32s3") is None
-    assert board_clock_hz("stm32f746") == 216e6 and board_clock_hz("stm32f765") is None
+    assert board_core(BOARDS.get("stm32f746")) == "cortex-m7"
+    assert board_core(BOARDS.get("f412")) == "cortex-m4"
+    assert board_core(BOARDS.get("rp2040")) is None and board_core(BOARDS.get("esp32s3")) is None
+    assert board_clock_hz(BOARDS.get("stm32f746")) == 216e6
+    assert board_clock_hz(BOARDS.get("stm32f765")) is None
 
 
 def _run_summary(core: str, sram: int, flash: int) -> dict:
@@ -131,19 +135,23 @@ def _run_summary(core: str, sram: int, flash: int) -> dict:
             "instructions_mean": 2_160_000}
 
 
-def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only():
-    from tinyexport.firmware_eval.verdicts import measured_verdicts
+def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only(models):
+    from tinyexport.firmware_eval.check import load
+    from tinyexport.firmware_eval.verdicts import board_verdicts, predicted_verdict, resolve_boards
 
-    predicted = [{"board": b, "sram_needed": 100, "flash_needed": 200, "isa": "dsp"}
-                 for b in ("stm32f746", "stm32f412", "rp2040")]
-    out = measured_verdicts(predicted, {"cortex-m7": _run_summary("cortex-m7", 400_000, 900)})
+    graph = load(models["int8"])
+    boards = resolve_boards(["stm32f746", "stm32f412", "rp2040"])
+    out = board_verdicts(graph, boards, {"cortex-m7": _run_summary("cortex-m7", 400_000, 900)})
     f746, f412, rp = out
-    assert (f746["sram_needed"], f746["flash_needed"], f746["fits"]) == (400_000, 900, False)
-    assert f746["sram_margin"] == 320 * 1024 - 400_000
-    assert f746["predicted"] == {"sram_needed": 100, "flash_needed": 200}
-    assert f746["basis"] == "measured: cortex-m7 in QEMU mps2-an500"
-    assert f746["latency_ms"] == 8.0  # 2.16 M instructions x 0.80 cycles at 216 MHz
-    assert f412 is predicted[1] and rp is predicted[2]
+    predicted = predicted_verdict(graph, boards[0])
+    assert (f746.sram_needed, f746.flash_needed, f746.fits) == (400_000, 900, False)
+    assert f746.sram_margin == 320 * 1024 - 400_000
+    assert to_record(f746)["predicted"] == {"sram_needed": predicted.sram_needed,
+                                            "flash_needed": predicted.flash_needed}
+    assert f746.basis == "measured: cortex-m7 in QEMU mps2-an500" and f746.isa == "dsp"
+    assert f746.latency_ms == 8.0  # 2.16 M instructions x 0.80 cycles at 216 MHz
+    assert f412 == predicted_verdict(graph, boards[1]) and rp == predicted_verdict(graph, boards[2])
+    assert f412.basis is None and "basis" not in to_record(f412)
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -218,16 +226,16 @@ def test_first_mismatch_in_execution_order():
 
 
 def test_latency_only_where_calibrated():
-    from tinyexport.firmware_eval.verdicts import latency_ms, measured_verdicts
+    from tinyexport.firmware_eval.verdicts import latency_ms, measured_verdict
 
+    f746, f765, f412 = (BOARDS.get(name) for name in ("stm32f746", "stm32f765", "stm32f412"))
     m7 = {**_run_summary("cortex-m7", 1, 1), "instructions_mean": 270_000_000}
-    assert latency_ms("stm32f746", m7) == pytest.approx(270e6 * 0.80 / 216e6 * 1e3)
-    assert latency_ms("stm32f765", m7) is None  # no clock in the board profile
+    assert latency_ms(f746, m7) == pytest.approx(270e6 * 0.80 / 216e6 * 1e3)
+    assert latency_ms(f765, m7) is None  # no clock in the board profile
     m4 = {**_run_summary("cortex-m4", 1, 1), "instructions_mean": 1}
-    assert latency_ms("stm32f412", m4) is None  # no published M4 figure to calibrate on
-    v = measured_verdicts([{"board": "stm32f746", "sram_needed": 1, "flash_needed": 1}],
-                          {"cortex-m7": m7})[0]
-    assert v["latency_ms"] == 1000.0 and "calibrated" in v["latency_basis"]
+    assert latency_ms(f412, m4) is None  # no published M4 figure to calibrate on
+    v = measured_verdict(verdict(f746, 1, 1), f746, m7)
+    assert v.latency_ms == 1000.0 and "calibrated" in v.latency_basis
 
 
 def test_bisection_restarts_above_a_crashing_arena(tmp_path):

@@ -1,0 +1,93 @@
+"""The typed hand-offs between the export stages: what each stage returns, and
+:class:`ExportState`, everything ``export.json`` is written from (``export.provenance``).
+
+Every type here is a frozen dataclass; a record of it (``tinyexport.json_record.to_record``) is
+what export.json holds, field by field in declaration order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from tinyexport.export.config import ExportConfig
+from tinyexport.export.gate import GateVerdict
+from tinyexport.firmware_eval.firmware import FirmwareResult
+from tinyexport.json_record import NOT_RECORDED, OMIT_NONE
+from tinyexport.quantize.check import Int8Check, Int8Numerics
+from tinyexport.quantize.layer_report import LayerError
+from tinyexport.train.data import Preprocessing
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Stage 1: the model (random or from a checkpoint), what its checkpoint says, its input size
+    and preprocessing."""
+
+    model: nn.Module
+    meta: dict  # the checkpoint's own description (tinyexport.train.checkpoint_loader)
+    resolution: int
+    preprocessing: Preprocessing
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Which images a stage used (export.json's ``calibration`` and ``evaluation.data``)."""
+
+    spec: str
+    unreadable_skipped: int | None = field(default=None, metadata=OMIT_NONE)
+    images: int = 0
+    split: str = ""
+    classes: int = 0
+    warning: str | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class TflmTop1:
+    """TFLite Micro's top-1 next to LiteRT's on the first evaluation images."""
+
+    images: int
+    top1_tflm_int8: float
+    top1_litert_int8: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Top-1 of each runtime on ``--eval-data`` (and TFLM's, once the firmware stage ran)."""
+
+    data: DataInfo
+    top1: dict[str, float]
+    tflm: TflmTop1 | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model file the export wrote: its size and SHA-256."""
+
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ExportState:
+    """What the stages of one export found, in one place: ``export.json`` is written from it."""
+
+    config: ExportConfig = field(metadata=NOT_RECORDED)
+    loaded: Loaded = field(metadata=NOT_RECORDED)
+    calibration: DataInfo
+    static: Int8Check
+    numerics: Int8Numerics
+    layers: tuple[LayerError, ...]
+    gate: GateVerdict
+    artifacts: dict[str, Artifact]
+    evaluation: Evaluation | None = None
+    firmware: FirmwareResult | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning of the export, in the order they arose."""
+        found = [self.calibration.warning]
+        if self.evaluation is not None:
+            found.append(self.evaluation.data.warning)
+        return [w for w in found if w]
