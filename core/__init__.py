@@ -6,6 +6,7 @@ the ground floor every stage may use, and import nothing of ours above them:
 
 * :mod:`~tinyexport.boards` - the board registry (SRAM, flash, core) and the fit ``Verdict``;
 * :mod:`~tinyexport.config` - YAML and mapping loaders, git sha and package versions;
+* :mod:`~tinyexport.json_record` - ``to_record``, the one conversion of result dataclasses to JSON;
 * :mod:`~tinyexport.errors` - ``UserError`` and friends, and ``run_cli`` (one line, exit code);
 * :mod:`~tinyexport.atomic` - atomic files and folders; :mod:`~tinyexport.procs` - child
   processes that die with their parent; :mod:`~tinyexport.log` - logging setup;

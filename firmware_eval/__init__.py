@@ -4,11 +4,15 @@ Entry points (import them from their modules; this ``__init__`` imports nothing,
 and QEMU children start with ``python -m tinyexport.firmware_eval...`` and must stay light):
 
 * :mod:`~tinyexport.firmware_eval.firmware` - ``firmware_check``, the export's firmware stage:
-  analyse, run in TFLM, optimise the arena, give the board verdict, write the C bundle.
+  analyse, run in TFLM, optimise the arena, write the C bundle, give the board verdict; returns a
+  ``FirmwareResult``.
 * :mod:`~tinyexport.firmware_eval.report` - ``tinyreport FILE.tflite`` (``build_report``,
   ``run_tflite_report``); :mod:`~tinyexport.firmware_eval.optimize_report` its ``--optimize``.
-* :mod:`~tinyexport.firmware_eval.verdicts` - does a model fit a board (predicted or measured).
-* :mod:`~tinyexport.firmware_eval.emulate` - the bundle built for a Cortex-M and run in QEMU.
+* :mod:`~tinyexport.firmware_eval.verdicts` - does a model fit a board: ``board_verdict`` builds
+  the verdict (predicted, or measured when emulated), ``verdict_lines`` renders it.
+* :mod:`~tinyexport.firmware_eval.emulate` - the bundle built for a Cortex-M and run in QEMU
+  (:mod:`emulate_build` builds and runs it, :mod:`emulate_map` reads the linker map and the
+  driver's output; the driver itself is ``emu_driver.cc``, package data).
 
 The rest, by role:
 
@@ -20,5 +24,5 @@ The rest, by role:
   graph);
 * the memory optimiser: :mod:`optimize` (one entry), :mod:`reorder` (operator order),
   :mod:`patching` and :mod:`patch_search` (patch-based inference);
-* firmware: :mod:`bundle` (the C bundle; its C++ sources are package data beside it).
+* firmware: :mod:`bundle` (the C bundle; its ``main.cc`` is ``bundle_main.cc.in``, package data).
 """

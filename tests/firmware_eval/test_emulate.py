@@ -15,7 +15,7 @@ import pytest
 
 from tinyexport.boards import BOARDS, verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import emulate as em
+from tinyexport.firmware_eval import emulate, emulate_build, emulate_map
 from tinyexport.json_record import to_record
 
 MAP = """\
@@ -56,7 +56,7 @@ Linker script and memory map
 def test_flash_split_from_map():
     cats = {"micro_interpreter.o": "framework", "conv.o": "kernels",
             "arm_convolve_s8.o": "kernels"}
-    flash, ram = em.flash_split(MAP, cats)
+    flash, ram = emulate_map.flash_split(MAP, cats)
     assert flash["model"] == 0x1800
     assert flash["tflm_framework"] == 0x200
     assert flash["kernels"] == 0x380 and flash["cmsis_nn"] == 0x300
@@ -69,7 +69,7 @@ def test_flash_split_from_map():
 
 
 def test_parse_output():
-    found = em.parse_output("x\nemu calib_ticks: 50000\nemu arena_min: 1234\n"
+    found = emulate_map.parse_output("x\nemu calib_ticks: 50000\nemu arena_min: 1234\n"
                             "emu invoke_ticks 0: 77\nemu output 0: 1 -2 3\nemu done\n")
     assert found["calib_ticks"] == "50000" and found["arena_min"] == "1234"
     assert found["invoke_ticks"] == {0: ["77"]} and found["output"] == {0: ["1", "-2", "3"]}
@@ -80,35 +80,35 @@ def test_model_bytes_and_inputs_header(tmp_path):
     cc = tmp_path / "model_data.cc"
     cc.write_text('#include "model_data.h"\nalignas(16) const uint8_t g_model_data[3] = {\n'
                   "  0x1c, 0x00, 0xff\n};\n")
-    assert em.model_bytes(cc) == b"\x1c\x00\xff"
-    h = em.inputs_header(np.array([[[1, -2]], [[3, 4]]], np.int8))
+    assert emulate_build.model_bytes(cc) == b"\x1c\x00\xff"
+    h = emulate_build.inputs_header(np.array([[[1, -2]], [[3, 4]]], np.int8))
     assert "kEmuNumInputs = 2" in h and "kEmuInputBytes = 2" in h and "{1, -2}" in h
 
 
 def test_missing_tools_are_named(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="arm-none-eabi-gcc.*gcc-arm-none-eabi"):
-        em.emulate(tmp_path / "m.tflite")
+        emulate.emulate(tmp_path / "m.tflite")
     with pytest.raises(UserError, match="core must be"):
-        em.emulate(tmp_path / "m.tflite", core="cortex-m0")
+        emulate.emulate(tmp_path / "m.tflite", core="cortex-m0")
 
 
 def test_sources_problem_names_the_variable(tmp_path):
-    assert "TFLM_SRC" in em.sources_problem(None, None)
+    assert "TFLM_SRC" in emulate.sources_problem(None, None)
     (tmp_path / "tensorflow/lite/micro").mkdir(parents=True)
     (tmp_path / "tensorflow/lite/micro/micro_interpreter.h").write_text("")
-    assert "FLATBUFFERS_SRC" in em.sources_problem(str(tmp_path), None)
+    assert "FLATBUFFERS_SRC" in emulate.sources_problem(str(tmp_path), None)
 
 
-_SKIP = (f"tools missing: {em.missing_tools()}" if em.missing_tools() else
-         em.sources_problem(os.environ.get("TFLM_SRC"), os.environ.get("THIRD_PARTY_SRC")))
+_SKIP = (f"tools missing: {emulate.missing_tools()}" if emulate.missing_tools() else
+         emulate.sources_problem(os.environ.get("TFLM_SRC"), os.environ.get("THIRD_PARTY_SRC")))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(_SKIP is not None, reason=f"no Cortex-M emulation: {_SKIP}")
 @pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7"])
 def test_emulated_outputs_match_python_tflm(models, tmp_path, core):
-    res = em.emulate(models["int8"], core, work=tmp_path, n_inputs=3)
+    res = emulate.emulate(models["int8"], core, work=tmp_path, n_inputs=3)
     assert res.bit_exact["equal"], res.bit_exact
     assert res.outputs.shape == (3, 10)
     assert 0 < res.arena_used <= res.arena_min <= 2 * res.bundle_arena_size + 65536
@@ -131,7 +131,7 @@ def test_board_core_and_clock():
 
 
 def _run_summary(core: str, sram: int, flash: int) -> dict:
-    return {"core": core, "machine": em.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash,
+    return {"core": core, "machine": emulate.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash,
             "instructions_mean": 2_160_000}
 
 
@@ -175,7 +175,7 @@ def test_tinyreport_emulate_without_sources_says_how_to_get_them(models, capsys,
     for var in ("TFLM_SRC", "THIRD_PARTY_SRC"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TINYEXPORT_CORTEX_M_SRC", str(tmp_path / "none"))
-    monkeypatch.setattr(em, "missing_tools", lambda: [])
+    monkeypatch.setattr(emulate, "missing_tools", lambda: [])
     assert report_cli.main([str(models["int8"]), "--emulate", "cortex-m7"]) == 2
     assert "fetch-sources" in capsys.readouterr().err
 
@@ -204,7 +204,7 @@ def test_tinyreport_emulate_replaces_the_estimate(models, capsys):
 def test_every_op_output_matches_the_host(models, tmp_path):
     """The localize build (every tensor kept, CRC-32 per op output) agrees with the host TFLM op
     by op; the arena sections add up and the stack was measured."""
-    res = em.emulate(models["int8"], "cortex-m7", work=tmp_path, n_inputs=2, check_ops=True)
+    res = emulate.emulate(models["int8"], "cortex-m7", work=tmp_path, n_inputs=2, check_ops=True)
     assert res.bit_exact["equal"] and res.bit_exact["ops_equal"], res.bit_exact
     sections = res.arena_sections
     assert sections["head"] + sections["tail"] == res.arena_used
@@ -219,10 +219,10 @@ def test_every_op_output_matches_the_host(models, tmp_path):
 def test_first_mismatch_in_execution_order():
     pairs = [(0, 5), (1, 7), (2, 9)]
     host = [[0, 11, 4], [1, 22, 4], [2, 33, 8]]
-    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"], 2: ["33", "8"]}) is None
-    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["23", "4"], 2: ["0", "8"]}) == (1, 7)
-    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"]}) == (2, 9)
-    assert em.first_mismatch(pairs, host, {0: ["11", "2"], 1: ["22", "4"]}) == (0, 5)
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"], 2: ["33", "8"]}) is None
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["23", "4"], 2: ["0", "8"]}) == (1, 7)
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"]}) == (2, 9)
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "2"], 1: ["22", "4"]}) == (0, 5)
 
 
 def test_latency_only_where_calibrated():
@@ -249,13 +249,13 @@ def test_bisection_restarts_above_a_crashing_arena(tmp_path):
         def run(self, out, defines="", seconds=None):
             calls.append(defines)
             if len(calls) == 1:
-                raise em._CrashedAllocating(2376, "log")
+                raise emulate_build.CrashedAllocating(2376, "log")
             return {"arena_min": "4056"}
 
-    found = em._run_bisecting(Build(), tmp_path / "out", {})
+    found = emulate_build.run_bisecting(Build(), tmp_path / "out", {})
     assert calls == ["", "-DEMU_BISECT_LO=2376"]
     assert found["bisection_crashes_below"] == 2376
-    assert "2,376 B arena" in em._notes(found)[0]
+    assert "2,376 B arena" in emulate_build.bisection_notes(found)[0]
 
 
 @pytest.mark.slow
@@ -267,7 +267,7 @@ def test_stateful_lstm_runs_and_differences_are_localized(tmp_path):
     from pathlib import Path
 
     model = Path(__file__).parent / "data" / "trained_lstm_int8.tflite"
-    res = em.emulate(model, "cortex-m4", work=tmp_path, n_inputs=3)
+    res = emulate.emulate(model, "cortex-m4", work=tmp_path, n_inputs=3)
     assert res.notes and res.arena_min > 2376
     if not res.bit_exact["equal"]:
         assert res.bit_exact["first_difference"]["opcode"] == "UNIDIRECTIONAL_SEQUENCE_LSTM"
