@@ -7,6 +7,9 @@ toolchain's own performance benchmarks.
   export timings, firmware and memory figures, patching, emulated Cortex-M, NetAug, TinyTL and the
   robustness attacks on the CLIs; :mod:`~tinyexport.benchmarks.publish` writes every benchmark's
   JSON and table into ``benchmarks/results/``.
+* ``robustness_*`` - the robustness benchmark's parts: its harness and worker processes
+  (``robustness_harness``), the seeded mutants (``robustness_mutants``) and one module a case
+  family (``robustness_files``, ``robustness_args``, ``robustness_kills``).
 
 This ``__init__`` imports nothing; benchmarks are programs, not a library surface.
 """
