@@ -34,7 +34,7 @@ from tinyexport.benchmarks.publish import write_results
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import emulate
 from tinyexport.firmware_eval.arena import predict
-from tinyexport.firmware_eval.check import load
+from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.verdicts import runtime_estimate
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -29,8 +29,7 @@ from tinyexport.benchmarks.publish import write_results
 from tinyexport.boards import BOARDS
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.pipeline import export
-from tinyexport.firmware_eval import arena
-from tinyexport.firmware_eval import tflm_runner as tr
+from tinyexport.firmware_eval import arena, tflm_runner
 from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
 from tinyexport.firmware_eval.verdicts import board_verdicts, resolve_boards
 from tinyexport.tflite_graph.reader import parse_graph
@@ -67,8 +66,8 @@ def _inputs(data: bytes, count: int) -> np.ndarray:
 def _run(data: bytes, x: np.ndarray, tmp: Path) -> dict:
     path = tmp / "m.tflite"
     path.write_bytes(data)
-    run = tr.run_tflm(path, x, arena_size=RUN_ARENA)
-    return {"tflm": run.outputs, "litert": tr.run_litert_ref(path, x),
+    run = tflm_runner.run_tflm(path, x, arena_size=RUN_ARENA)
+    return {"tflm": run.outputs, "litert": tflm_runner.run_litert_ref(path, x),
             "measured": {"head": run.head, "tail": run.tail, "total": run.total}}
 
 

@@ -8,8 +8,10 @@
 * :mod:`~tinyexport.export.stages` - one function a stage; the surgeries and conversions they call
   are :mod:`fuse`, :mod:`head`, :mod:`to_onnx` and :mod:`convert` (onnx2tf in a child).
 * :mod:`~tinyexport.export.gate` (the int8 verdict), :mod:`~tinyexport.export.parity` (numerical
-  equivalence), :mod:`~tinyexport.export.provenance` (``export.json`` and ``report.md``),
-  :mod:`~tinyexport.export.records` (stage records and their timer).
+  equivalence), :mod:`~tinyexport.export.provenance` (``export.json`` and ``report.md``).
+* plumbing: :mod:`~tinyexport.export.stage_timer` (stage records and their timer),
+  :mod:`~tinyexport.export.output_files` (hashes, the scratch folder),
+  :mod:`~tinyexport.export.tensors` (finite weights, NCHW to NHWC).
 
 This ``__init__`` imports nothing: ``tinyexport.export.convert`` also runs as a child process.
 """

@@ -194,24 +194,24 @@ def _bit_exact(doc: dict) -> bool:
 def _firmware_lines(doc: dict, out: Path) -> list[str]:
     """The answer most users came for: the TFLM arena, the bundle's kTensorArenaSize and the
     board verdict."""
-    fw = doc.get("firmware") or {}
-    if "arena" not in fw:
-        return [f"  firmware: {fw.get('status', 'not run')}"]
-    arena, measured = fw["arena"], fw.get("measured") or {}
+    firmware = doc.get("firmware") or {}
+    if "arena" not in firmware:
+        return [f"  firmware: {firmware.get('status', 'not run')}"]
+    arena, measured = firmware["arena"], firmware.get("measured") or {}
     lines = [f"  TFLite Micro arena: {arena['total']:,} B predicted (activations "
              f"{arena['head']:,} + persistent {arena['tail']:,})"
              + (f", {measured['total']:,} B measured in the real interpreter"
                 if measured.get("total") else "")]
-    lines += _optimization_lines(fw.get("optimization"))
+    lines += _optimization_lines(firmware.get("optimization"))
     size = _arena_size_constant(out / "firmware" / "arena_size.h")
     if size:
         lines.append(f"  C bundle: {out}/firmware/ with kTensorArenaSize = {size}")
-    for problem in fw.get("errors") or []:
+    for problem in firmware.get("errors") or []:
         lines.append(f"  TFLite Micro problem: {problem}")
-    for run in (fw.get("emulation") or {}).values():
+    for run in (firmware.get("emulation") or {}).values():
         lines += emulation_lines(run, indent="  ")
-    if fw.get("board"):
-        lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(fw["board"]),
+    if firmware.get("board"):
+        lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(firmware["board"]),
                                                         "tinyexport")]
     return lines
 

@@ -14,14 +14,15 @@ from tinyexport.atomic import atomic_dir, write_json, write_text
 from tinyexport.errors import UserError
 from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, UNOPTIMIZED, ExportConfig
 from tinyexport.export.gate import GateVerdict, judge_int8
+from tinyexport.export.output_files import scratch_dir, sha256
 from tinyexport.export.provenance import build_provenance, render_report
-from tinyexport.export.records import ExportResult, StageTimer, nchw_to_nhwc, scratch_dir, sha256
+from tinyexport.export.stage_timer import StageTimer
 from tinyexport.export.stages import (
     check_int8,
     evaluate,
     export_float_tflite,
     export_onnx,
-    firmware,
+    firmware_stage,
     fuse,
     head_as_conv,
     load_images,
@@ -30,7 +31,8 @@ from tinyexport.export.stages import (
     quantize,
     recalibrate,
 )
-from tinyexport.export.state import Artifact, Evaluation, ExportState
+from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportState
+from tinyexport.export.tensors import nchw_to_nhwc
 from tinyexport.firmware_eval.emulate import emulation_problem
 from tinyexport.json_record import to_record
 from tinyexport.quantize.check import Int8Numerics
@@ -48,8 +50,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] | None = None) 
         result = run_export(config, tmp, progress)
         write_json(tmp / "export.json", result.provenance)
         write_text(tmp / "report.md", render_report(result.provenance))
-    result.out = config.out
-    return result
+    return replace(result, out=config.out)
 
 
 def previous_export_problem(folder: Path) -> str | None:
@@ -129,8 +130,8 @@ def run_export(config: ExportConfig, out_tmp: Path,
     if config.firmware:
         images, labels = (batch.images_nhwc, batch.labels) if batch else (check_nhwc[:4], None)
         with timer.stage("firmware check") as rec:
-            firmware_result = firmware(config, loaded, out_tmp / "model_int8.tflite", out_tmp,
-                                       images, rec, labels)
+            firmware_result = firmware_stage(config, loaded, out_tmp / "model_int8.tflite",
+                                             out_tmp, images, rec, labels)
         tflm = batch.tflm_top1(firmware_result) if batch else None
         if tflm:
             evaluation = replace(evaluation, tflm=tflm)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tinyexport.boards import Verdict
 from tinyexport.config import git_sha, package_versions
 from tinyexport.export.config import RANDOM_WEIGHTS_WARNING
-from tinyexport.export.records import StageRecord
+from tinyexport.export.stage_timer import StageRecord
 from tinyexport.export.state import ExportState
 from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
@@ -43,20 +43,20 @@ def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
     return to_record(doc)
 
 
-def _firmware_lines(fw: dict) -> list[str]:
-    if "arena" not in fw:
-        return [f"- firmware: {fw.get('status', 'not run')}"]
-    arena, measured = fw["arena"], fw.get("measured") or {}
+def _firmware_lines(firmware: dict) -> list[str]:
+    if "arena" not in firmware:
+        return [f"- firmware: {firmware.get('status', 'not run')}"]
+    arena, measured = firmware["arena"], firmware.get("measured") or {}
     lines = [f"- TFLite Micro arena: {arena['total']:,} B predicted (activations {arena['head']:,} "
              f"+ persistent {arena['tail']:,}); measured {_bytes(measured.get('total'))}; "
-             f"smallest arena that allocates: {_bytes(fw.get('min_arena'))}"]
-    lines += [f"- TFLite Micro problem: {p}" for p in fw.get("errors") or []]
-    for step in (fw.get("optimization") or {}).get("steps", []):
+             f"smallest arena that allocates: {_bytes(firmware.get('min_arena'))}"]
+    lines += [f"- TFLite Micro problem: {p}" for p in firmware.get("errors") or []]
+    for step in (firmware.get("optimization") or {}).get("steps", []):
         lines.append(f"- memory optimiser, {step['name']}: "
                      + (f"applied, -{step['saved']:,} B ({step['reason']})" if step["applied"]
                         else f"not applied ({step['reason']})"))
-    if fw.get("board"):
-        lines += verdict_lines(Verdict.from_record(fw["board"]), "report.md")
+    if firmware.get("board"):
+        lines += verdict_lines(Verdict.from_record(firmware["board"]), "report.md")
     return lines
 
 

@@ -20,10 +20,10 @@ from tinyexport.export.convert import onnx_to_tflite
 from tinyexport.export.fuse import fuse_and_check
 from tinyexport.export.head import head_as_conv_and_check
 from tinyexport.export.parity import compare_outputs
-from tinyexport.export.records import check_finite, nchw_to_nhwc
 from tinyexport.export.state import DataInfo, Evaluation, Loaded, TflmTop1
+from tinyexport.export.tensors import check_finite, nchw_to_nhwc
 from tinyexport.export.to_onnx import run_onnxruntime, to_onnx
-from tinyexport.firmware_eval.firmware import FirmwareResult, firmware_check
+from tinyexport.firmware_eval.evaluate import FirmwareResult, evaluate_firmware
 from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.json_record import to_record
 from tinyexport.log import native_output_to_debug_log
@@ -275,16 +275,17 @@ def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: 
     return tuple(rows)
 
 
-def firmware(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
-             images_nhwc: np.ndarray, record, labels: np.ndarray | None = None) -> FirmwareResult:
+def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
+                   images_nhwc: np.ndarray, record, labels: np.ndarray | None = None) -> FirmwareResult:
     """Firmware stage: arena prediction, TFLM run, C bundle (with the preprocessing as constants),
     with ``--emulate`` the bundle run on the board's core in QEMU (ELF, map and logs kept in
     ``out/emulation/<core>``), and the final board verdict. ``labels`` (of ``images_nhwc``):
     TFLM's top-1 is recorded too."""
-    result = firmware_check(int8_path, out / "firmware", optimize_options=optimize_options(config),
-                            board=config.board, images=images_nhwc, labels=labels,
-                            preprocessing=loaded.preprocessing.as_dict(),
-                            emulate_into=out / "emulation" if config.emulate else None)
+    result = evaluate_firmware(int8_path, out / "firmware",
+                               optimize_options=optimize_options(config), board=config.board,
+                               images=images_nhwc, labels=labels,
+                               preprocessing=loaded.preprocessing.as_dict(),
+                               emulate_into=out / "emulation" if config.emulate else None)
     result = result.relative_to(out)
     record.details.update({k: v for k, v in to_record(result).items()
                            if not isinstance(v, (dict, list))})

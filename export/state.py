@@ -8,12 +8,15 @@ what export.json holds, field by field in declaration order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.gate import GateVerdict
-from tinyexport.firmware_eval.firmware import FirmwareResult
+from tinyexport.export.stage_timer import StageRecord
+from tinyexport.firmware_eval.evaluate import FirmwareResult
 from tinyexport.json_record import NOT_RECORDED, OMIT_NONE
 from tinyexport.quantize.check import Int8Check, Int8Numerics
 from tinyexport.quantize.layer_report import LayerError
@@ -91,3 +94,17 @@ class ExportState:
         if self.evaluation is not None:
             found.append(self.evaluation.data.warning)
         return [w for w in found if w]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`tinyexport.export.pipeline.export` returns: the folder, export.json's document
+    and the stage records."""
+
+    out: Path
+    provenance: dict[str, Any]
+    stages: list[StageRecord]
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)

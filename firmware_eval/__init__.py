@@ -3,7 +3,7 @@
 Entry points (import them from their modules; this ``__init__`` imports nothing, because the TFLM
 and QEMU children start with ``python -m tinyexport.firmware_eval...`` and must stay light):
 
-* :mod:`~tinyexport.firmware_eval.firmware` - ``firmware_check``, the export's firmware stage:
+* :mod:`~tinyexport.firmware_eval.evaluate` - ``evaluate_firmware``, the export's firmware stage:
   analyse, run in TFLM, optimise the arena, write the C bundle, give the board verdict; returns a
   ``FirmwareResult``.
 * :mod:`~tinyexport.firmware_eval.report` - ``tinyreport FILE.tflite`` (``build_report``,
@@ -16,12 +16,12 @@ and QEMU children start with ``python -m tinyexport.firmware_eval...`` and must 
 
 The rest, by role:
 
-* model checks and runs: :mod:`check` (can TFLM run it), :mod:`tflm_runner` (TFLM / LiteRT in a
-  child, whose side is :mod:`_tflm_child`), :mod:`measure` (arena, bit-exactness, top-1),
-  :mod:`calibrate` (per-op persistent bytes);
+* model checks and runs: :mod:`tflm_readiness` (can TFLM run it), :mod:`tflm_runner` (TFLM /
+  LiteRT in a child, whose side is :mod:`_tflm_child`), :mod:`tflm_measurement` (arena,
+  bit-exactness, top-1), :mod:`calibrate` (per-op persistent bytes);
 * arena figures: :mod:`arena` (TFLM's arena from the flatbuffer), :mod:`planner` (lifetimes and
-  head planning), :mod:`offline_plan` (our tighter placement), :mod:`analysis` (all of them for one
-  graph);
+  head planning), :mod:`offline_plan` (our tighter placement), :mod:`arena_analysis` (all of them
+  for one graph);
 * the memory optimiser: :mod:`optimize` (one entry), :mod:`reorder` (operator order),
   :mod:`patching` and :mod:`patch_search` (patch-based inference);
 * firmware: :mod:`bundle` (the C bundle; its ``main.cc`` is ``bundle_main.cc.in``, package data).

@@ -38,9 +38,8 @@ import numpy as np
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.analysis import analyse
+from tinyexport.firmware_eval.arena_analysis import analyse
 from tinyexport.firmware_eval.bundle import write_bundle
-from tinyexport.firmware_eval.check import load, load_verified
 from tinyexport.firmware_eval.emulate_build import (
     BUILD_SCRIPT,
     CALIB_ITERATIONS,
@@ -52,7 +51,8 @@ from tinyexport.firmware_eval.emulate_build import (
     run_bisecting,
 )
 from tinyexport.firmware_eval.emulate_map import flash_split, object_categories, recorded_sections, stack_high_water
-from tinyexport.firmware_eval.measure import bit_exactness
+from tinyexport.firmware_eval.tflm_measurement import bit_exactness
+from tinyexport.firmware_eval.tflm_readiness import load, load_verified
 from tinyexport.json_record import NOT_RECORDED, to_record
 
 _log = logging.getLogger(__name__)

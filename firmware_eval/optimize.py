@@ -12,7 +12,7 @@ Three rewrites of the int8 flatbuffer, in this order (each needs the one before 
    they beat TFLM's greedy placement (docs/tflm_memory.md §4).
 
 Each step is kept only when the exact predictor says it lowers the arena TFLM needs. The caller
-(:func:`tinyexport.firmware_eval.firmware.firmware_check`, ``tinyreport --optimize``) then runs the
+(:func:`tinyexport.firmware_eval.evaluate.evaluate_firmware`, ``tinyreport --optimize``) then runs the
 result in TFLM and LiteRT's reference kernels and keeps it only if every output equals the
 original model's and the measured arena is the predicted one.
 """

@@ -15,12 +15,12 @@ from pathlib import Path
 from tinyexport.atomic import atomic_path, write_bytes
 from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import tflm_runner as tr
-from tinyexport.firmware_eval.analysis import analyse, arena_dict
-from tinyexport.firmware_eval.check import load_verified, runtime_blockers
-from tinyexport.firmware_eval.firmware import verify_rewrite
-from tinyexport.firmware_eval.measure import measure_arena_size, prepare_inputs
+from tinyexport.firmware_eval import tflm_runner
+from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
+from tinyexport.firmware_eval.evaluate import verify_rewrite
 from tinyexport.firmware_eval.optimize import Optimized, OptimizeOptions, needed, optimize
+from tinyexport.firmware_eval.tflm_measurement import measure_arena_size, prepare_inputs
+from tinyexport.firmware_eval.tflm_readiness import load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import board_verdicts, verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.tflite_graph.reader import parse_graph
@@ -63,9 +63,9 @@ def _options_dict(options: OptimizeOptions) -> dict:
 
 
 def _figures(data: bytes, isa: str | None) -> dict:
-    ana = analyse(parse_graph(data), isa)
-    macs = sum(row.macs for row in ana.prediction.ops)
-    return {**arena_dict(ana.prediction), "needed": needed(data, isa), "macs": macs,
+    analysis = analyse(parse_graph(data), isa)
+    macs = sum(row.macs for row in analysis.prediction.ops)
+    return {**arena_dict(analysis.prediction), "needed": needed(data, isa), "macs": macs,
             "model_bytes": len(data)}
 
 
@@ -82,7 +82,7 @@ def _frontier(result: Optimized) -> list[dict]:
 def _verify(path: Path, graph, data: bytes, inputs: int) -> dict:
     x = prepare_inputs(graph, None, count=inputs)
     pred = analyse(graph).prediction
-    base = tr.run_tflm(path, x, arena_size=measure_arena_size(graph, pred.total))
+    base = tflm_runner.run_tflm(path, x, arena_size=measure_arena_size(graph, pred.total))
     return verify_rewrite(path, data, x, base.outputs)
 
 

@@ -18,10 +18,10 @@ import numpy as np
 from tinyexport.atomic import atomic_path
 from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.analysis import Analysis, analyse, arena_dict
-from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
+from tinyexport.firmware_eval.arena_analysis import Analysis, analyse, arena_dict
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
-from tinyexport.firmware_eval.measure import check_labels, measure, prepare_inputs, top1
+from tinyexport.firmware_eval.tflm_measurement import check_labels, measure, prepare_inputs, top1
+from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import RUNTIME_BASIS, board_verdicts, runtime_estimate, verdict_lines
 from tinyexport.json_record import to_record
 
@@ -61,14 +61,14 @@ def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = Fal
         UserError: the file is not a valid int8 TFLite model (one message, its first problem).
     """
     graph = load_verified(path) if verify else load(path)
-    ana = analyse(graph)
-    pred = ana.prediction
+    analysis = analyse(graph)
+    pred = analysis.prediction
     report = {
         "model": str(path), "model_bytes": graph.model_bytes,
         "arena": arena_dict(pred), "min_arena": pred.min_arena, "lower_bound": pred.lower_bound,
         "linear_planner": pred.linear,
-        "plans": {"greedy_head": ana.plan.greedy_head, "our_head": ana.plan.head,
-                  "our_ordering": ana.plan.ordering, "our_optimal": ana.plan.optimal},
+        "plans": {"greedy_head": analysis.plan.greedy_head, "our_head": analysis.plan.head,
+                  "our_ordering": analysis.plan.ordering, "our_optimal": analysis.plan.optimal},
         "runtime_code_bytes": {"value": runtime_estimate(graph), "basis": RUNTIME_BASIS},
         "ops": [{"index": r.index, "op": r.opcode, "inputs": r.in_shapes,
                  "outputs": r.out_shapes, "macs": r.macs, "live_bytes": r.live_bytes,
@@ -173,7 +173,7 @@ def finish_plot(fig, ax, out: str) -> None:
     _log.info("wrote plot %s", out)
 
 
-def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
+def plot_plan(analysis: Analysis, out: str, boards: Sequence[dict] = (),
               title: str = "model") -> PlotSummary:
     """Arena need per op: the persistent tail as a constant band, the activations (and scratch)
     live at each op stacked on it, the peak op annotated, a line per board at its SRAM.
@@ -186,7 +186,7 @@ def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pred = ana.prediction
+    pred = analysis.prediction
     rows = pred.ops
     live = np.array([r.live_bytes for r in rows], float) / 1024
     scratch = np.array([r.scratch_bytes for r in rows], float) / 1024
@@ -204,13 +204,13 @@ def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
                 xytext=(0, 12), textcoords="offset points", ha="center", fontsize=8,
                 arrowprops={"arrowstyle": "->"})
     lines = draw_board_lines(ax, boards)
-    ax.axhline(ana.arena_needed / 1024, color="black", ls=":", lw=1,
-               label=f"arena needed {ana.arena_needed:,} B")
-    top = max([ana.arena_needed, peak_bytes] + [b for _, b in lines]) / 1024
+    ax.axhline(analysis.arena_needed / 1024, color="black", ls=":", lw=1,
+               label=f"arena needed {analysis.arena_needed:,} B")
+    top = max([analysis.arena_needed, peak_bytes] + [b for _, b in lines]) / 1024
     ax.set_ylim(0, top * 1.15)
     ax.set_xlabel("op index (execution order)")
     ax.set_ylabel("TFLM arena (KiB)")
-    ax.set_title(f"{title}: arena {ana.arena_needed:,} B, peak at "
+    ax.set_title(f"{title}: arena {analysis.arena_needed:,} B, peak at "
                  f"{peak_label}")
     finish_plot(fig, ax, out)
     return PlotSummary(out, peak_label, peak_bytes, lines)

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/check_bundle_host.py MODEL.tflite --tflm-src TFLM_SRC [--work DIR]
 
-Writes the bundle with ``firmware_check`` (on a copy of the model) and builds two binaries from
+Writes the bundle with ``evaluate_firmware`` (on a copy of the model) and builds two binaries from
 it with ``scripts/build_bundle_host.sh``:
 
 * ``app``: the bundle's own ``main.cc`` built with ``-DTINYEXPORT_INPUT_HOOK`` and an ``input.cc``
@@ -34,9 +34,9 @@ import numpy as np
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.check import load
-from tinyexport.firmware_eval.firmware import firmware_check
-from tinyexport.firmware_eval.measure import bit_exactness
+from tinyexport.firmware_eval.evaluate import evaluate_firmware
+from tinyexport.firmware_eval.tflm_measurement import bit_exactness
+from tinyexport.firmware_eval.tflm_readiness import load
 
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build_bundle_host.sh"
 _RESULT = re.compile(r"top class: (\d+) \(arena used (\d+) bytes\)")
@@ -132,7 +132,7 @@ def check(model: Path, tflm_src: Path, work: Path, n_inputs: int = 5, seed: int 
     work.mkdir(parents=True, exist_ok=True)
     copy = work / "model.tflite"
     shutil.copy(model, copy)
-    summary = firmware_check(copy, work / "bundle", run_tflm=False)  # prediction only
+    summary = evaluate_firmware(copy, work / "bundle", run_tflm=False)  # prediction only
     graph = load(copy)
     (work / "input.cc").write_text(INPUT_CC)
     (work / "dump_main.cc").write_text(DUMP_CC)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tinyexport.boards import BOARDS
-from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.firmware_eval.evaluate import evaluate_firmware
 
 DATA = Path(__file__).parent / "data"
 PRE = {"resolution": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -19,7 +19,7 @@ PRE = {"resolution": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.
 
 def _bundle(tmp_path, model, **kwargs) -> Path:
     out = tmp_path / "bundle"
-    firmware_check(model, out, run_tflm=False, **kwargs)
+    evaluate_firmware(model, out, run_tflm=False, **kwargs)
     return out
 
 

@@ -136,7 +136,7 @@ def _run_summary(core: str, sram: int, flash: int) -> dict:
 
 
 def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only(models):
-    from tinyexport.firmware_eval.check import load
+    from tinyexport.firmware_eval.tflm_readiness import load
     from tinyexport.firmware_eval.verdicts import board_verdicts, predicted_verdict, resolve_boards
 
     graph = load(models["int8"])

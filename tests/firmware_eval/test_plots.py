@@ -5,9 +5,9 @@ import logging
 from pathlib import Path
 
 from tinyexport.benchmarks.report_cli import plot_model_report
-from tinyexport.firmware_eval.analysis import analyse
-from tinyexport.firmware_eval.check import load
+from tinyexport.firmware_eval.arena_analysis import analyse
 from tinyexport.firmware_eval.report import build_report, plot_plan
+from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.verdicts import resolve_boards
 
 DATA = Path(__file__).parent / "data"

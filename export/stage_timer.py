@@ -1,23 +1,14 @@
-"""Plumbing of the export pipeline: stage records and their timer, the result, hashes and array
-layout helpers."""
+"""The export's stage records and their timer: one progress line a stage, one record a stage
+(``export.json``'s ``checks``)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
-
-from tinyexport.errors import UserError
 
 _log = logging.getLogger(__name__)
 
@@ -28,17 +19,6 @@ class StageRecord:
     seconds: float = 0.0
     status: str = "ok"
     details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ExportResult:
-    out: Path
-    provenance: dict[str, Any]
-    stages: list[StageRecord]
-
-    @property
-    def total_seconds(self) -> float:
-        return sum(s.seconds for s in self.stages)
 
 
 class StageTimer:
@@ -80,32 +60,3 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def check_finite(model: nn.Module) -> None:
-    """Raise UserError naming the first parameter/buffer holding NaN or Inf."""
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise UserError(f"checkpoint weight {name!r} holds NaN/Inf values; the checkpoint is "
-                            "corrupt or training diverged — export a good checkpoint")
-
-
-def nchw_to_nhwc(images: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
-
-
-@contextmanager
-def scratch_dir(out_tmp: Path) -> Iterator[Path]:
-    """A scratch folder inside the export's own partial folder (not the system temp dir): a killed
-    run leaves it only inside ``.DIR.*.partial``, which the next run removes; removed here when
-    the block ends, so it never reaches the final folder."""
-    work = out_tmp / ".scratch"
-    work.mkdir()
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

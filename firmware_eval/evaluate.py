@@ -1,10 +1,10 @@
-"""``firmware_check``: the firmware stage the export pipeline calls on an int8 ``.tflite``.
+"""``evaluate_firmware``: the firmware stage the export pipeline calls on an int8 ``.tflite``.
 
-Validate (:mod:`check`), analyse the arena (:mod:`analysis`), run the model in TFLM and LiteRT's
-reference kernels (:mod:`measure`), apply the memory optimiser (:mod:`optimize`: operator order,
+Validate (:mod:`tflm_readiness`), analyse the arena (:mod:`arena_analysis`), run the model in TFLM and LiteRT's
+reference kernels (:mod:`tflm_measurement`), apply the memory optimiser (:mod:`optimize`: operator order,
 patch-based inference, offline plan) when TFLM confirms identical outputs, write the C bundle
 (:mod:`bundle`), run it on the board's core in QEMU when asked (:mod:`emulate`) and give the final
-board verdict (:mod:`verdicts`). Returns a :class:`FirmwareResult`. Inputs: see :mod:`measure`.
+board verdict (:mod:`verdicts`). Returns a :class:`FirmwareResult`. Inputs: see :mod:`tflm_measurement`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import numpy as np
 from tinyexport.atomic import write_bytes
 from tinyexport.boards import Board, Verdict
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.analysis import analyse, arena_dict
+from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
-from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.emulate import emulate_cores
-from tinyexport.firmware_eval.measure import measure, prepare_inputs, top1
 from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
+from tinyexport.firmware_eval.tflm_measurement import measure, prepare_inputs, top1
+from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import board_core, board_verdict
 from tinyexport.json_record import OMIT_NONE, relative_paths, to_record
 
@@ -128,25 +128,25 @@ class FirmwareResult:
                                                                     (str, dict, list))})
 
 
-def _predicted_figures(path: Path, graph, ana) -> dict:
+def _predicted_figures(path: Path, graph, analysis) -> dict:
     """The FirmwareResult fields of a static analysis."""
-    pred = ana.prediction
+    pred = analysis.prediction
     return {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
             "arena": arena_dict(pred), "min_arena": pred.min_arena,
             "lower_bound": pred.lower_bound, "linear_planner": pred.linear}
 
 
-def _optimized_figures(graph, ana) -> dict:
+def _optimized_figures(graph, analysis) -> dict:
     """The figures an applied optimisation changes (the op list and the linear planner's figure
     keep describing the model as exported)."""
-    pred = ana.prediction
+    pred = analysis.prediction
     return {"model_bytes": graph.model_bytes, "arena": arena_dict(pred),
             "min_arena": pred.min_arena, "lower_bound": pred.lower_bound}
 
 
-def _tflm_run(path: Path, graph, ana, x: np.ndarray, labels) -> tuple[dict, np.ndarray | None]:
+def _tflm_run(path: Path, graph, analysis, x: np.ndarray, labels) -> tuple[dict, np.ndarray | None]:
     """The FirmwareResult fields of a TFLM run, and its outputs (None when it did not run)."""
-    run = measure(path, graph, x, ana.prediction.total, ana.prediction.min_arena)
+    run = measure(path, graph, x, analysis.prediction.total, analysis.prediction.min_arena)
     outputs = run.pop("outputs", None)
     if outputs is not None and labels is not None:
         run["top1"] = top1(graph, outputs, labels)
@@ -162,10 +162,10 @@ def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict:
     return runs
 
 
-def firmware_check(tflite_path, out_dir, *, optimize_options: OptimizeOptions | None = None,
-                   board: Board | None = None, images=None, labels=None, run_tflm=True,
-                   preprocessing: dict | None = None,
-                   emulate_into: Path | None = None) -> FirmwareResult:
+def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions | None = None,
+                      board: Board | None = None, images=None, labels=None, run_tflm=True,
+                      preprocessing: dict | None = None,
+                      emulate_into: Path | None = None) -> FirmwareResult:
     """Analyse, run in TFLM, (optionally) optimise the arena, write the bundle, (optionally) run
     it on the board's core in QEMU, give the final board verdict.
 
@@ -176,7 +176,7 @@ def firmware_check(tflite_path, out_dir, *, optimize_options: OptimizeOptions | 
             budget defaults to the board's SRAM.
         out_dir: folder for the C bundle.
         board: the board's profile, for CMSIS-NN scratch and the verdict.
-        images: NHWC batch, int8 or float (see :mod:`measure`); labels: int class ids.
+        images: NHWC batch, int8 or float (see :mod:`tflm_measurement`); labels: int class ids.
         preprocessing: the export's preprocessing as a record (resize, crop, mean / std),
             written to the bundle's ``preprocess.h``.
         emulate_into: with a board, build the bundle for its core and run it in QEMU, keeping
@@ -188,26 +188,26 @@ def firmware_check(tflite_path, out_dir, *, optimize_options: OptimizeOptions | 
     graph = load_verified(path)
     x = prepare_inputs(graph, images)
     isa = board.isa if board else None
-    ana = analyse(graph, isa)
-    found = {**_predicted_figures(path, graph, ana),
+    analysis = analyse(graph, isa)
+    found = {**_predicted_figures(path, graph, analysis),
              "errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
     outputs = None
     if run_tflm and not found["errors"]:
-        run, outputs = _tflm_run(path, graph, ana, x, labels)
+        run, outputs = _tflm_run(path, graph, analysis, x, labels)
         found.update(run)
     if optimize_options is not None:
         found["optimization"] = _optimization(path, x, outputs, optimize_options, board,
                                               run_tflm and not found["errors"])
         if found["optimization"]["applied"]:
             graph = load(path)
-            ana = analyse(graph, isa)
-            found.update(_optimized_figures(graph, ana), arena_before_optimization=found["arena"],
+            analysis = analyse(graph, isa)
+            found.update(_optimized_figures(graph, analysis), arena_before_optimization=found["arena"],
                          measured=found["optimization"]["verification"]["measured"])
     os.makedirs(out_dir, exist_ok=True)
     # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
     basis = ArenaBasis(board.name if board else None, isa,
-                       max(ana.prediction.total, ana.prediction.min_arena) if board else None)
-    found["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph, ana.arena_needed,
+                       max(analysis.prediction.total, analysis.prediction.min_arena) if board else None)
+    found["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph, analysis.arena_needed,
                                    basis, preprocessing)
     if board is not None and emulate_into is not None:
         found["emulation"] = _emulated(Path(out_dir), board, emulate_into)
