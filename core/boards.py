@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from tinyexport.json_record import OMIT_NONE
 from tinyexport.registry import Registry
 
+__all__ = ["KIB", "MIB", "Board", "Needs", "Verdict", "verdict"]
+
 KIB = 1024
 MIB = 1024 * 1024
 

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+__all__ = ["OMIT_NONE", "NOT_RECORDED", "to_record", "relative_paths"]
+
 OMIT_NONE = {"record": "omit if None"}
 NOT_RECORDED = {"record": "never"}
 

@@ -12,6 +12,9 @@ from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.verdicts import board_core
 from tinyexport.train.models import check_bounds
 
+__all__ = ["ARTIFACTS", "UNOPTIMIZED", "RANDOM_WEIGHTS_WARNING", "MIN_TOP1_AGREEMENT",
+           "MAX_TOP1_DROP", "ExportConfig", "default_out"]
+
 ARTIFACTS = ("model.onnx", "model_fp32.tflite", "model_int8.tflite")
 UNOPTIMIZED = "model_int8_unoptimized.tflite"  # kept when the memory optimiser rewrote the model
 RANDOM_WEIGHTS_WARNING = ("no --checkpoint: the model has RANDOM weights; the export is valid for "

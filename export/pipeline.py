@@ -18,6 +18,7 @@ from tinyexport.export.output_files import scratch_dir, sha256
 from tinyexport.export.provenance import build_provenance, render_report
 from tinyexport.export.stage_timer import StageTimer
 from tinyexport.export.stages import (
+    LINEAR_HEAD,
     check_int8,
     evaluate,
     export_float_tflite,
@@ -37,6 +38,9 @@ from tinyexport.firmware_eval.emulate import emulation_problem
 from tinyexport.json_record import to_record
 from tinyexport.quantize.check import Int8Numerics
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
+
+__all__ = ["PROBE_IMAGES", "export", "previous_export_problem", "gate", "run_export",
+           "written_artifacts", "recorded_data_readable", "check_user_paths"]
 
 _log = logging.getLogger(__name__)
 
@@ -102,9 +106,10 @@ def run_export(config: ExportConfig, out_tmp: Path,
         model = recalibrate(config, loaded, rec)
     with timer.stage("Conv+BN fusion") as rec:
         fused = fuse(model, calib, rec)
+    classifier = LINEAR_HEAD
     if config.head_as_conv:
         with timer.stage("classifier as 1x1 conv") as rec:
-            fused = head_as_conv(fused, calib, rec)
+            fused, classifier = head_as_conv(fused, calib, rec)
     onnx_path = out_tmp / "model.onnx"
     with timer.stage("ONNX export") as rec:
         ort = export_onnx(fused, onnx_path, loaded.resolution, calib, rec)
@@ -135,8 +140,8 @@ def run_export(config: ExportConfig, out_tmp: Path,
         tflm = batch.tflm_top1(firmware_result) if batch else None
         if tflm:
             evaluation = replace(evaluation, tflm=tflm)
-    state = ExportState(config, loaded, calibration, static, numerics, layers, verdict,
-                        written_artifacts(out_tmp), evaluation, firmware_result)
+    state = ExportState(config, loaded, calibration, classifier, static, numerics, layers,
+                        verdict, written_artifacts(out_tmp), evaluation, firmware_result)
     return ExportResult(out_tmp, build_provenance(state, timer.records), timer.records)
 
 

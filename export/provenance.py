@@ -11,6 +11,8 @@ from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
 
+__all__ = ["build_provenance", "layer_rows", "render_report"]
+
 
 def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
     """The export.json document (plain JSON types), written once from the typed stage results."""
@@ -27,7 +29,7 @@ def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
         "preprocessing": loaded.preprocessing.as_dict(),
         "calibration": state.calibration,
         "data_source": config.data_source,
-        "classifier": _classifier(stages),
+        "classifier": state.classifier,
         "quantization": {"weights": "per-channel" if config.per_channel else "per-tensor",
                          "input": static.input, "output": static.output},
         "artifacts": state.artifacts,
@@ -68,16 +70,6 @@ def layer_rows(doc: dict) -> list[LayerError]:
     """The per-layer int8 error rows of an export.json document, worst first."""
     return [LayerError(r["tensor"], r["op"], tuple(r["shape"]), r["sqnr_db"], r.get("module", ""))
             for r in doc.get("quant_report") or []]
-
-
-def _classifier(stages) -> str:
-    """What the exported head is, from the head stage's result (not the flag)."""
-    head = next((s for s in stages if s.name == "classifier as 1x1 conv"), None)
-    if head is None:
-        return "linear (FULLY_CONNECTED; --linear-head)"
-    if head.details.get("converted"):
-        return "1x1 conv (" + ", ".join(head.details["converted"]) + ")"
-    return f"unchanged: {head.details.get('reason', 'not converted')}"
 
 
 def render_report(doc: dict) -> str:

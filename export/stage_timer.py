@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["StageRecord", "StageTimer"]
+
 _log = logging.getLogger(__name__)
 
 

@@ -122,17 +122,22 @@ def fuse(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
     return fused
 
 
-def head_as_conv(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
+LINEAR_HEAD = "linear (FULLY_CONNECTED; --linear-head)"  # export.json's classifier, head kept
+
+
+def head_as_conv(model: nn.Module, calib: torch.Tensor, record) -> tuple[nn.Module, str]:
     """Stage 3b: the classifier as a 1×1 conv, checked against the Linear head (``export.head``
-    says why: TFLM and LiteRT round the int8 FULLY_CONNECTED differently)."""
+    says why: TFLM and LiteRT round the int8 FULLY_CONNECTED differently). Returns the model and
+    what its head now is (export.json's ``classifier``)."""
 
     converted, check = head_as_conv_and_check(model, calib[:8])
     record.details.update(to_record(check))
-    if not check.converted:
-        record.status = "skipped"
-        record.details["reason"] = getattr(converted, "head_reason",
-                                           "no Linear reads globally pooled features")
-    return converted
+    if check.converted:
+        return converted, "1x1 conv (" + ", ".join(check.converted) + ")"
+    record.status = "skipped"
+    record.details["reason"] = getattr(converted, "head_reason",
+                                       "no Linear reads globally pooled features")
+    return converted, f"unchanged: {record.details['reason']}"
 
 
 def export_onnx(model: nn.Module, path: Path, resolution: int, calib: torch.Tensor, record

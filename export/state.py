@@ -22,6 +22,9 @@ from tinyexport.quantize.check import Int8Check, Int8Numerics
 from tinyexport.quantize.layer_report import LayerError
 from tinyexport.train.data import Preprocessing
 
+__all__ = ["Loaded", "DataInfo", "TflmTop1", "Evaluation", "Artifact", "ExportState",
+           "ExportResult"]
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -79,6 +82,7 @@ class ExportState:
     config: ExportConfig = field(metadata=NOT_RECORDED)
     loaded: Loaded = field(metadata=NOT_RECORDED)
     calibration: DataInfo
+    classifier: str  # what the exported head is (export.json's classifier)
     static: Int8Check
     numerics: Int8Numerics
     layers: tuple[LayerError, ...]

@@ -8,6 +8,8 @@ from torch import nn
 
 from tinyexport.errors import UserError
 
+__all__ = ["check_finite", "nchw_to_nhwc"]
+
 
 def check_finite(model: nn.Module) -> None:
     """Raise UserError naming the first parameter/buffer holding NaN or Inf."""

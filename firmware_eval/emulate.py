@@ -55,6 +55,10 @@ from tinyexport.firmware_eval.tflm_measurement import bit_exactness
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified
 from tinyexport.json_record import NOT_RECORDED, to_record
 
+__all__ = ["TOOLS", "EmulationResult", "TFLM_COMMIT", "CMSIS_NN_COMMIT", "DEFAULT_SOURCES",
+           "CORES", "source_dirs", "emulation_problem", "missing_tools", "sources_problem",
+           "emulate", "emulate_cores", "emulation_lines", "main"]
+
 _log = logging.getLogger(__name__)
 TOOLS = {"arm-none-eabi-gcc": "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi",
          "arm-none-eabi-g++": "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi",

@@ -29,6 +29,8 @@ from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime
 from tinyexport.firmware_eval.verdicts import board_core, board_verdict
 from tinyexport.json_record import OMIT_NONE, relative_paths, to_record
 
+__all__ = ["verify_rewrite", "optimize_verified", "FirmwareResult", "evaluate_firmware"]
+
 
 def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray) -> dict:
     """Run a rewrite of the model at ``original`` in TFLM (measured arena) and in LiteRT's

@@ -25,6 +25,8 @@ from tinyexport.firmware_eval.verdicts import board_verdicts, verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.tflite_graph.reader import parse_graph
 
+__all__ = ["VERIFY_INPUTS", "optimize_report", "render", "plot_optimize", "run_optimize_report"]
+
 _log = logging.getLogger(__name__)
 
 VERIFY_INPUTS = 64  # the bar for bit-exactness of a rewrite

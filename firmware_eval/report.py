@@ -25,6 +25,9 @@ from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime
 from tinyexport.firmware_eval.verdicts import RUNTIME_BASIS, board_verdicts, runtime_estimate, verdict_lines
 from tinyexport.json_record import to_record
 
+__all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_board_lines",
+           "finish_plot", "plot_plan", "run_tflite_report"]
+
 _log = logging.getLogger(__name__)
 
 

@@ -19,6 +19,13 @@ from tinyexport.boards import BOARDS, Board, Needs, Verdict, verdict
 from tinyexport.firmware_eval.arena import predict
 from tinyexport.tflite_graph.reader import Graph
 
+__all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERNEL_BYTES",
+           "RUNTIME_HEAVY_OP_BYTES", "RUNTIME_PER_OP_BYTES", "HEAVY_OPS", "RUNTIME_BASIS",
+           "runtime_estimate", "resolve_boards", "predicted_verdict", "board_verdict",
+           "board_verdicts", "measured_verdict", "board_core", "board_clock_hz",
+           "CYCLES_PER_INSTRUCTION", "LATENCY_BASIS", "latency_ms", "latency_text", "budget_line",
+           "VERDICT_LAYOUTS", "verdict_lines"]
+
 # Runtime code estimate, calibrated on the firmware measured in QEMU (firmware_eval/emulate.py;
 # benchmarks/results/emulated_results.md: TFLM 90b983c2 + CMSIS-NN 4ab83cc3, -Os, newlib, Cortex-M4
 # and M7): TFLM framework 20.6-21.9 KB, C runtime 36.4-39.5 KB, kernels 14.3 KB (FULLY_CONNECTED
