@@ -191,28 +191,39 @@ def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions
     x = prepare_inputs(graph, images)
     isa = board.isa if board else None
     analysis = analyse(graph, isa)
-    found = {**_predicted_figures(path, graph, analysis),
-             "errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
+    result = FirmwareResult(**_predicted_figures(path, graph, analysis),
+                            errors=[f"TFLM not run: {b}" for b in runtime_blockers(graph)])
     outputs = None
-    if run_tflm and not found["errors"]:
+    if run_tflm and not result.errors:
         run, outputs = _tflm_run(path, graph, analysis, x, labels)
-        found.update(run)
+        result = replace(result, **run)
     if optimize_options is not None:
-        found["optimization"] = _optimization(path, x, outputs, optimize_options, board,
-                                              run_tflm and not found["errors"])
-        if found["optimization"]["applied"]:
+        record = _optimization(path, x, outputs, optimize_options, board,
+                               run_tflm and not result.errors)
+        result = replace(result, optimization=record)
+        if record["applied"]:  # the model file was rewritten: its figures change
             graph = load(path)
             analysis = analyse(graph, isa)
-            found.update(_optimized_figures(graph, analysis), arena_before_optimization=found["arena"],
-                         measured=found["optimization"]["verification"]["measured"])
+            result = replace(result, **_optimized_figures(graph, analysis),
+                             arena_before_optimization=result.arena,
+                             measured=record["verification"]["measured"])
     os.makedirs(out_dir, exist_ok=True)
+    result = replace(result, bundle=_bundle(Path(out_dir), path, graph, analysis, board,
+                                            preprocessing))
+    if board is None:
+        return result
+    if emulate_into is not None:
+        result = replace(result, emulation=_emulated(Path(out_dir), board, emulate_into))
+    return replace(result, board=board_verdict(graph, board, result.emulation))
+
+
+def _bundle(out_dir: Path, path: Path, graph, analysis, board: Board | None,
+            preprocessing: dict | None) -> list[str]:
+    """Write the C bundle; with a board, its arena includes the predicted CMSIS-NN scratch and
+    says which reference-kernel arena it came from."""
     # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
-    basis = ArenaBasis(board.name if board else None, isa,
-                       max(analysis.prediction.total, analysis.prediction.min_arena) if board else None)
-    found["bundle"] = write_bundle(Path(out_dir), path.read_bytes(), graph, analysis.arena_needed,
-                                   basis, preprocessing)
-    if board is not None and emulate_into is not None:
-        found["emulation"] = _emulated(Path(out_dir), board, emulate_into)
-    if board is not None:
-        found["board"] = board_verdict(graph, board, found.get("emulation"))
-    return FirmwareResult(**found)
+    pred = analysis.prediction
+    basis = ArenaBasis(board.name if board else None, board.isa if board else None,
+                       max(pred.total, pred.min_arena) if board else None)
+    return write_bundle(out_dir, path.read_bytes(), graph, analysis.arena_needed, basis,
+                        preprocessing)
