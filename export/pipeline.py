@@ -10,6 +10,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from tinyexport.atomic import atomic_dir, write_json, write_text
 from tinyexport.errors import UserError
 from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, UNOPTIMIZED, ExportConfig
@@ -32,7 +35,7 @@ from tinyexport.export.stages import (
     quantize,
     recalibrate,
 )
-from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportState
+from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportState, Int8Model, Loaded
 from tinyexport.export.tensors import nchw_to_nhwc
 from tinyexport.firmware_eval.emulate import emulation_problem
 from tinyexport.json_record import to_record
@@ -40,7 +43,7 @@ from tinyexport.quantize.check import Int8Numerics
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
 __all__ = ["PROBE_IMAGES", "export", "previous_export_problem", "gate", "run_export",
-           "written_artifacts", "recorded_data_readable", "check_user_paths"]
+           "convert_to_int8", "written_artifacts", "recorded_data_readable", "check_user_paths"]
 
 _log = logging.getLogger(__name__)
 
@@ -100,8 +103,6 @@ def run_export(config: ExportConfig, out_tmp: Path,
             _log.warning("warning: %s", RANDOM_WEIGHTS_WARNING)
     calib, _, calibration = load_images(config.calib_data, "train", loaded.preprocessing,
                                         config.calib_images, False, config.seed)
-    calib_nhwc = nchw_to_nhwc(calib)
-    check_nhwc = calib_nhwc[:config.check_images]
     with timer.stage("BN recalibration") as rec:
         model = recalibrate(config, loaded, rec)
     with timer.stage("Conv+BN fusion") as rec:
@@ -110,6 +111,37 @@ def run_export(config: ExportConfig, out_tmp: Path,
     if config.head_as_conv:
         with timer.stage("classifier as 1x1 conv") as rec:
             fused, classifier = head_as_conv(fused, calib, rec)
+    converted = convert_to_int8(config, loaded, fused, calib, out_tmp, timer)
+    evaluation = batch = None
+    if config.eval_data:
+        with timer.stage("evaluation") as rec:
+            evaluation, batch = evaluate(config, loaded, fused, out_tmp / "model.onnx",
+                                         converted.data, rec)
+    with timer.stage("int8 gate") as rec:
+        verdict = gate(config, converted.numerics, evaluation, rec)
+    firmware_result = None
+    if config.firmware:
+        images, labels = ((batch.images_nhwc, batch.labels) if batch
+                          else (converted.check_nhwc[:4], None))
+        with timer.stage("firmware check") as rec:
+            firmware_result = firmware_stage(config, loaded, out_tmp / "model_int8.tflite",
+                                             out_tmp, images, rec, labels)
+        tflm = batch.tflm_top1(firmware_result) if batch else None
+        if tflm:
+            evaluation = replace(evaluation, tflm=tflm)
+    state = ExportState(config, loaded, calibration, classifier, converted.static,
+                        converted.numerics, converted.layers, verdict, written_artifacts(out_tmp),
+                        evaluation, firmware_result)
+    return ExportResult(out_tmp, build_provenance(state, timer.records), timer.records)
+
+
+def convert_to_int8(config: ExportConfig, loaded: Loaded, fused: nn.Module, calib: torch.Tensor,
+                    out_tmp: Path, timer: StageTimer) -> Int8Model:
+    """The fused model through ONNX, float TFLite and int8 PTQ, each checked, into ``out_tmp``
+    (``model.onnx``, ``model_fp32.tflite``, ``model_int8.tflite``); onnx2tf's scratch stays in a
+    folder removed at the end."""
+    calib_nhwc = nchw_to_nhwc(calib)
+    check_nhwc = calib_nhwc[:config.check_images]
     onnx_path = out_tmp / "model.onnx"
     with timer.stage("ONNX export") as rec:
         ort = export_onnx(fused, onnx_path, loaded.resolution, calib, rec)
@@ -125,24 +157,7 @@ def run_export(config: ExportConfig, out_tmp: Path,
                                           fused)
         with timer.stage("per-layer quant report") as rec:  # always: it explains a failed gate
             layers = quant_report(saved, int8, calib_nhwc, fused, rec)
-    evaluation = batch = None
-    if config.eval_data:
-        with timer.stage("evaluation") as rec:
-            evaluation, batch = evaluate(config, loaded, fused, onnx_path, int8, rec)
-    with timer.stage("int8 gate") as rec:
-        verdict = gate(config, numerics, evaluation, rec)
-    firmware_result = None
-    if config.firmware:
-        images, labels = (batch.images_nhwc, batch.labels) if batch else (check_nhwc[:4], None)
-        with timer.stage("firmware check") as rec:
-            firmware_result = firmware_stage(config, loaded, out_tmp / "model_int8.tflite",
-                                             out_tmp, images, rec, labels)
-        tflm = batch.tflm_top1(firmware_result) if batch else None
-        if tflm:
-            evaluation = replace(evaluation, tflm=tflm)
-    state = ExportState(config, loaded, calibration, classifier, static, numerics, layers,
-                        verdict, written_artifacts(out_tmp), evaluation, firmware_result)
-    return ExportResult(out_tmp, build_provenance(state, timer.records), timer.records)
+    return Int8Model(int8, check_nhwc, static, numerics, layers)
 
 
 def written_artifacts(out_tmp: Path) -> dict[str, Artifact]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from tinyexport.export.config import ExportConfig
@@ -22,7 +23,7 @@ from tinyexport.quantize.check import Int8Check, Int8Numerics
 from tinyexport.quantize.layer_report import LayerError
 from tinyexport.train.data import Preprocessing
 
-__all__ = ["Loaded", "DataInfo", "TflmTop1", "Evaluation", "Artifact", "ExportState",
+__all__ = ["Loaded", "DataInfo", "TflmTop1", "Evaluation", "Int8Model", "Artifact", "ExportState",
            "ExportResult"]
 
 
@@ -65,6 +66,17 @@ class Evaluation:
     data: DataInfo
     top1: dict[str, float]
     tflm: TflmTop1 | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class Int8Model:
+    """The converted model: its bytes, the images it was checked on (NHWC) and the checks."""
+
+    data: bytes
+    check_nhwc: np.ndarray
+    static: Int8Check
+    numerics: Int8Numerics
+    layers: tuple[LayerError, ...]
 
 
 @dataclass(frozen=True)

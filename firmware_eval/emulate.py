@@ -66,7 +66,7 @@ TOOLS = {"arm-none-eabi-gcc": "apt-get install gcc-arm-none-eabi libnewlib-arm-n
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmulationResult:
     """What one QEMU run of a bundle measured. ``instructions_per_inference`` is an instruction
     count from QEMU's icount (not cycles); ``arena_min`` the smallest arena that allocates (and

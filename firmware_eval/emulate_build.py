@@ -61,7 +61,7 @@ def run_command(cmd: list[str], timeout: float, env: dict | None = None) -> subp
         raise UserError(f"{cmd[0]} timed out after {timeout:.0f} s") from exc
 
 
-@dataclass
+@dataclass(frozen=True)
 class FirmwareBuild:
     """Builds the bundle with one driver variant and runs it in QEMU (see :func:`emulate`)."""
 
