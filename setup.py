@@ -28,5 +28,5 @@ def _packages() -> list[str]:
 setup(
     package_dir=dict(STAGE_FOLDERS),
     packages=_packages(),
-    package_data={"": ["*.yaml", "*.json", "*.cc.in", "*.h.in", "*.txt"]},
+    package_data={"": ["*.yaml", "*.json", "*.cc", "*.cc.in", "*.h.in", "*.txt"]},
 )

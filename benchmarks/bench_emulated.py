@@ -32,9 +32,9 @@ from pathlib import Path
 from tinyexport.benchmarks.bench_memory import MCU_ZOO, OTHER_MODELS, export_zoo
 from tinyexport.benchmarks.publish import write_results
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import emulate as em
+from tinyexport.firmware_eval import emulate
 from tinyexport.firmware_eval.arena import predict
-from tinyexport.firmware_eval.check import load
+from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.verdicts import runtime_estimate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,7 +52,7 @@ def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path,
     graph = load(path)
     pred = predict(graph, "dsp")  # Cortex-M4 and M7 both have the DSP extension
     start = time.monotonic()
-    run = em.emulate(path, core, work=work / f"{label}-{core}", n_inputs=n_inputs,
+    run = emulate.emulate(path, core, work=work / f"{label}-{core}", n_inputs=n_inputs,
                      timeout_s=timeout_s)
     estimate = graph.model_bytes + runtime_estimate(graph)
     return {"model": label, "core": core, "ops": len(graph.ops),
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", default=list(MCU_ZOO), help="zoo models to export")
     p.add_argument("--tflite", nargs="*", type=Path, default=list(OTHER_MODELS),
                    help="other int8 models (default: the test models in tests/firmware_eval/data)")
-    p.add_argument("--cores", nargs="+", choices=em.CORES, default=list(em.CORES))
+    p.add_argument("--cores", nargs="+", choices=emulate.CORES, default=list(emulate.CORES))
     p.add_argument("--work", type=Path, help="export cache and build folders (default: temporary)")
     p.add_argument("--inputs", type=int, default=3, help="seeded inputs compared per model")
     p.add_argument("--timeout", type=float, default=120.0, help="QEMU seconds per model")
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    problem = em.emulation_problem()
+    problem = emulate.emulation_problem()
     if problem:
         raise SystemExit(f"bench_emulated: {problem}")
     with tempfile.TemporaryDirectory(prefix="bench_emulated_") as tmp:
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"model": label, "core": core, "error": str(exc)})
                 print(rows[-1], flush=True)
     doc = {"setup": (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}; QEMU mps2-an386 "
-                     f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {em.TFLM_COMMIT} + CMSIS-NN "
-                     f"{em.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
+                     f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {emulate.TFLM_COMMIT} + CMSIS-NN "
+                     f"{emulate.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
                      "inputs per model. Flash estimated = model file + tinyreport's runtime "
                      "estimate (calibrated on these builds); arena predicted = tinyreport's "
                      "prediction for a Cortex-M board (the DSP ISA's CMSIS-NN scratch, 32-bit "

@@ -7,7 +7,7 @@ Writes benchmarks/results/firmware_results.json and firmware_results.md (one row
 to a temp folder; the offline plan is applied to the copy and measured in TFLM (only when our
 plan is below the greedy head; the row says so otherwise). Board verdicts use the arena with that
 board's CMSIS-NN scratch (SRAM) and the model file + runtime-code estimate (flash).
-Bit-exactness (TFLM vs LiteRT reference kernels) is counted on firmware_check's 4 inputs plus
+Bit-exactness (TFLM vs LiteRT reference kernels) is counted on evaluate_firmware's 4 inputs plus
 ``--bitexact-inputs`` seeded uniform int8 inputs.
 """
 
@@ -21,20 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from tinyexport.benchmarks.publish import write_results
+from tinyexport.boards import Verdict
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval.arena import predict
-from tinyexport.firmware_eval.check import load
-from tinyexport.firmware_eval.firmware import firmware_check
-from tinyexport.firmware_eval.measure import bit_exactness, measure_arena_size
+from tinyexport.firmware_eval.evaluate import evaluate_firmware
+from tinyexport.firmware_eval.tflm_measurement import bit_exactness, measure_arena_size
+from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.tflm_runner import TflmFailure, run_litert_ref, run_tflm
-from tinyexport.firmware_eval.verdicts import board_verdicts
+from tinyexport.firmware_eval.verdicts import board_verdicts, resolve_boards, verdict_lines
+from tinyexport.json_record import to_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOARDS = ("stm32f412", "stm32f746", "stm32h743")
 
 
 def wide_bit_exactness(model: Path, count: int) -> dict:
-    """TFLM vs LiteRT reference kernels on ``count`` seeded uniform int8 inputs (firmware_check
+    """TFLM vs LiteRT reference kernels on ``count`` seeded uniform int8 inputs (evaluate_firmware
     compares 4; rounding-boundary differences show up only over many outputs)."""
     graph = load(model)
     shape = graph.tensors[graph.inputs[0]].shape[1:]
@@ -48,7 +50,7 @@ def wide_bit_exactness(model: Path, count: int) -> dict:
 
 
 def bench(path: Path, boards: list[str], bitexact_inputs: int = 0) -> dict:
-    """One row: run firmware_check on a copy, then once more with the offline plan. A model the
+    """One row: run evaluate_firmware on a copy, then once more with the offline plan. A model the
     analyser refuses (UserError) gets a row with only its error."""
     try:
         graph = load(path)
@@ -57,24 +59,24 @@ def bench(path: Path, boards: list[str], bitexact_inputs: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / path.name
         shutil.copy(path, model)
-        plain = firmware_check(model, Path(tmp) / "b0")
+        plain = evaluate_firmware(model, Path(tmp) / "b0")
         wide = wide_bit_exactness(model, bitexact_inputs) if bitexact_inputs and \
-            "measured" in plain else None
-        planned = firmware_check(model, Path(tmp) / "b1", offline_plan=True)
+            plain.measured is not None else None
+        planned = evaluate_firmware(model, Path(tmp) / "b1", offline_plan=True)
     plan = planned["offline_plan"]
-    verdicts = board_verdicts(graph, boards)
+    verdicts = board_verdicts(graph, resolve_boards(boards))
     return {"model": path.name, "model_bytes": graph.model_bytes, "ops": len(graph.ops),
-            "predicted": plain["arena"], "measured": plain.get("measured", {}),
-            "lower_bound": plain["lower_bound"], "linear": plain["linear_planner"],
+            "predicted": plain.arena, "measured": plain.measured or {},
+            "lower_bound": plain.lower_bound, "linear": plain.linear_planner,
             "greedy_head": plan["greedy_head"], "plan_head_predicted": plan["predicted_head"],
             "plan_head_measured": plan.get("measured_head"), "plan_applied": plan["applied"],
             "plan_note": plan.get("reason", plan["ordering"]),
-            "bit_exact": plain.get("bit_exact"), "bit_exact_wide": wide, "boards": verdicts,
-            "errors": plain["errors"]}
+            "bit_exact": plain.bit_exact, "bit_exact_wide": wide,
+            "boards": [to_record(v) for v in verdicts], "errors": plain.errors}
 
 
 def _verdict(v: dict) -> str:
-    return f"{v['board']} {'fits' if v['fits'] else 'NO'} ({v['sram_margin'] / 1024:+,.0f} KiB)"
+    return verdict_lines(Verdict.from_record(v), "benchmark-table")[0]
 
 
 def _row(r: dict) -> str:
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boards", nargs="+", default=list(BOARDS))
     parser.add_argument("--bitexact-inputs", type=int, default=64,
                         help="extra seeded int8 inputs for the TFLM vs LiteRT-reference comparison "
-                             "(0: only the 4 of firmware_check)")
+                             "(0: only the 4 of evaluate_firmware)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     rows = [bench(p, args.boards, args.bitexact_inputs) for p in args.models]

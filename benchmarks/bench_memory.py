@@ -29,10 +29,9 @@ from tinyexport.benchmarks.publish import write_results
 from tinyexport.boards import BOARDS
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.pipeline import export
-from tinyexport.firmware_eval import arena
-from tinyexport.firmware_eval import tflm_runner as tr
+from tinyexport.firmware_eval import arena, tflm_runner
 from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
-from tinyexport.firmware_eval.verdicts import board_verdicts
+from tinyexport.firmware_eval.verdicts import board_verdicts, resolve_boards
 from tinyexport.tflite_graph.reader import parse_graph
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,8 +66,8 @@ def _inputs(data: bytes, count: int) -> np.ndarray:
 def _run(data: bytes, x: np.ndarray, tmp: Path) -> dict:
     path = tmp / "m.tflite"
     path.write_bytes(data)
-    run = tr.run_tflm(path, x, arena_size=RUN_ARENA)
-    return {"tflm": run.outputs, "litert": tr.run_litert_ref(path, x),
+    run = tflm_runner.run_tflm(path, x, arena_size=RUN_ARENA)
+    return {"tflm": run.outputs, "litert": tflm_runner.run_litert_ref(path, x),
             "measured": {"head": run.head, "tail": run.tail, "total": run.total}}
 
 
@@ -79,7 +78,7 @@ def _row(name: str, data: bytes, base: bytes, runs: dict, x: np.ndarray, tmp: Pa
     macs, base_macs = (sum(r.macs for r in arena.predict(g).ops) for g in (graph, base_graph))
     run = runs.setdefault(data, _run(data, x, tmp))
     ref = runs[base]
-    fits = [v["board"] for v in board_verdicts(graph, BOARDS.names()) if v["fits"]]
+    fits = [v.board for v in board_verdicts(graph, resolve_boards("all")) if v.fits]
     return {"step": name, "predicted": {"head": pred.head, "tail": pred.tail,
                                         "total": pred.total, "min_arena": pred.min_arena},
             "measured": run["measured"], "mac_overhead_pct": round(100 * (macs - base_macs)

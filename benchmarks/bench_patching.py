@@ -22,7 +22,7 @@ import numpy as np
 
 from tinyexport.benchmarks.publish import write_results
 from tinyexport.firmware_eval import patch_search, patching
-from tinyexport.firmware_eval.measure import bit_exactness
+from tinyexport.firmware_eval.tflm_measurement import bit_exactness
 from tinyexport.firmware_eval.tflm_runner import TflmFailure, min_arena, run_litert_ref, run_tflm
 from tinyexport.tflite_graph.reader import parse_graph
 

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from tinyexport.boards import BOARDS, verdict
+from tinyexport.boards import BOARDS, Board, Verdict, verdict
 from tinyexport.errors import UserError, run_cli
 from tinyexport.firmware_eval.emulate import CORES, emulation_problem
 from tinyexport.firmware_eval.optimize import OptimizeOptions
@@ -26,7 +26,8 @@ from tinyexport.firmware_eval.report import (
     finish_plot,
     run_tflite_report,
 )
-from tinyexport.firmware_eval.verdicts import board_core, board_names, budget_line
+from tinyexport.firmware_eval.verdicts import board_core, resolve_boards, verdict_lines
+from tinyexport.json_record import to_record
 from tinyexport.log import setup_logging
 from tinyexport.train.models import MODELS, check_bounds
 from tinyexport.train.models.profile import profile_zoo_model
@@ -97,12 +98,12 @@ ANALYTIC_VERDICT_NOTE = (
     "`tinyreport FILE.tflite --board B`")
 
 
-def model_report(args: argparse.Namespace) -> dict:
+def model_report(args: argparse.Namespace, boards: list[Board]) -> dict:
     """Profile the model and attach board verdicts (analytic peak activation, int8 weight bytes)."""
     prof = profile_zoo_model(args.model, resolution=args.resolution, num_classes=args.num_classes)
     report = prof.as_dict()
-    report["boards"] = [verdict(b, prof.peak_activation_bytes, prof.weight_bytes_int8).as_dict()
-                        for b in board_names(args.board)]
+    report["boards"] = [to_record(verdict(b, prof.peak_activation_bytes, prof.weight_bytes_int8))
+                        for b in boards]
     report["conventions"] = (
         "params include BN; MACs = conv+linear with BN folded (classifier included); peak "
         "activation = MCUNet 'Act' (layer in+out, block input held at residual depthwise, "
@@ -154,8 +155,7 @@ def render_verdicts(verdicts: list[dict], sram_what: str, flash_what: str) -> li
         return []
     lines = ["", f"board verdicts ({sram_what} vs SRAM, {flash_what} vs flash):"]
     for v in verdicts:
-        status = "fits" if v["fits"] else "DOES NOT FIT"
-        lines.append(f"  {v['board']:<14} {status:<13} {budget_line(v, 9)}")
+        lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(v), "tinyreport-model")]
     return lines
 
 
@@ -188,7 +188,9 @@ def plot_model_report(report: dict, path: str) -> PlotSummary:
     return PlotSummary(path, report["bottleneck"], peak_bytes, lines)
 
 
-def _validate(args: argparse.Namespace) -> None:
+def _validate(args: argparse.Namespace) -> list[Board]:
+    """Every request checked before any work; returns the --board profiles (the one place the
+    board registry is asked)."""
     if args.target and args.model:
         raise UserError("give either a .tflite file or --model, not both")
     if not args.target and not args.model:
@@ -214,12 +216,13 @@ def _validate(args: argparse.Namespace) -> None:
                         "drop it for --model reports")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a FILE.png, got {args.plot!r}")
-    board_names(args.board)
+    boards = resolve_boards(args.board)
     if args.emulate:
-        emulated_cores(args)
+        emulated_cores(args, boards)
+    return boards
 
 
-def emulated_cores(args: argparse.Namespace) -> list[str]:
+def emulated_cores(args: argparse.Namespace, boards: list[Board]) -> list[str]:
     """The cores ``--emulate`` asks for (each --board's core for a bare ``--emulate``).
 
     Raises:
@@ -237,10 +240,10 @@ def emulated_cores(args: argparse.Namespace) -> list[str]:
             if not args.board:
                 raise UserError("--emulate without a CORE runs each --board's core: add --board "
                                 f"or name a core ({', '.join(CORES)})")
-            for board in board_names(args.board):
+            for board in boards:
                 core = board_core(board)
                 if core is None:
-                    raise UserError(f"--emulate: {board} ({BOARDS.get(board).core}) has no "
+                    raise UserError(f"--emulate: {board.name} ({board.core}) has no "
                                     f"emulated core; emulation covers {', '.join(CORES)}")
                 cores.append(core)
         elif request in CORES:
@@ -272,24 +275,24 @@ def _run(args: argparse.Namespace) -> int:
         rows = board_table()
         print(json.dumps(rows, indent=2) if args.json else render_board_table(rows))
         return 0
-    _validate(args)
+    boards = _validate(args)
     if args.target:
         if not args.target.lower().endswith(".tflite"):
             raise UserError(f"{args.target!r} is not a .tflite file; for a zoo model use --model")
         if args.optimize or args.patch:
             options = OptimizeOptions(patch=args.patch or "auto",
                                       max_mac_overhead=args.patch_max_mac_overhead / 100.0)
-            return run_optimize_report(args.target, options, board_names(args.board), args.out,
+            return run_optimize_report(args.target, options, boards, args.out,
                                        args.plot, args.json)
-        return run_tflite_report(args.target, boards=args.board, run_tflm=args.measure,
+        return run_tflite_report(args.target, boards=boards, run_tflm=args.measure,
                                  images_path=args.images, plot_path=args.plot,
-                                 as_json=args.json, emulate=emulated_cores(args))
+                                 as_json=args.json, emulate=emulated_cores(args, boards))
     if args.train_memory:
         table = train_memory_table(args.model, args.resolution, args.num_classes, args.batch_size,
                                    args.measure)
         print(json.dumps(table.as_dict(), indent=2) if args.json else render_train_memory(table))
         return 0
-    report = model_report(args)
+    report = model_report(args, boards)
     if args.plot:
         plot_model_report(report, args.plot)
     if args.json:

@@ -8,9 +8,12 @@ on-chip flash, or the usual on-board QSPI part where the chip has none (RP2040, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
+from tinyexport.json_record import OMIT_NONE
 from tinyexport.registry import Registry
+
+__all__ = ["KIB", "MIB", "Board", "Needs", "Verdict", "verdict"]
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -60,36 +63,52 @@ _add(Board("nucleo-l4r5zi", "STM32L4R5ZI (NUCLEO-L4R5ZI)", "Cortex-M4F @ 120 MHz
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a model needs in SRAM and flash (bytes)."""
+
+    sram_needed: int
+    flash_needed: int
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """Whether a model's SRAM and flash needs fit a board, with margins (positive = room left)."""
+    """Whether a model's SRAM and flash needs fit a board, with margins (positive = room left).
+
+    Predicted (``basis`` unset) or measured on the board's core in emulation (``basis`` says how;
+    ``predicted`` keeps the analytic needs, ``latency_ms`` an estimate where calibrated). The
+    derived figures are fields, so a record of a verdict (``tinyexport.json_record.to_record``)
+    carries them, in the order reports have always shown them."""
 
     board: str
+    fits: bool = field(init=False)
     sram_needed: int
     sram_budget: int
+    sram_margin: int = field(init=False)
     flash_needed: int
     flash_budget: int
+    flash_margin: int = field(init=False)
+    isa: str | None = field(default=None, metadata=OMIT_NONE)
+    basis: str | None = field(default=None, metadata=OMIT_NONE)
+    predicted: Needs | None = field(default=None, metadata=OMIT_NONE)
+    latency_ms: float | None = field(default=None, metadata=OMIT_NONE)
+    latency_basis: str | None = field(default=None, metadata=OMIT_NONE)
 
-    @property
-    def sram_margin(self) -> int:
-        return self.sram_budget - self.sram_needed
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sram_margin", self.sram_budget - self.sram_needed)
+        object.__setattr__(self, "flash_margin", self.flash_budget - self.flash_needed)
+        object.__setattr__(self, "fits", self.sram_margin >= 0 and self.flash_margin >= 0)
 
-    @property
-    def flash_margin(self) -> int:
-        return self.flash_budget - self.flash_needed
-
-    @property
-    def fits(self) -> bool:
-        return self.sram_margin >= 0 and self.flash_margin >= 0
-
-    def as_dict(self) -> dict:
-        return {
-            "board": self.board, "fits": self.fits,
-            "sram_needed": self.sram_needed, "sram_budget": self.sram_budget,
-            "sram_margin": self.sram_margin, "flash_needed": self.flash_needed,
-            "flash_budget": self.flash_budget, "flash_margin": self.flash_margin,
-        }
+    @classmethod
+    def from_record(cls, record: dict) -> Verdict:
+        """The verdict a record holds (a report's JSON, export.json's ``firmware.board``)."""
+        names = [f.name for f in fields(cls) if f.init]
+        values = {k: record[k] for k in names if k in record}
+        if values.get("predicted") is not None:
+            values["predicted"] = Needs(**values["predicted"])
+        return cls(**values)
 
 
-def verdict(board_name: str, sram_needed: int, flash_needed: int) -> Verdict:
-    board = BOARDS.get(board_name)
-    return Verdict(board.name, sram_needed, board.sram_bytes, flash_needed, board.flash_bytes)
+def verdict(board: Board, sram_needed: int, flash_needed: int, isa: str | None = None) -> Verdict:
+    """The verdict for ``board`` (a resolved profile: the registry was asked once, by the caller)."""
+    return Verdict(board.name, sram_needed, board.sram_bytes, flash_needed, board.flash_bytes,
+                   isa=isa)

@@ -13,12 +13,13 @@ import re
 import sys
 from pathlib import Path
 
+from tinyexport.boards import Verdict
 from tinyexport.errors import EXIT_FAILURE, UserError, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
 from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows
 from tinyexport.firmware_eval.emulate import emulation_lines
-from tinyexport.firmware_eval.verdicts import budget_line, latency_text
+from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.log import setup_logging
 from tinyexport.quantize.layer_report import render_layer_table
 from tinyexport.train.checkpoint import describe_checkpoint
@@ -150,10 +151,10 @@ def _config(args: argparse.Namespace):
 
 def _summary(result) -> str:
     doc = result.provenance
-    i8 = doc["artifacts"]["model_int8.tflite"]
+    int8_file = doc["artifacts"]["model_int8.tflite"]
     q = doc["quantization"]
     lines = [f"wrote {result.out}/ in {doc['total_seconds']:.1f} s",
-             f"  model_int8.tflite  {i8['bytes']:,} B  input {q['input']['dtype']}"
+             f"  model_int8.tflite  {int8_file['bytes']:,} B  input {q['input']['dtype']}"
              f"{q['input']['shape']} output {q['output']['dtype']}{q['output']['shape']}",
              "  ops: " + ", ".join(f"{k} {v}" for k, v in doc["op_histogram"].items())]
     lines += _numerics_lines(doc)
@@ -165,11 +166,12 @@ def _summary(result) -> str:
 
 
 def _numerics_lines(doc: dict) -> list[str]:
-    i8 = doc["checks"].get("int8 checks", {})
+    int8_checks = doc["checks"].get("int8 checks", {})
     lines = []
-    if "top1_agreement" in i8:
-        lines.append(f"  int8 vs fp32 TFLite on {i8['images']} calibration images: top-1 agreement "
-                     f"{i8['top1_agreement']:.1%}, output SQNR {float(i8['sqnr_db']):.1f} dB"
+    if "top1_agreement" in int8_checks:
+        lines.append(f"  int8 vs fp32 TFLite on {int8_checks['images']} calibration images: top-1 "
+                     f"agreement {int8_checks['top1_agreement']:.1%}, output SQNR "
+                     f"{float(int8_checks['sqnr_db']):.1f} dB"
                      + (" (random weights: shows how faithfully int8 tracks this net, not "
                         "accuracy)" if doc["weights"] == "random" else ""))
     if doc.get("evaluation"):
@@ -192,29 +194,25 @@ def _bit_exact(doc: dict) -> bool:
 def _firmware_lines(doc: dict, out: Path) -> list[str]:
     """The answer most users came for: the TFLM arena, the bundle's kTensorArenaSize and the
     board verdict."""
-    fw = doc.get("firmware") or {}
-    if "arena" not in fw:
-        return [f"  firmware: {fw.get('status', 'not run')}"]
-    arena, measured = fw["arena"], fw.get("measured") or {}
+    firmware = doc.get("firmware") or {}
+    if "arena" not in firmware:
+        return [f"  firmware: {firmware.get('status', 'not run')}"]
+    arena, measured = firmware["arena"], firmware.get("measured") or {}
     lines = [f"  TFLite Micro arena: {arena['total']:,} B predicted (activations "
              f"{arena['head']:,} + persistent {arena['tail']:,})"
              + (f", {measured['total']:,} B measured in the real interpreter"
                 if measured.get("total") else "")]
-    lines += _optimization_lines(fw.get("optimization"))
+    lines += _optimization_lines(firmware.get("optimization"))
     size = _arena_size_constant(out / "firmware" / "arena_size.h")
     if size:
         lines.append(f"  C bundle: {out}/firmware/ with kTensorArenaSize = {size}")
-    for problem in fw.get("errors") or []:
+    for problem in firmware.get("errors") or []:
         lines.append(f"  TFLite Micro problem: {problem}")
-    for run in (fw.get("emulation") or {}).values():
+    for run in (firmware.get("emulation") or {}).values():
         lines += emulation_lines(run, indent="  ")
-    board = fw.get("board")
-    if board:
-        word = "fits" if board["fits"] else "DOES NOT FIT"
-        lines.append(f"  {board['board']}: {word} — {budget_line(board)}"
-                     + (f" ({board['basis']})" if "basis" in board else " (predicted)"))
-        if "latency_ms" in board:
-            lines.append(f"  {board['board']} latency: {latency_text(board)}")
+    if firmware.get("board"):
+        lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(firmware["board"]),
+                                                        "tinyexport")]
     return lines
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyexport.boards import BOARDS
+from tinyexport.boards import BOARDS, Board
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval.emulate import CORES
 from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.verdicts import board_core
 from tinyexport.train.models import check_bounds
+
+__all__ = ["ARTIFACTS", "UNOPTIMIZED", "RANDOM_WEIGHTS_WARNING", "MIN_TOP1_AGREEMENT",
+           "MAX_TOP1_DROP", "ExportConfig", "default_out"]
 
 ARTIFACTS = ("model.onnx", "model_fp32.tflite", "model_int8.tflite")
 UNOPTIMIZED = "model_int8_unoptimized.tflite"  # kept when the memory optimiser rewrote the model
@@ -47,7 +50,8 @@ class ExportConfig:
     offline_plan: bool = True
     patch: str = "auto"  # auto: only when --board is given and the model does not fit it
     patch_max_mac_overhead: float = 0.30
-    board: str | None = None
+    # The resolved profile: a name (``--board``) is looked up once, here, and never again.
+    board: Board | None = None
     emulate: bool = False  # run the bundle on the board's core in QEMU (firmware_eval/emulate.py)
     seed: int = 0
     min_agreement: float = MIN_TOP1_AGREEMENT
@@ -75,8 +79,8 @@ class ExportConfig:
             raise UserError(f"{given} need the firmware stage, which --no-firmware skips; drop "
                             "--no-firmware or drop " + given)
         OptimizeOptions(patch=self.patch, max_mac_overhead=self.patch_max_mac_overhead)
-        if self.board is not None:
-            BOARDS.canonical(self.board)  # unknown: one line with close names, before any work
+        if isinstance(self.board, str):  # unknown: one line with close names, before any work
+            object.__setattr__(self, "board", BOARDS.get(self.board))
         if self.emulate:
             self._check_emulate()
 
@@ -87,7 +91,7 @@ class ExportConfig:
             raise UserError("--emulate runs the bundle on the core of --board; add --board "
                             "(e.g. stm32f746 for a Cortex-M7, stm32f412 for a Cortex-M4)")
         if board_core(self.board) is None:
-            raise UserError(f"--emulate: {self.board} ({BOARDS.get(self.board).core}) has no "
+            raise UserError(f"--emulate: {self.board.name} ({self.board.core}) has no "
                             f"emulated core; emulation covers {', '.join(CORES)}")
 
 

@@ -36,9 +36,6 @@ class FuseCheck:
     tolerance: float
     passed: bool
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 def _pairs_fx(model: nn.Module) -> list[tuple[str, str]]:
     import torch.fx

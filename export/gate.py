@@ -10,7 +10,7 @@ accuracy means nothing. A failed gate still writes every artifact and the per-la
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,6 @@ class GateVerdict:
     measured: float | None
     threshold: float | None
     reason: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def judge_int8(trained: bool, agreement: float, check_images: int, min_agreement: float,

@@ -44,11 +44,6 @@ class HeadCheck:
     tolerance: float
     passed: bool
 
-    def as_dict(self) -> dict:
-        return {"converted": list(self.converted), "max_abs_diff": self.max_abs_diff,
-                "output_scale": self.output_scale, "tolerance": self.tolerance,
-                "passed": self.passed}
-
 
 def _is_flatten_from_1(node, modules: dict) -> bool:
     """``torch.flatten(x, 1)``, ``x.flatten(1)`` or ``nn.Flatten()`` (start_dim 1, end_dim -1):

@@ -24,9 +24,6 @@ class Parity:
     top1_agreement: float
     passed: bool
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 def compare_outputs(name: str, reference: np.ndarray, candidate: np.ndarray,
                     rtol: float = PARITY_RTOL) -> Parity:

@@ -7,20 +7,26 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+
+import torch
+from torch import nn
 
 from tinyexport.atomic import atomic_dir, write_json, write_text
 from tinyexport.errors import UserError
 from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, UNOPTIMIZED, ExportConfig
-from tinyexport.export.gate import judge_int8
+from tinyexport.export.gate import GateVerdict, judge_int8
+from tinyexport.export.output_files import scratch_dir, sha256
 from tinyexport.export.provenance import build_provenance, render_report
-from tinyexport.export.records import ExportResult, StageTimer, nchw_to_nhwc, scratch_dir, sha256
+from tinyexport.export.stage_timer import StageTimer
 from tinyexport.export.stages import (
+    LINEAR_HEAD,
     check_int8,
     evaluate,
     export_float_tflite,
     export_onnx,
-    firmware,
+    firmware_stage,
     fuse,
     head_as_conv,
     load_images,
@@ -29,8 +35,15 @@ from tinyexport.export.stages import (
     quantize,
     recalibrate,
 )
+from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportState, Int8Model, Loaded
+from tinyexport.export.tensors import nchw_to_nhwc
 from tinyexport.firmware_eval.emulate import emulation_problem
+from tinyexport.json_record import to_record
+from tinyexport.quantize.check import Int8Numerics
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
+
+__all__ = ["PROBE_IMAGES", "export", "previous_export_problem", "gate", "run_export",
+           "convert_to_int8", "written_artifacts", "recorded_data_readable", "check_user_paths"]
 
 _log = logging.getLogger(__name__)
 
@@ -44,8 +57,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] | None = None) 
         result = run_export(config, tmp, progress)
         write_json(tmp / "export.json", result.provenance)
         write_text(tmp / "report.md", render_report(result.provenance))
-    result.out = config.out
-    return result
+    return replace(result, out=config.out)
 
 
 def previous_export_problem(folder: Path) -> str | None:
@@ -64,43 +76,72 @@ def previous_export_problem(folder: Path) -> str | None:
     return f"it is not a previous tinyexport export (no tinyexport export.json) and holds {shown}"
 
 
-def gate(config: ExportConfig, state: dict, record) -> dict:
+def gate(config: ExportConfig, numerics: Int8Numerics, evaluation: Evaluation | None,
+         record) -> GateVerdict:
     """The int8 verdict (:mod:`tinyexport.export.gate`), recorded; a failure marks the stage
     FAILED and the export goes on, so every artifact is written for inspection."""
-    verdict = judge_int8(config.checkpoint is not None, state["numerics"].top1_agreement,
-                         state["numerics"].images, config.min_agreement,
-                         (state.get("evaluation") or {}).get("top1"), config.max_top1_drop)
-    record.details.update(verdict.as_dict())
+    verdict = judge_int8(config.checkpoint is not None, numerics.top1_agreement, numerics.images,
+                         config.min_agreement, evaluation.top1 if evaluation else None,
+                         config.max_top1_drop)
+    record.details.update(to_record(verdict))
     if not verdict.passed:
         record.status = "FAILED"
     elif verdict.basis == "not applied":
         record.status = "skipped"
-    return verdict.as_dict()
+    return verdict
 
 
 def run_export(config: ExportConfig, out_tmp: Path,
                progress: Callable[[str], None] | None = None) -> ExportResult:
     """Run every stage into ``out_tmp`` (the caller renames it into place)."""
     timer = StageTimer(progress)
-    state: dict = {"config": config}
     with timer.stage("load model") as rec:
         loaded = load_model(config)
         rec.details.update(model=loaded.meta.get("model"), resolution=loaded.resolution,
                            kind=loaded.meta.get("kind"))
         if config.checkpoint is None:
             _log.warning("warning: %s", RANDOM_WEIGHTS_WARNING)
-    calib, _, calib_info = load_images(config.calib_data, "train", loaded.preprocessing,
-                                       config.calib_images, False, config.seed)
-    calib_nhwc = nchw_to_nhwc(calib)
-    check_nhwc = calib_nhwc[:config.check_images]
-    state.update(loaded=loaded, calib_info=calib_info)
+    calib, _, calibration = load_images(config.calib_data, "train", loaded.preprocessing,
+                                        config.calib_images, False, config.seed)
     with timer.stage("BN recalibration") as rec:
         model = recalibrate(config, loaded, rec)
     with timer.stage("Conv+BN fusion") as rec:
         fused = fuse(model, calib, rec)
+    classifier = LINEAR_HEAD
     if config.head_as_conv:
         with timer.stage("classifier as 1x1 conv") as rec:
-            fused = head_as_conv(fused, calib, rec)
+            fused, classifier = head_as_conv(fused, calib, rec)
+    converted = convert_to_int8(config, loaded, fused, calib, out_tmp, timer)
+    evaluation = batch = None
+    if config.eval_data:
+        with timer.stage("evaluation") as rec:
+            evaluation, batch = evaluate(config, loaded, fused, out_tmp / "model.onnx",
+                                         converted.data, rec)
+    with timer.stage("int8 gate") as rec:
+        verdict = gate(config, converted.numerics, evaluation, rec)
+    firmware_result = None
+    if config.firmware:
+        images, labels = ((batch.images_nhwc, batch.labels) if batch
+                          else (converted.check_nhwc[:4], None))
+        with timer.stage("firmware check") as rec:
+            firmware_result = firmware_stage(config, loaded, out_tmp / "model_int8.tflite",
+                                             out_tmp, images, rec, labels)
+        tflm = batch.tflm_top1(firmware_result) if batch else None
+        if tflm:
+            evaluation = replace(evaluation, tflm=tflm)
+    state = ExportState(config, loaded, calibration, classifier, converted.static,
+                        converted.numerics, converted.layers, verdict, written_artifacts(out_tmp),
+                        evaluation, firmware_result)
+    return ExportResult(out_tmp, build_provenance(state, timer.records), timer.records)
+
+
+def convert_to_int8(config: ExportConfig, loaded: Loaded, fused: nn.Module, calib: torch.Tensor,
+                    out_tmp: Path, timer: StageTimer) -> Int8Model:
+    """The fused model through ONNX, float TFLite and int8 PTQ, each checked, into ``out_tmp``
+    (``model.onnx``, ``model_fp32.tflite``, ``model_int8.tflite``); onnx2tf's scratch stays in a
+    folder removed at the end."""
+    calib_nhwc = nchw_to_nhwc(calib)
+    check_nhwc = calib_nhwc[:config.check_images]
     onnx_path = out_tmp / "model.onnx"
     with timer.stage("ONNX export") as rec:
         ort = export_onnx(fused, onnx_path, loaded.resolution, calib, rec)
@@ -112,29 +153,18 @@ def run_export(config: ExportConfig, out_tmp: Path,
             int8 = quantize(saved, out_tmp / "model_int8.tflite", calib_nhwc, config.per_channel,
                             rec)
         with timer.stage("int8 checks") as rec:
-            state["static"], state["numerics"] = check_int8(
-                int8, out_tmp / "model_fp32.tflite", check_nhwc, rec, fused)
+            static, numerics = check_int8(int8, out_tmp / "model_fp32.tflite", check_nhwc, rec,
+                                          fused)
         with timer.stage("per-layer quant report") as rec:  # always: it explains a failed gate
-            state["layers"] = quant_report(saved, int8, calib_nhwc, fused, rec)
-    batch = None
-    if config.eval_data:
-        with timer.stage("evaluation") as rec:
-            state["evaluation"], batch = evaluate(config, loaded, fused, onnx_path, int8, rec)
-    with timer.stage("int8 gate") as rec:
-        state["gate"] = gate(config, state, rec)
-    if config.firmware:
-        images, labels = (batch.images_nhwc, batch.labels) if batch else (check_nhwc[:4], None)
-        with timer.stage("firmware check") as rec:
-            state["firmware"] = firmware(config, loaded, out_tmp / "model_int8.tflite", out_tmp, images,
-                                        rec, labels)
-        tflm = batch.tflm_record(state["firmware"]) if batch else None
-        if tflm:
-            state["evaluation"]["tflm"] = tflm
+            layers = quant_report(saved, int8, calib_nhwc, fused, rec)
+    return Int8Model(int8, check_nhwc, static, numerics, layers)
+
+
+def written_artifacts(out_tmp: Path) -> dict[str, Artifact]:
+    """Size and SHA-256 of each model file the export wrote."""
     written = [name for name in (*ARTIFACTS, UNOPTIMIZED) if (out_tmp / name).is_file()]
-    state["artifacts"] = {name: {"bytes": (out_tmp / name).stat().st_size,
-                                 "sha256": sha256(out_tmp / name)} for name in written}
-    provenance = build_provenance(state, timer.records)
-    return ExportResult(out_tmp, provenance, timer.records)
+    return {name: Artifact((out_tmp / name).stat().st_size, sha256(out_tmp / name))
+            for name in written}
 
 
 def recorded_data_readable(spec: str) -> bool:

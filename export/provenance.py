@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from tinyexport.boards import Verdict
 from tinyexport.config import git_sha, package_versions
 from tinyexport.export.config import RANDOM_WEIGHTS_WARNING
-from tinyexport.export.records import StageRecord, json_safe
+from tinyexport.export.stage_timer import StageRecord
+from tinyexport.export.state import ExportState
+from tinyexport.firmware_eval.verdicts import verdict_lines
+from tinyexport.json_record import to_record
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
 
+__all__ = ["build_provenance", "layer_rows", "render_report"]
 
-def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
-    """The export.json document (plain JSON types)."""
-    config, loaded, static = state["config"], state["loaded"], state["static"]
+
+def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
+    """The export.json document (plain JSON types), written once from the typed stage results."""
+    config, loaded, static = state.config, state.loaded, state.static
     doc = {
         "tool": "tinyexport", "git_sha": git_sha(), "package_versions": package_versions(),
         "model": loaded.meta.get("model"), "resolution": loaded.resolution,
@@ -19,45 +25,40 @@ def build_provenance(state: dict, stages: list[StageRecord]) -> dict:
         "weights_source": config.weights_source,
         "weights": "trained" if config.checkpoint else "random",
         "warnings": ([RANDOM_WEIGHTS_WARNING] if config.checkpoint is None else [])
-        + ([state["calib_info"]["warning"]] if "warning" in state["calib_info"] else [])
-        + ([state["evaluation"]["data"]["warning"]]
-           if "warning" in (state.get("evaluation") or {}).get("data", {}) else []),
+        + state.warnings,
         "preprocessing": loaded.preprocessing.as_dict(),
-        "calibration": state["calib_info"],
+        "calibration": state.calibration,
         "data_source": config.data_source,
-        "classifier": _classifier(stages),
+        "classifier": state.classifier,
         "quantization": {"weights": "per-channel" if config.per_channel else "per-tensor",
                          "input": static.input, "output": static.output},
-        "artifacts": state["artifacts"],
+        "artifacts": state.artifacts,
         "op_histogram": static.op_histogram,
         "checks": {s.name: {"status": s.status, "seconds": round(s.seconds, 3), **s.details}
                    for s in stages},
-        "evaluation": state.get("evaluation"),
-        "gate": state.get("gate"),
-        "quant_report": state.get("layers"),
-        "firmware": state.get("firmware", {"status": "skipped: disabled"}),
+        "evaluation": state.evaluation,
+        "gate": state.gate,
+        "quant_report": state.layers,
+        "firmware": state.firmware or {"status": "skipped: disabled"},
         "total_seconds": round(sum(s.seconds for s in stages), 3),
     }
-    return json_safe(doc)
+    return to_record(doc)
 
 
-def _firmware_lines(fw: dict) -> list[str]:
-    if "arena" not in fw:
-        return [f"- firmware: {fw.get('status', 'not run')}"]
-    arena, measured = fw["arena"], fw.get("measured") or {}
+def _firmware_lines(firmware: dict) -> list[str]:
+    if "arena" not in firmware:
+        return [f"- firmware: {firmware.get('status', 'not run')}"]
+    arena, measured = firmware["arena"], firmware.get("measured") or {}
     lines = [f"- TFLite Micro arena: {arena['total']:,} B predicted (activations {arena['head']:,} "
              f"+ persistent {arena['tail']:,}); measured {_bytes(measured.get('total'))}; "
-             f"smallest arena that allocates: {_bytes(fw.get('min_arena'))}"]
-    lines += [f"- TFLite Micro problem: {p}" for p in fw.get("errors") or []]
-    for step in (fw.get("optimization") or {}).get("steps", []):
+             f"smallest arena that allocates: {_bytes(firmware.get('min_arena'))}"]
+    lines += [f"- TFLite Micro problem: {p}" for p in firmware.get("errors") or []]
+    for step in (firmware.get("optimization") or {}).get("steps", []):
         lines.append(f"- memory optimiser, {step['name']}: "
                      + (f"applied, -{step['saved']:,} B ({step['reason']})" if step["applied"]
                         else f"not applied ({step['reason']})"))
-    board = fw.get("board")
-    if board:
-        lines.append(f"- board {board['board']}: {'fits' if board['fits'] else 'DOES NOT FIT'} "
-                     f"(SRAM margin {board['sram_margin']:+,} B, flash margin "
-                     f"{board['flash_margin']:+,} B)")
+    if firmware.get("board"):
+        lines += verdict_lines(Verdict.from_record(firmware["board"]), "report.md")
     return lines
 
 
@@ -69,16 +70,6 @@ def layer_rows(doc: dict) -> list[LayerError]:
     """The per-layer int8 error rows of an export.json document, worst first."""
     return [LayerError(r["tensor"], r["op"], tuple(r["shape"]), r["sqnr_db"], r.get("module", ""))
             for r in doc.get("quant_report") or []]
-
-
-def _classifier(stages) -> str:
-    """What the exported head is, from the head stage's result (not the flag)."""
-    head = next((s for s in stages if s.name == "classifier as 1x1 conv"), None)
-    if head is None:
-        return "linear (FULLY_CONNECTED; --linear-head)"
-    if head.details.get("converted"):
-        return "1x1 conv (" + ", ".join(head.details["converted"]) + ")"
-    return f"unchanged: {head.details.get('reason', 'not converted')}"
 
 
 def render_report(doc: dict) -> str:
@@ -118,8 +109,8 @@ def _adapter_lines(cost: dict | None) -> list[str]:
 def _check_lines(doc: dict) -> list[str]:
     c = doc["checks"]
     lines = ["", "## Checks"]
-    fuse, onnx, tfl, i8 = (c.get(k, {}) for k in ("Conv+BN fusion", "ONNX export",
-                                                  "onnx2tf float TFLite", "int8 checks"))
+    fuse, onnx, tfl, int8 = (c.get(k, {}) for k in ("Conv+BN fusion", "ONNX export",
+                                                    "onnx2tf float TFLite", "int8 checks"))
     if fuse:
         lines.append(f"- fusion: {fuse.get('pairs')} Conv+BN pairs, max |diff| "
                      f"{fuse.get('max_abs_diff', 0):.3g} (tol {fuse.get('tolerance', 0):.3g})")
@@ -127,12 +118,12 @@ def _check_lines(doc: dict) -> list[str]:
         if rec:
             lines.append(f"- {label}: max |diff| {rec.get('max_abs_diff', 0):.3g} "
                          f"(tol {rec.get('tolerance', 0):.3g})")
-    if i8:
+    if int8:
         lines.append(f"- int8: TFLM ops only, no TRANSPOSE / float compute, int8 I/O: "
-                     f"{'pass' if i8['static']['passed'] else 'FAIL'}; vs fp32 on {i8['images']} "
-                     f"images: top-1 agreement {i8['top1_agreement']:.1%}, SQNR "
-                     f"{float(i8['sqnr_db']):.1f} dB; LiteRT reference kernels ran "
-                     f"(max {i8['max_lsb_diff_ref_vs_default']} LSB vs default kernels)")
+                     f"{'pass' if int8['static']['passed'] else 'FAIL'}; vs fp32 on {int8['images']} "
+                     f"images: top-1 agreement {int8['top1_agreement']:.1%}, SQNR "
+                     f"{float(int8['sqnr_db']):.1f} dB; LiteRT reference kernels ran "
+                     f"(max {int8['max_lsb_diff_ref_vs_default']} LSB vs default kernels)")
     if doc.get("evaluation"):
         top1 = doc["evaluation"]["top1"]
         lines.append("- top-1 on " + doc["evaluation"]["data"]["spec"] + ": "

@@ -1,12 +1,12 @@
 """The export stages, one function each: load → BN recalibration → Conv+BN fusion → classifier as a
 1×1 conv → ONNX → float TFLite → int8 → checks → evaluation → firmware check. Each fills the
-``StageRecord`` it is given; :mod:`tinyexport.export.pipeline` runs them in order."""
+``StageRecord`` it is given and returns a typed result (:mod:`tinyexport.export.state`);
+:mod:`tinyexport.export.pipeline` runs them in order."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,16 +20,16 @@ from tinyexport.export.convert import onnx_to_tflite
 from tinyexport.export.fuse import fuse_and_check
 from tinyexport.export.head import head_as_conv_and_check
 from tinyexport.export.parity import compare_outputs
-from tinyexport.export.records import check_finite, nchw_to_nhwc
+from tinyexport.export.state import DataInfo, Evaluation, Loaded, TflmTop1
+from tinyexport.export.tensors import check_finite, nchw_to_nhwc
 from tinyexport.export.to_onnx import run_onnxruntime, to_onnx
-from tinyexport.firmware_eval.emulate import emulate_cores
-from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.firmware_eval.evaluate import FirmwareResult, evaluate_firmware
 from tinyexport.firmware_eval.optimize import OptimizeOptions
-from tinyexport.firmware_eval.verdicts import board_core, measured_verdicts
+from tinyexport.json_record import to_record
 from tinyexport.log import native_output_to_debug_log
 from tinyexport.quantize.check import check_int8_model, compare_int8_to_float, run_tflite
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
-from tinyexport.quantize.layer_report import layer_errors
+from tinyexport.quantize.layer_report import LayerError, layer_errors
 from tinyexport.quantize.ptq import float_tflite_from_saved_model, quantize_int8
 from tinyexport.train.bn_recalibration import reestimate_bn
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
@@ -44,14 +44,6 @@ RANDOM_RECAL_IMAGES = 128
 # Eval images also run in the TFLite Micro interpreter (reference kernels: ~0.1 s per 176 px
 # mcunet image on x86) for its own top-1 and a wider bit-exactness check against LiteRT.
 TFLM_EVAL_IMAGES = 200
-
-
-@dataclass
-class Loaded:
-    model: nn.Module
-    meta: dict
-    resolution: int
-    preprocessing: object
 
 
 def load_model(config: ExportConfig) -> Loaded:
@@ -72,24 +64,24 @@ def load_model(config: ExportConfig) -> Loaded:
     return Loaded(model, meta, resolution, pre)
 
 
-def load_images(spec: str | None, split: str, pre, count: int, train_style: bool, seed: int,
-                warn: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """``count`` images of a data SPEC (synthetic with a warning when no SPEC)."""
+SYNTHETIC_WARNING = "no --calib-data: calibrating on SYNTHETIC noise images"
 
-    info: dict = {"spec": spec or "synthetic"}
+
+def load_images(spec: str | None, split: str, pre, count: int, train_style: bool, seed: int,
+                warn: bool = True) -> tuple[torch.Tensor, torch.Tensor, DataInfo]:
+    """``count`` images of a data SPEC (synthetic with a warning when no SPEC)."""
+    named, warning = spec or "synthetic", None if spec else SYNTHETIC_WARNING
     if spec is None:
-        info["warning"] = "no --calib-data: calibrating on SYNTHETIC noise images"
         if warn:
-            _log.warning("warning: %s", info["warning"])
+            _log.warning("warning: %s", warning)
         spec = f"synthetic:{count}"
     dataset = build_dataset(parse_data_spec(spec), split, pre, train_style)
     images, labels = take_images(dataset, count, seed)
     skipped = getattr(getattr(dataset, "skipped", None), "count", 0)
     if skipped:
-        info["unreadable_skipped"] = skipped
         _log.warning("warning: skipped %d unreadable image(s) in %s", skipped, spec)
-    info.update(images=len(images), split=split, classes=len(getattr(dataset, "classes", [])))
-    return images, labels, info
+    return images, labels, DataInfo(named, skipped or None, len(images), split,
+                                    len(getattr(dataset, "classes", [])), warning)
 
 
 def _wants_recalibration(config: ExportConfig, meta: dict) -> bool:
@@ -117,7 +109,7 @@ def recalibrate(config: ExportConfig, loaded: Loaded, record) -> nn.Module:
     images, _, info = load_images(config.calib_data, "train", loaded.preprocessing, count, True,
                                   config.seed, warn=False)
     batches = list(torch.split(images, 50))
-    record.details.update(images=len(images), batches=len(batches), data=info["spec"],
+    record.details.update(images=len(images), batches=len(batches), data=info.spec,
                           why=loaded.meta.get("kind"))
     return reestimate_bn(loaded.model, batches)
 
@@ -126,21 +118,26 @@ def fuse(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
     """Stage 3: Conv+BN fusion, checked against the unfused model."""
 
     fused, check = fuse_and_check(model, calib[:8])
-    record.details.update(check.as_dict())
+    record.details.update(to_record(check))
     return fused
 
 
-def head_as_conv(model: nn.Module, calib: torch.Tensor, record) -> nn.Module:
+LINEAR_HEAD = "linear (FULLY_CONNECTED; --linear-head)"  # export.json's classifier, head kept
+
+
+def head_as_conv(model: nn.Module, calib: torch.Tensor, record) -> tuple[nn.Module, str]:
     """Stage 3b: the classifier as a 1×1 conv, checked against the Linear head (``export.head``
-    says why: TFLM and LiteRT round the int8 FULLY_CONNECTED differently)."""
+    says why: TFLM and LiteRT round the int8 FULLY_CONNECTED differently). Returns the model and
+    what its head now is (export.json's ``classifier``)."""
 
     converted, check = head_as_conv_and_check(model, calib[:8])
-    record.details.update(check.as_dict())
-    if not check.converted:
-        record.status = "skipped"
-        record.details["reason"] = getattr(converted, "head_reason",
-                                           "no Linear reads globally pooled features")
-    return converted
+    record.details.update(to_record(check))
+    if check.converted:
+        return converted, "1x1 conv (" + ", ".join(check.converted) + ")"
+    record.status = "skipped"
+    record.details["reason"] = getattr(converted, "head_reason",
+                                       "no Linear reads globally pooled features")
+    return converted, f"unchanged: {record.details['reason']}"
 
 
 def export_onnx(model: nn.Module, path: Path, resolution: int, calib: torch.Tensor, record
@@ -153,7 +150,7 @@ def export_onnx(model: nn.Module, path: Path, resolution: int, calib: torch.Tens
         ref = model(images).numpy()
     ort = run_onnxruntime(path, images.numpy())
     parity = compare_outputs("onnxruntime vs torch", ref, ort)
-    record.details.update(parity.as_dict(), checker="passed", opset=18)
+    record.details.update(to_record(parity), checker="passed", opset=18)
     if not parity.passed:
         raise StageError(f"ONNX Runtime differs from torch: max |diff| {parity.max_abs_diff:.3g} "
                          f"> {parity.tolerance:.3g}")
@@ -168,7 +165,7 @@ def export_float_tflite(onnx_path: Path, out_path: Path, work: Path, calib_nhwc:
     out_path.write_bytes(result.float_tflite.read_bytes())
     tfl, _ = run_tflite(out_path.read_bytes(), calib_nhwc[:len(ort_logits)])
     parity = compare_outputs("float tflite vs onnxruntime", ort_logits, tfl)
-    record.details.update(parity.as_dict(), layout="NHWC")
+    record.details.update(to_record(parity), layout="NHWC")
     if not parity.passed:
         raise StageError(f"float TFLite differs from ONNX Runtime: max |diff| "
                          f"{parity.max_abs_diff:.3g} > {parity.tolerance:.3g}")
@@ -196,12 +193,12 @@ def check_int8(int8: bytes, float_path: Path, check_nhwc: np.ndarray, record,
     static = check_int8_model(int8)
     if not static.passed and model is not None:
         static = _with_modules(static, int8, model)
-    record.details.update(static=static.as_dict())
+    record.details.update(static=to_record(static))
     if not static.passed:
         raise StageError("the int8 model is not deployable on TFLite Micro: "
                          + "; ".join(p.describe() for p in static.problems))
     numerics, _ = compare_int8_to_float(int8, float_path.read_bytes(), check_nhwc)
-    record.details.update(numerics.as_dict())
+    record.details.update(to_record(numerics))
     return static, numerics
 
 
@@ -216,7 +213,7 @@ def _with_modules(static, int8: bytes, model: nn.Module):
     return dataclasses.replace(static, problems=problems)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TflmBatch:
     """The first ``TFLM_EVAL_IMAGES`` evaluation images (NHWC), their labels and LiteRT's int8
     logits: the firmware stage runs TFLite Micro on the same images."""
@@ -225,28 +222,28 @@ class TflmBatch:
     labels: np.ndarray
     litert_int8: np.ndarray
 
-    def tflm_record(self, firmware_result: dict) -> dict | None:
-        """TFLM's top-1 next to LiteRT's on these images (``evaluation['tflm']``)."""
-        if "top1" not in firmware_result:
+    def tflm_top1(self, firmware_result: FirmwareResult) -> TflmTop1 | None:
+        """TFLM's top-1 next to LiteRT's on these images (``evaluation.tflm``)."""
+        if firmware_result.top1 is None:
             return None
-        return {"images": len(self.labels), "top1_tflm_int8": firmware_result["top1"],
-                "top1_litert_int8": float((self.litert_int8.argmax(1) == self.labels).mean())}
+        return TflmTop1(len(self.labels), firmware_result.top1,
+                        float((self.litert_int8.argmax(1) == self.labels).mean()))
 
 
-def class_mismatch(model_classes: int, data_info: dict) -> str | None:
+def class_mismatch(model_classes: int, data_info: DataInfo) -> str | None:
     """A warning when the model's outputs and the evaluation data's classes differ in number:
     top-1 then compares indices that do not name the same classes."""
-    data_classes = data_info.get("classes")
+    data_classes = data_info.classes
     if not data_classes or data_classes == model_classes:
         return None
-    return (f"the model has {model_classes} outputs but --eval-data {data_info['spec']} has "
+    return (f"the model has {model_classes} outputs but --eval-data {data_info.spec} has "
             f"{data_classes} classes: top-1 compares class indices as they are and means nothing "
             "unless the model was trained on this data")
 
 
 @native_output_to_debug_log()
 def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: Path,
-             int8: bytes, record) -> tuple[dict, TflmBatch]:
+             int8: bytes, record) -> tuple[Evaluation, TflmBatch]:
     """Stage 8: top-1 of fp32 torch, ONNX Runtime and int8 LiteRT on ``--eval-data``; also the
     batch the firmware stage scores TFLite Micro on."""
     images, labels, info = load_images(config.eval_data, "val", loaded.preprocessing,
@@ -262,16 +259,16 @@ def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: 
     mismatch = class_mismatch(torch_out.shape[1], info)
     if mismatch:
         _log.warning("warning: %s", mismatch)
-        info["warning"] = mismatch
-    record.details.update(info, **{f"top1_{k}": v for k, v in top1.items()})
+        info = dataclasses.replace(info, warning=mismatch)
+    record.details.update(to_record(info), **{f"top1_{k}": v for k, v in top1.items()})
     n = min(TFLM_EVAL_IMAGES, len(labels))
-    return ({"data": info, "top1": top1},
+    return (Evaluation(info, top1),
             TflmBatch(nchw_to_nhwc(images[:n]), labels[:n], int8_out[:n]))
 
 
 @native_output_to_debug_log()
 def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: nn.Module,
-                 record) -> list[dict]:
+                 record) -> tuple[LayerError, ...]:
     """Optional: per-layer SQNR of int8 vs float activations, worst first, with module names."""
 
 
@@ -280,35 +277,24 @@ def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: 
     rows = [dataclasses.replace(r, module=modules.get(r.tensor, "")) for r in rows]
     record.details.update(layers=len(rows), worst=rows[0].tensor if rows else None,
                           worst_module=rows[0].module if rows else None)
-    return [r.as_dict() for r in rows]
+    return tuple(rows)
 
 
-def firmware(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
-             images_nhwc: np.ndarray, record, labels: np.ndarray | None = None) -> dict:
-    """Firmware stage: arena prediction, TFLM run, C bundle (with the preprocessing as constants).
-    ``labels`` (of ``images_nhwc``): TFLM's top-1 is recorded too."""
-    result = firmware_check(int8_path, out / "firmware", optimize_options=optimize_options(config),
-                            board=config.board, images=images_nhwc, labels=labels,
-                            preprocessing=loaded.preprocessing.as_dict())
-    result = _relative_paths(result, out)
-    if config.emulate:
-        result.update(emulated_bundle(config.board, out, result.get("board")))
-    record.details.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
+                   images_nhwc: np.ndarray, record, labels: np.ndarray | None = None) -> FirmwareResult:
+    """Firmware stage: arena prediction, TFLM run, C bundle (with the preprocessing as constants),
+    with ``--emulate`` the bundle run on the board's core in QEMU (ELF, map and logs kept in
+    ``out/emulation/<core>``), and the final board verdict. ``labels`` (of ``images_nhwc``):
+    TFLM's top-1 is recorded too."""
+    result = evaluate_firmware(int8_path, out / "firmware",
+                               optimize_options=optimize_options(config), board=config.board,
+                               images=images_nhwc, labels=labels,
+                               preprocessing=loaded.preprocessing.as_dict(),
+                               emulate_into=out / "emulation" if config.emulate else None)
+    result = result.relative_to(out)
+    record.details.update({k: v for k, v in to_record(result).items()
+                           if not isinstance(v, (dict, list))})
     return result
-
-
-def emulated_bundle(board: str, out: Path, predicted: dict | None) -> dict:
-    """The bundle in ``out/firmware`` built for ``board``'s core and run in QEMU (ELF, map and
-    logs kept in ``out/emulation/<core>``); the board verdict from the measured flash and SRAM
-    (the analytic one stays under its ``predicted`` key)."""
-    keep = out / "emulation"
-    runs = emulate_cores(out / "firmware", [board_core(board)], keep=keep)
-    for build in keep.glob("**/obj"):  # object files: rebuildable and the bulk of the folder
-        shutil.rmtree(build, ignore_errors=True)
-    found = {"emulation": runs}
-    if predicted:
-        found["board"] = measured_verdicts([predicted], runs)[0]
-    return found
 
 
 def optimize_options(config: ExportConfig) -> OptimizeOptions | None:
@@ -318,15 +304,3 @@ def optimize_options(config: ExportConfig) -> OptimizeOptions | None:
     return OptimizeOptions(reorder=config.reorder, patch=config.patch,
                            offline_plan=config.offline_plan,
                            max_mac_overhead=config.patch_max_mac_overhead)
-
-
-def _relative_paths(value, root: Path):
-    """``value`` with every string path under ``root`` (the temporary folder renamed into place at
-    the end) made relative to it, so export.json names the final files."""
-    if isinstance(value, dict):
-        return {k: _relative_paths(v, root) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_relative_paths(v, root) for v in value]
-    if isinstance(value, str) and value.startswith(str(root)):
-        return str(Path(value).relative_to(root))
-    return value

@@ -12,7 +12,7 @@ Three rewrites of the int8 flatbuffer, in this order (each needs the one before 
    they beat TFLM's greedy placement (docs/tflm_memory.md §4).
 
 Each step is kept only when the exact predictor says it lowers the arena TFLM needs. The caller
-(:func:`tinyexport.firmware_eval.firmware.firmware_check`, ``tinyreport --optimize``) then runs the
+(:func:`tinyexport.firmware_eval.evaluate.evaluate_firmware`, ``tinyreport --optimize``) then runs the
 result in TFLM and LiteRT's reference kernels and keeps it only if every output equals the
 original model's and the measured arena is the predicted one.
 """
@@ -20,8 +20,9 @@ original model's and the measured arena is the predicted one.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 
+from tinyexport.boards import Board
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import arena
 from tinyexport.firmware_eval.offline_plan import tight_plan
@@ -29,6 +30,7 @@ from tinyexport.firmware_eval.patch_search import PatchSearch, search_patch_plan
 from tinyexport.firmware_eval.patching import patch_model
 from tinyexport.firmware_eval.reorder import best_order, reorder_model
 from tinyexport.firmware_eval.verdicts import runtime_estimate
+from tinyexport.json_record import NOT_RECORDED
 from tinyexport.tflite_graph.reader import parse_graph
 from tinyexport.tflite_graph.writer import with_offline_plan
 
@@ -54,6 +56,14 @@ class OptimizeOptions:
             raise UserError("--patch-max-mac-overhead must be a percentage in 0..1000, got "
                             f"{100 * self.max_mac_overhead:g}")
 
+    def for_board(self, board: Board | None) -> OptimizeOptions:
+        """These options with ``board``'s SRAM, flash and ISA as the budget, unless a budget is
+        already set (or no board is given)."""
+        if board is None or self.budget is not None:
+            return self
+        return replace(self, budget=board.sram_bytes, isa=board.isa,
+                       flash_budget=board.flash_bytes)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -65,25 +75,23 @@ class Step:
     arena_before: int
     arena_after: int
     details: dict = field(default_factory=dict)
+    saved: int = field(init=False)  # a field, not a property: records (to_record) carry it
 
-    @property
-    def saved(self) -> int:
-        return self.arena_before - self.arena_after if self.applied else 0
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "saved",
+                           self.arena_before - self.arena_after if self.applied else 0)
 
 
 @dataclass(frozen=True)
 class Optimized:
-    data: bytes
+    data: bytes = field(metadata=NOT_RECORDED)
     steps: tuple[Step, ...]
-    search: PatchSearch | None = None  # the patch search, when one ran (frontier for reports)
+    # the patch search, when one ran (frontier for reports)
+    search: PatchSearch | None = field(default=None, metadata=NOT_RECORDED)
+    changed: bool = field(init=False)
 
-    @property
-    def changed(self) -> bool:
-        return any(step.applied for step in self.steps)
-
-    def as_dict(self) -> dict:
-        return {"steps": [dict(asdict(s), saved=s.saved) for s in self.steps],
-                "changed": self.changed}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "changed", any(step.applied for step in self.steps))
 
 
 def needed(data: bytes, isa: str | None = None) -> int:

@@ -10,27 +10,29 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from tinyexport.atomic import atomic_path, write_bytes
-from tinyexport.boards import BOARDS
+from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import tflm_runner as tr
-from tinyexport.firmware_eval.analysis import analyse, arena_dict
-from tinyexport.firmware_eval.check import load_verified, runtime_blockers
-from tinyexport.firmware_eval.firmware import verify_rewrite
-from tinyexport.firmware_eval.measure import measure_arena_size, prepare_inputs
+from tinyexport.firmware_eval import tflm_runner
+from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
+from tinyexport.firmware_eval.evaluate import verify_rewrite
 from tinyexport.firmware_eval.optimize import Optimized, OptimizeOptions, needed, optimize
-from tinyexport.firmware_eval.verdicts import board_verdicts
+from tinyexport.firmware_eval.tflm_measurement import measure_arena_size, prepare_inputs
+from tinyexport.firmware_eval.tflm_readiness import load_verified, runtime_blockers
+from tinyexport.firmware_eval.verdicts import board_verdicts, verdict_lines
+from tinyexport.json_record import to_record
 from tinyexport.tflite_graph.reader import parse_graph
+
+__all__ = ["VERIFY_INPUTS", "optimize_report", "render", "plot_optimize", "run_optimize_report"]
 
 _log = logging.getLogger(__name__)
 
 VERIFY_INPUTS = 64  # the issue's bar for bit-exactness of a rewrite
 
 
-def optimize_report(target: str, options: OptimizeOptions, boards: list[str],
+def optimize_report(target: str, options: OptimizeOptions, boards: list[Board],
                     out: str | None = None, inputs: int = VERIFY_INPUTS) -> dict:
     """Optimise ``target``, verify it in TFLM / LiteRT-reference on ``inputs`` seeded inputs and
     write it to ``out`` when confirmed. ``boards[0]`` gives the patch budget (``patch="auto"``)."""
@@ -40,28 +42,20 @@ def optimize_report(target: str, options: OptimizeOptions, boards: list[str],
     if blockers:
         raise UserError(f"{target}: TFLite Micro cannot run this model, so no rewrite could be "
                         f"verified: {blockers[0]}")
-    options = _with_board(options, boards)
+    options = options.for_board(boards[0] if boards else None)
     result = optimize(path.read_bytes(), options)
-    report = {"model": str(path), "options": _options_dict(options), **result.as_dict(),
+    report = {"model": str(path), "options": _options_dict(options), **to_record(result),
               "before": _figures(path.read_bytes(), options.isa)}
     report["after"] = _figures(result.data, options.isa)
     report["frontier"] = _frontier(result)
     if result.changed:
         report["verification"] = _verify(path, graph, result.data, inputs)
     confirmed = result.changed and report["verification"]["confirmed"]
-    report["boards"] = board_verdicts(parse_graph(result.data if confirmed else path.read_bytes()),
-                                      boards)
+    report["boards"] = [to_record(v) for v in board_verdicts(
+        parse_graph(result.data if confirmed else path.read_bytes()), boards)]
     if out:
         report["written"] = _write(out, result.data if confirmed else None, result)
     return report
-
-
-def _with_board(options: OptimizeOptions, boards: list[str]) -> OptimizeOptions:
-    if not boards or options.budget is not None:
-        return options
-    board = BOARDS.get(boards[0])
-    return replace(options, budget=board.sram_bytes, isa=board.isa,
-                   flash_budget=board.flash_bytes)
 
 
 def _options_dict(options: OptimizeOptions) -> dict:
@@ -71,9 +65,9 @@ def _options_dict(options: OptimizeOptions) -> dict:
 
 
 def _figures(data: bytes, isa: str | None) -> dict:
-    ana = analyse(parse_graph(data), isa)
-    macs = sum(row.macs for row in ana.prediction.ops)
-    return {**arena_dict(ana.prediction), "needed": needed(data, isa), "macs": macs,
+    analysis = analyse(parse_graph(data), isa)
+    macs = sum(row.macs for row in analysis.prediction.ops)
+    return {**arena_dict(analysis.prediction), "needed": needed(data, isa), "macs": macs,
             "model_bytes": len(data)}
 
 
@@ -90,7 +84,7 @@ def _frontier(result: Optimized) -> list[dict]:
 def _verify(path: Path, graph, data: bytes, inputs: int) -> dict:
     x = prepare_inputs(graph, None, count=inputs)
     pred = analyse(graph).prediction
-    base = tr.run_tflm(path, x, arena_size=measure_arena_size(graph, pred.total))
+    base = tflm_runner.run_tflm(path, x, arena_size=measure_arena_size(graph, pred.total))
     return verify_rewrite(path, data, x, base.outputs)
 
 
@@ -118,8 +112,8 @@ def render(report: dict) -> str:
     lines += _verification_lines(report.get("verification"))
     lines += _frontier_lines(report["frontier"])
     for v in report["boards"]:
-        lines.append(f"  {v['board']:<14} {'fits' if v['fits'] else 'DOES NOT FIT':<13} SRAM "
-                     f"{v['sram_needed']:,} / {v['sram_budget']:,} B (margin {v['sram_margin']:+,})")
+        lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(v),
+                                                        "tinyreport-optimize")]
     if "written" in report:
         lines.append(f"  optimised model: {report['written']}")
     return "\n".join(lines)
@@ -182,7 +176,7 @@ def plot_optimize(report: dict, path: str) -> None:
     _log.info("wrote plot %s", path)
 
 
-def run_optimize_report(target: str, options: OptimizeOptions, boards: list[str],
+def run_optimize_report(target: str, options: OptimizeOptions, boards: list[Board],
                         out: str | None, plot_path: str | None, as_json: bool) -> int:
     """Entry point of ``tinyreport FILE.tflite --optimize`` / ``--patch``; 1 if not confirmed."""
     report = optimize_report(target, options, boards, out)

@@ -16,19 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from tinyexport.atomic import atomic_path
+from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.analysis import Analysis, analyse, arena_dict
-from tinyexport.firmware_eval.check import load, load_verified, runtime_blockers
+from tinyexport.firmware_eval.arena_analysis import Analysis, analyse, arena_dict
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
-from tinyexport.firmware_eval.measure import check_labels, measure, prepare_inputs, top1
-from tinyexport.firmware_eval.verdicts import (
-    RUNTIME_BASIS,
-    board_names,
-    board_verdicts,
-    latency_text,
-    measured_verdicts,
-    runtime_estimate,
-)
+from tinyexport.firmware_eval.tflm_measurement import check_labels, measure, prepare_inputs, top1
+from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
+from tinyexport.firmware_eval.verdicts import RUNTIME_BASIS, board_verdicts, runtime_estimate, verdict_lines
+from tinyexport.json_record import to_record
+
+__all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_board_lines",
+           "finish_plot", "plot_plan", "run_tflite_report"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         return data["images"], (data["labels"] if "labels" in data.files else None)
 
 
-def build_report(path: str, boards: str | Sequence[str] | None = None, do_measure: bool = False,
+def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = False,
                  images: np.ndarray | None = None, labels: np.ndarray | None = None,
                  verify: bool = True, emulate: Sequence[str] = ()) -> dict:
     """The report as a JSON-serialisable dict. ``images`` / ``labels``: what TFLM runs with
@@ -66,19 +64,19 @@ def build_report(path: str, boards: str | Sequence[str] | None = None, do_measur
         UserError: the file is not a valid int8 TFLite model (one message, its first problem).
     """
     graph = load_verified(path) if verify else load(path)
-    ana = analyse(graph)
-    pred = ana.prediction
+    analysis = analyse(graph)
+    pred = analysis.prediction
     report = {
         "model": str(path), "model_bytes": graph.model_bytes,
         "arena": arena_dict(pred), "min_arena": pred.min_arena, "lower_bound": pred.lower_bound,
         "linear_planner": pred.linear,
-        "plans": {"greedy_head": ana.plan.greedy_head, "our_head": ana.plan.head,
-                  "our_ordering": ana.plan.ordering, "our_optimal": ana.plan.optimal},
+        "plans": {"greedy_head": analysis.plan.greedy_head, "our_head": analysis.plan.head,
+                  "our_ordering": analysis.plan.ordering, "our_optimal": analysis.plan.optimal},
         "runtime_code_bytes": {"value": runtime_estimate(graph), "basis": RUNTIME_BASIS},
         "ops": [{"index": r.index, "op": r.opcode, "inputs": r.in_shapes,
                  "outputs": r.out_shapes, "macs": r.macs, "live_bytes": r.live_bytes,
                  "scratch_bytes": r.scratch_bytes} for r in pred.ops],
-        "boards": board_verdicts(graph, board_names(boards)),
+        "boards": [],  # below: measured where a board's core is emulated
     }
     if emulate:
         report["emulated"] = emulate_cores(path, list(emulate))
@@ -86,7 +84,7 @@ def build_report(path: str, boards: str | Sequence[str] | None = None, do_measur
         report["runtime_code_bytes"] = {
             "value": first["flash_bytes"] - first["flash"]["model"],
             "basis": f"measured: {first['core']} firmware in QEMU, model array excluded"}
-        report["boards"] = measured_verdicts(report["boards"], report["emulated"])
+    report["boards"] = [to_record(v) for v in board_verdicts(graph, boards, report.get("emulated"))]
     blockers = runtime_blockers(graph)
     if blockers and not do_measure:
         report["errors"] = [f"TFLM would fail: {b}" for b in blockers]
@@ -138,12 +136,7 @@ def render(report: dict) -> str:
     for run in (report.get("emulated") or {}).values():
         lines += emulation_lines(run)
     for v in report["boards"]:
-        lines.append(f"{v['board']:14s} {'fits' if v['fits'] else 'DOES NOT FIT':12s} "
-                     f"SRAM {v['sram_needed']:,}/{v['sram_budget']:,} (margin "
-                     f"{v['sram_margin']:,}), flash {v['flash_needed']:,}/{v['flash_budget']:,} "
-                     f"(margin {v['flash_margin']:,})"
-                     + (f" — {v['basis']}" if "basis" in v else " — predicted")
-                     + (f"; {latency_text(v)}" if "latency_ms" in v else ""))
+        lines += verdict_lines(Verdict.from_record(v), "tinyreport-tflite")
     lines += [f"note: {n}" for n in report.get("notes", [])]
     lines += [f"error: {e}" for e in report.get("errors", [])]
     return "\n".join(lines)
@@ -161,7 +154,8 @@ class PlotSummary:
 
 def draw_board_lines(ax, boards: Sequence[dict]) -> tuple[tuple[str, int], ...]:
     """A dashed horizontal line per board at its SRAM, labelled in the legend (not on the axes,
-    where labels of boards with similar SRAM overlap); returns ``(board, bytes)`` per line."""
+    where labels of boards with similar SRAM overlap); returns ``(board, bytes)`` per line.
+    ``boards``: verdict records (``board``, ``sram_budget``, ``fits``)."""
     lines = tuple((v["board"], int(v["sram_budget"])) for v in boards)
     for k, (v, (name, sram)) in enumerate(zip(boards, lines, strict=True)):
         fits = {True: ", fits", False: ", DOES NOT FIT"}.get(v.get("fits"), "")
@@ -182,7 +176,7 @@ def finish_plot(fig, ax, out: str) -> None:
     _log.info("wrote plot %s", out)
 
 
-def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
+def plot_plan(analysis: Analysis, out: str, boards: Sequence[dict] = (),
               title: str = "model") -> PlotSummary:
     """Arena need per op: the persistent tail as a constant band, the activations (and scratch)
     live at each op stacked on it, the peak op annotated, a line per board at its SRAM.
@@ -195,7 +189,7 @@ def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pred = ana.prediction
+    pred = analysis.prediction
     rows = pred.ops
     live = np.array([r.live_bytes for r in rows], float) / 1024
     scratch = np.array([r.scratch_bytes for r in rows], float) / 1024
@@ -213,26 +207,26 @@ def plot_plan(ana: Analysis, out: str, boards: Sequence[dict] = (),
                 xytext=(0, 12), textcoords="offset points", ha="center", fontsize=8,
                 arrowprops={"arrowstyle": "->"})
     lines = draw_board_lines(ax, boards)
-    ax.axhline(ana.arena_needed / 1024, color="black", ls=":", lw=1,
-               label=f"arena needed {ana.arena_needed:,} B")
-    top = max([ana.arena_needed, peak_bytes] + [b for _, b in lines]) / 1024
+    ax.axhline(analysis.arena_needed / 1024, color="black", ls=":", lw=1,
+               label=f"arena needed {analysis.arena_needed:,} B")
+    top = max([analysis.arena_needed, peak_bytes] + [b for _, b in lines]) / 1024
     ax.set_ylim(0, top * 1.15)
     ax.set_xlabel("op index (execution order)")
     ax.set_ylabel("TFLM arena (KiB)")
-    ax.set_title(f"{title}: arena {ana.arena_needed:,} B, peak at "
+    ax.set_title(f"{title}: arena {analysis.arena_needed:,} B, peak at "
                  f"{peak_label}")
     finish_plot(fig, ax, out)
     return PlotSummary(out, peak_label, peak_bytes, lines)
 
 
-def run_tflite_report(target: str, *, boards: Sequence[str] | None = None,
+def run_tflite_report(target: str, *, boards: Sequence[Board] = (),
                       run_tflm: bool = False, images_path: str | None = None,
                       plot_path: str | None = None, as_json: bool = False,
                       emulate: Sequence[str] = ()) -> int:
     """Print the report of the model ``target`` (``tinyreport FILE.tflite``); 1 if it has errors.
 
     Args:
-        boards: board names (or ``all``) for fit verdicts.
+        boards: board profiles for fit verdicts.
         run_tflm: also run TFLite Micro and LiteRT's reference kernels (``--measure``).
         images_path: ``.npy`` / ``.npz`` images (and labels) TFLM runs; needs ``run_tflm``.
         plot_path: write the memory-plan timeline PNG there.

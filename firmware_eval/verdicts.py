@@ -2,17 +2,29 @@
 flash = the model file + an estimate of the runtime code (TFLM, kernels, C library; the one
 place it is estimated).
 Where the model ran in emulation on the board's core (:mod:`tinyexport.firmware_eval.emulate`),
-:func:`measured_verdicts` replaces both with what the firmware measured."""
+the measured flash and SRAM replace both.
+
+:func:`board_verdict` is the one place a verdict is built (predicted, or measured when the board's
+core was emulated) and :func:`verdict_lines` the one place it is rendered, for ``tinyexport``,
+``tinyreport`` and ``report.md``. Boards arrive resolved (:class:`tinyexport.boards.Board`): the
+registry is asked once, where a name comes in (:func:`resolve_boards`, ``ExportConfig``)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from tinyexport.boards import BOARDS, verdict
-from tinyexport.errors import UserError
+from tinyexport.boards import BOARDS, Board, Needs, Verdict, verdict
 from tinyexport.firmware_eval.arena import predict
 from tinyexport.tflite_graph.reader import Graph
+
+__all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERNEL_BYTES",
+           "RUNTIME_HEAVY_OP_BYTES", "RUNTIME_PER_OP_BYTES", "HEAVY_OPS", "RUNTIME_BASIS",
+           "runtime_estimate", "resolve_boards", "predicted_verdict", "board_verdict",
+           "board_verdicts", "measured_verdict", "board_core", "board_clock_hz",
+           "CYCLES_PER_INSTRUCTION", "LATENCY_BASIS", "latency_ms", "latency_text", "budget_line",
+           "VERDICT_LAYOUTS", "verdict_lines"]
 
 # Runtime code estimate, calibrated on the firmware measured in QEMU (firmware_eval/emulate.py;
 # benchmarks/results/emulated_results.md: TFLM 90b983c2 + CMSIS-NN 4ab83cc3, -Os, newlib, Cortex-M4
@@ -43,16 +55,8 @@ def runtime_estimate(graph: Graph) -> int:
             + kernels)
 
 
-def budget_line(v: dict, width: int = 0) -> str:
-    """``SRAM needed / budget B (margin), flash needed / budget B (margin)`` of a verdict dict
-    (``width`` right-aligns the byte counts for tables)."""
-    return (f"SRAM {v['sram_needed']:>{width},} / {v['sram_budget']:>{width},} B (margin "
-            f"{v['sram_margin']:+,})  flash {v['flash_needed']:>{width},} / "
-            f"{v['flash_budget']:>{width},} B (margin {v['flash_margin']:+,})")
-
-
-def board_names(requested: str | Sequence[str] | None) -> list[str]:
-    """Canonical board names of a request: none, one name, several, or ``all`` (every board).
+def resolve_boards(requested: str | Sequence[str] | None) -> list[Board]:
+    """The board profiles of a request: none, one name, several, or ``all`` (every board).
 
     Raises:
         UserError: an unknown board (with the known names and close matches).
@@ -61,43 +65,53 @@ def board_names(requested: str | Sequence[str] | None) -> list[str]:
         return []
     names = [requested] if isinstance(requested, str) else list(requested)
     if any(n.lower() == "all" for n in names):
-        return BOARDS.names()
-    return [BOARDS.canonical(n) for n in names]
+        names = BOARDS.names()
+    return [BOARDS.get(n) for n in names]
 
 
-def board_isa(board: str | None) -> str | None:
-    """The CMSIS-NN ISA of a board (None for no board)."""
-    if board is None:
-        return None
-    try:
-        return BOARDS.get(board).isa
-    except (KeyError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+def predicted_verdict(graph: Graph, board: Board) -> Verdict:
+    """SRAM = predicted arena with the board's CMSIS-NN scratch, flash = model file + runtime
+    estimate."""
+    pred = predict(graph, board.isa)
+    sram = max(pred.total, pred.min_arena)  # TFLM cannot allocate below either
+    return verdict(board, sram, graph.model_bytes + runtime_estimate(graph), isa=board.isa)
 
 
-def board_verdicts(graph: Graph, boards: Sequence[str]) -> list[dict]:
-    """Fit verdict per board: SRAM = predicted arena with that board's CMSIS-NN scratch,
-    flash = model file + runtime estimate."""
-    out = []
-    for name in boards:
-        board = BOARDS.get(name)
-        pred = predict(graph, board.isa)
-        sram = max(pred.total, pred.min_arena)  # TFLM cannot allocate below either
-        v = verdict(board.name, sram, graph.model_bytes + runtime_estimate(graph)).as_dict()
-        v["isa"] = board.isa
-        out.append(v)
-    return out
+def board_verdict(graph: Graph, board: Board, emulated: Mapping[str, dict] | None = None
+                  ) -> Verdict:
+    """The final verdict for ``board``: measured where its core ran in emulation (``emulated``:
+    core -> ``EmulationResult.summary()``), else predicted."""
+    predicted = predicted_verdict(graph, board)
+    run = (emulated or {}).get(board_core(board) or "")
+    return predicted if run is None else measured_verdict(predicted, board, run)
 
 
-def board_core(board: str) -> str | None:
+def board_verdicts(graph: Graph, boards: Sequence[Board],
+                   emulated: Mapping[str, dict] | None = None) -> list[Verdict]:
+    """:func:`board_verdict` for each board."""
+    return [board_verdict(graph, board, emulated) for board in boards]
+
+
+def measured_verdict(predicted: Verdict, board: Board, run: dict) -> Verdict:
+    """``predicted`` with SRAM and flash replaced by an emulation ``run`` of the board's core; the
+    analytic needs stay under ``predicted``, with a latency estimate where calibrated."""
+    ms = latency_ms(board, run)
+    return replace(verdict(board, run["sram_bytes"], run["flash_bytes"], isa=predicted.isa),
+                   basis=f"measured: {run['core']} in QEMU {run['machine']}",
+                   predicted=Needs(predicted.sram_needed, predicted.flash_needed),
+                   latency_ms=None if ms is None else round(ms, 1),
+                   latency_basis=None if ms is None else LATENCY_BASIS)
+
+
+def board_core(board: Board) -> str | None:
     """The emulated core of a board (``cortex-m4`` / ``cortex-m7``), None for other cores."""
-    match = re.match(r"(?:\d+x )?Cortex-(M4|M7)", BOARDS.get(board).core)
+    match = re.match(r"(?:\d+x )?Cortex-(M4|M7)", board.core)
     return f"cortex-{match.group(1).lower()}" if match else None
 
 
-def board_clock_hz(board: str) -> float | None:
+def board_clock_hz(board: Board) -> float | None:
     """The board's core clock from its profile (``... @ 216 MHz``), None where not given."""
-    match = re.search(r"@ (\d+(?:\.\d+)?) MHz", BOARDS.get(board).core)
+    match = re.search(r"@ (\d+(?:\.\d+)?) MHz", board.core)
     return float(match.group(1)) * 1e6 if match else None
 
 
@@ -110,7 +124,7 @@ LATENCY_BASIS = ("instructions x 0.80 cycles each, calibrated on published STM32
                  "(within 4 %); other memory systems differ")
 
 
-def latency_ms(board: str, run: dict) -> float | None:
+def latency_ms(board: Board, run: dict) -> float | None:
     """Estimated latency of one inference on ``board`` from an emulation ``run`` of its core
     (None where the core is not calibrated or the board's clock is not known)."""
     cpi, hz = CYCLES_PER_INSTRUCTION.get(run["core"]), board_clock_hz(board)
@@ -119,30 +133,67 @@ def latency_ms(board: str, run: dict) -> float | None:
     return run["instructions_mean"] * cpi / hz * 1e3
 
 
-def latency_text(v: dict) -> str:
+def latency_text(v: Verdict) -> str:
     """``≈1,875 ms per inference (basis)`` for a verdict with a latency estimate, else ""."""
-    if "latency_ms" not in v:
+    if v.latency_ms is None:
         return ""
-    ms = v["latency_ms"]
-    figure = f"{ms:,.0f}" if ms >= 10 else f"{ms:.2f}"
-    return f"≈{figure} ms per inference ({v['latency_basis']})"
+    figure = f"{v.latency_ms:,.0f}" if v.latency_ms >= 10 else f"{v.latency_ms:.2f}"
+    return f"≈{figure} ms per inference ({v.latency_basis})"
 
 
-def measured_verdicts(predicted: Sequence[dict], emulated: dict[str, dict]) -> list[dict]:
-    """``predicted`` board verdicts with SRAM and flash replaced by the emulation of the board's
-    core where one ran (``emulated``: core -> ``EmulationResult.summary()``); the analytic
-    figures stay under ``predicted``."""
-    out = []
-    for v in predicted:
-        run = emulated.get(board_core(v["board"]) or "")
-        if run is None:
-            out.append(v)
-            continue
-        m = verdict(v["board"], run["sram_bytes"], run["flash_bytes"]).as_dict()
-        m.update(isa=v.get("isa"), basis=f"measured: {run['core']} in QEMU {run['machine']}",
-                 predicted={"sram_needed": v["sram_needed"], "flash_needed": v["flash_needed"]})
-        ms = latency_ms(v["board"], run)
-        if ms is not None:
-            m.update(latency_ms=round(ms, 1), latency_basis=LATENCY_BASIS)
-        out.append(m)
-    return out
+def budget_line(v: Verdict, width: int = 0) -> str:
+    """``SRAM needed / budget B (margin), flash needed / budget B (margin)`` (``width``
+    right-aligns the byte counts for tables)."""
+    return (f"SRAM {v.sram_needed:>{width},} / {v.sram_budget:>{width},} B (margin "
+            f"{v.sram_margin:+,})  flash {v.flash_needed:>{width},} / "
+            f"{v.flash_budget:>{width},} B (margin {v.flash_margin:+,})")
+
+
+def _fits_word(v: Verdict) -> str:
+    return "fits" if v.fits else "DOES NOT FIT"
+
+
+def _export_lines(v: Verdict) -> list[str]:
+    lines = [f"{v.board}: {_fits_word(v)} — {budget_line(v)} ({v.basis or 'predicted'})"]
+    if v.latency_ms is not None:
+        lines.append(f"{v.board} latency: {latency_text(v)}")
+    return lines
+
+
+def _tflite_report_lines(v: Verdict) -> list[str]:
+    return [f"{v.board:14s} {_fits_word(v):12s} SRAM {v.sram_needed:,}/{v.sram_budget:,} (margin "
+            f"{v.sram_margin:,}), flash {v.flash_needed:,}/{v.flash_budget:,} (margin "
+            f"{v.flash_margin:,}) — {v.basis or 'predicted'}"
+            + (f"; {latency_text(v)}" if v.latency_ms is not None else "")]
+
+
+def _model_report_lines(v: Verdict) -> list[str]:
+    return [f"{v.board:<14} {_fits_word(v):<13} {budget_line(v, 9)}"]
+
+
+def _optimize_report_lines(v: Verdict) -> list[str]:
+    return [f"{v.board:<14} {_fits_word(v):<13} SRAM {v.sram_needed:,} / {v.sram_budget:,} B "
+            f"(margin {v.sram_margin:+,})"]
+
+
+def _benchmark_table_cell(v: Verdict) -> list[str]:
+    return [f"{v.board} {'fits' if v.fits else 'NO'} ({v.sram_margin / 1024:+,.0f} KiB)"]
+
+
+def _markdown_lines(v: Verdict) -> list[str]:
+    return [f"- board {v.board}: {_fits_word(v)} (SRAM margin {v.sram_margin:+,} B, flash margin "
+            f"{v.flash_margin:+,} B)"]
+
+
+# Each place a verdict is shown keeps the layout its users know (README, guides): ``tinyexport``'s
+# summary, ``tinyreport FILE.tflite``'s table (and its ``--optimize`` SRAM lines), ``tinyreport
+# --model``'s table, report.md and the benchmark tables (benchmarks/results/).
+VERDICT_LAYOUTS = {"tinyexport": _export_lines, "tinyreport-tflite": _tflite_report_lines,
+                   "tinyreport-optimize": _optimize_report_lines,
+                   "tinyreport-model": _model_report_lines, "report.md": _markdown_lines,
+                   "benchmark-table": _benchmark_table_cell}
+
+
+def verdict_lines(v: Verdict, layout: str) -> list[str]:
+    """The verdict as the lines of one of :data:`VERDICT_LAYOUTS`."""
+    return VERDICT_LAYOUTS[layout](v)

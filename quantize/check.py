@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,17 +46,12 @@ class OpProblem:
 class Int8Check:
     """Static checks of an int8 model (ops, I/O types, quantization parameters)."""
 
+    passed: bool
+    size_bytes: int
     op_histogram: dict[str, int]
-    problems: tuple[OpProblem, ...]
     input: dict
     output: dict
-    size_bytes: int
-    passed: bool = field(default=False)
-
-    def as_dict(self) -> dict:
-        return {"passed": self.passed, "size_bytes": self.size_bytes,
-                "op_histogram": self.op_histogram, "input": self.input, "output": self.output,
-                "problems": [p.describe() for p in self.problems]}
+    problems: tuple[OpProblem, ...]
 
 
 def _io(detail: dict) -> dict:
@@ -106,7 +101,8 @@ def check_int8_model(model_bytes: bytes) -> Int8Check:
             problems.append(OpProblem(-1, label.upper(), io["name"],
                                       f"model {label} is {io['dtype']}, TFLM deploys int8"))
     histogram = dict(Counter(op.opcode for op in graph.ops).most_common())
-    return Int8Check(histogram, tuple(problems), inp, out, len(model_bytes), not problems)
+    return Int8Check(passed=not problems, size_bytes=len(model_bytes), op_histogram=histogram,
+                     input=inp, output=out, problems=tuple(problems))
 
 
 def quantize_input(images_nhwc: np.ndarray, detail: dict) -> np.ndarray:
@@ -158,9 +154,6 @@ class Int8Numerics:
     sqnr_db: float
     reference_kernels_ran: bool
     max_lsb_diff_ref_vs_default: int
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def compare_int8_to_float(int8_bytes: bytes, float_bytes: bytes, images_nhwc: np.ndarray,

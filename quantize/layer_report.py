@@ -27,10 +27,6 @@ class LayerError:
     sqnr_db: float
     module: str = ""  # PyTorch module (tinyexport.quantize.layer_names), when known
 
-    def as_dict(self) -> dict:
-        return {"tensor": self.tensor, "op": self.op, "shape": list(self.shape),
-                "sqnr_db": self.sqnr_db, "module": self.module}
-
 
 def _activations(model_bytes: bytes, images_nhwc: np.ndarray) -> tuple[dict, dict, dict]:
     """name -> list of float activations per image; name -> producing op; name -> detail."""

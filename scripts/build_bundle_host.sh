@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build a tinyexport C bundle (firmware_check's output folder) for the x86-64 host against
+# Build a tinyexport C bundle (evaluate_firmware's output folder) for the x86-64 host against
 # TensorFlow Lite Micro's reference kernels, to prove the bundle compiles and runs.
 #
 #   scripts/build_bundle_host.sh TFLM_SRC_DIR BUNDLE_DIR OUT_BINARY

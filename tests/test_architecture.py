@@ -11,16 +11,17 @@ Reads every module's imports with ``ast`` (nothing is imported) and fails on
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_FOLDERS = {"core": "tinyexport", "train": "tinyexport.train", "export": "tinyexport.export",
-                 "quantize": "tinyexport.quantize", "firmware_eval": "tinyexport.firmware_eval",
-                 "benchmarks": "tinyexport.benchmarks"}
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
-# Components by module-name prefix (the longest matching prefix wins); see docs/architecture.md.
+# Components by module-name prefix (the longest matching prefix wins). Which component may import
+# which is read from the table in docs/architecture.md (``allowed_imports``), and the stage folders
+# from setup.py (``stage_folders``): neither is written down here a second time.
 COMPONENTS = {
     "tinyexport": "core",
     "tinyexport.tflite_graph": "tflite_graph",
@@ -35,21 +36,52 @@ COMPONENTS = {
     "tinyexport.export": "export",
     "tinyexport.benchmarks": "benchmarks",
 }
-# What each component may import besides itself. Floors, ground first: core; the .tflite graph
-# layer; models, data and checkpoints; the training methods; quantize and firmware_eval (which
-# know nothing of training); export (which orchestrates them); benchmarks; the CLIs.
-ALLOWED = {
-    "core": set(),
-    "tflite_graph": {"core"},
-    "models": {"core"},
-    "training": {"core", "models"},
-    "quantize": {"core", "tflite_graph"},
-    "firmware_eval": {"core", "tflite_graph"},
-    "export": {"core", "tflite_graph", "models", "training", "quantize", "firmware_eval"},
-    "benchmarks": {"core", "tflite_graph", "models", "training", "quantize", "firmware_eval",
-                   "export"},
-}
-ALLOWED["cli"] = set(ALLOWED) | {"benchmarks"}
+TABLE_ROW = re.compile(r"^\|\s*(?P<component>[\w ]+?)\s*\|(?P<modules>.*)\|(?P<imports>[^|]*)\|\s*$")
+TABLE_NAMES = {"CLIs": "cli"}  # the table's plural for the one component name the code uses
+
+
+def stage_folders() -> dict[str, str]:
+    """Folder -> package, read from ``STAGE_FOLDERS`` in setup.py (package -> folder)."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "STAGE_FOLDERS"):
+            return {folder: package for package, folder in ast.literal_eval(node.value).items()}
+    raise AssertionError("setup.py defines no STAGE_FOLDERS")
+
+
+STAGE_FOLDERS = stage_folders()
+
+
+def architecture_table() -> list[tuple[str, str, str]]:
+    """(component, modules cell, may-import cell) of each row of the table in architecture.md."""
+    rows = []
+    for line in ARCHITECTURE.read_text().splitlines():
+        match = TABLE_ROW.match(line)
+        if match and match["component"] not in ("component",) and not set(line) <= set("|- "):
+            name = match["component"]
+            rows.append((TABLE_NAMES.get(name, name), match["modules"], match["imports"]))
+    return rows
+
+
+def allowed_imports() -> dict[str, set[str]]:
+    """What each component may import besides itself, as the table says: a list of components,
+    ``nothing of ours``, ``all of the above`` or ``everything``."""
+    allowed: dict[str, set[str]] = {}
+    for name, _, cell in architecture_table():
+        cell = cell.strip()
+        if cell == "nothing of ours":
+            allowed[name] = set()
+        elif cell == "all of the above":
+            allowed[name] = set(allowed)
+        elif cell == "everything":
+            allowed[name] = set(allowed) | {name}
+        else:
+            allowed[name] = {TABLE_NAMES.get(c.strip(), c.strip()) for c in cell.split(",")}
+    return allowed
+
+
+ALLOWED = allowed_imports()
 
 
 def component(module: str) -> str:
@@ -57,8 +89,8 @@ def component(module: str) -> str:
     if module.rsplit(".", 1)[-1] in ("cli", "__main__"):
         return "cli"
     prefixes = [p for p in COMPONENTS if module == p or module.startswith(p + ".")]
-    if module.count(".") == 1 and module.split(".")[1] not in {v.split(".")[-1] for v in
-                                                               STAGE_FOLDERS.values()}:
+    stages = {package.split(".")[-1] for package in STAGE_FOLDERS.values()}
+    if module not in COMPONENTS and module.count(".") == 1 and module.split(".")[1] not in stages:
         return "core"  # tinyexport.errors, tinyexport.atomic, ... (the core/ folder)
     return COMPONENTS[max(prefixes, key=len)]
 
@@ -91,8 +123,51 @@ def imported_modules(tree: ast.AST, known: dict[str, Path]) -> list[tuple[str, i
     return found
 
 
+def module_constants(tree: ast.AST) -> dict[str, str]:
+    """Module-level ``NAME = "string"`` assignments (``MODULE = "tinyexport..."`` names a child)."""
+    return {node.targets[0].id: node.value.value for node in getattr(tree, "body", [])
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+
+
+def child_entry_points(tree: ast.AST, known: dict[str, Path]) -> list[tuple[str, int]]:
+    """(our module, line) for every ``python -m tinyexport...`` child a module starts: the
+    string after ``"-m"`` in a command list, written out or through a module constant. ``-m`` on
+    a package counts as importing the package; its ``__main__`` is a CLI, which a child process
+    starts as a user would."""
+    constants = module_constants(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.List, ast.Tuple)):
+            continue
+        for flag, target in zip(node.elts, node.elts[1:], strict=False):
+            if not (isinstance(flag, ast.Constant) and flag.value == "-m"):
+                continue
+            name = (target.value if isinstance(target, ast.Constant)
+                    else constants.get(getattr(target, "id", ""), ""))
+            if name in known:
+                found.append((name, node.lineno))
+    return found
+
+
+def imports_in_code_strings(tree: ast.AST, known: dict[str, Path]) -> list[tuple[str, int]]:
+    """(our module, line) for the imports of Python code held in a string (``python -c CODE``)."""
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and "import" in node.value and "\n" in node.value.strip()):
+            continue
+        try:
+            code = ast.parse(node.value)
+        except SyntaxError:  # prose, not code
+            continue
+        found += [(name, node.lineno) for name, _, _ in imported_modules(code, known)]
+    return found
+
+
 def import_graph() -> tuple[dict[str, set[str]], list[str]]:
-    """Module → modules it imports, and the function-local imports found on the way."""
+    """Module → modules it imports or starts as a child process, and the function-local imports
+    found on the way (a child started from a function is no local import: it runs elsewhere)."""
     modules = project_modules()
     graph: dict[str, set[str]] = {m: set() for m in modules}
     local = []
@@ -102,6 +177,8 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
             graph[module].add(target)
             if not top and not _under_type_checking(tree, line):
                 local.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a block")
+        children = child_entry_points(tree, modules) + imports_in_code_strings(tree, modules)
+        graph[module] |= {target for target, _ in children if target != module}  # a worker of itself
     return graph, local
 
 
@@ -176,6 +253,35 @@ def test_own_modules_are_imported_at_the_top():
     assert not local, "\n".join(local)
 
 
+def test_the_table_names_each_module_in_its_component():
+    """Every module the table of docs/architecture.md names (``tinyexport.x`` or ``.x`` under
+    ``tinyexport``) has the component of its row, and every prefix of ``COMPONENTS`` is named in
+    the row of its component: the table and this test cannot drift apart."""
+    problems = []
+    named: dict[str, str] = {}
+    modules = project_modules()
+    for row, cell, _ in architecture_table():
+        for name in re.findall(r"`(tinyexport[\w.]*|\.[a-z_][\w.]*)`", cell):
+            module = name if name.startswith("tinyexport") else "tinyexport" + name
+            if module not in modules:  # `.tflite`: a file type, not a module
+                continue
+            named[module] = row
+            if component(module) != row:
+                problems.append(f"the table puts {module} in {row}, the test in {component(module)}")
+    problems += [f"{prefix} ({wanted}) is not named in the table" for prefix, wanted in
+                 COMPONENTS.items() if prefix != "tinyexport" and named.get(prefix) != wanted]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_component_has_a_row():
+    assert set(COMPONENTS.values()) | {"cli"} == set(ALLOWED)
+
+
+def test_stage_folders_come_from_setup_py():
+    assert STAGE_FOLDERS["core"] == "tinyexport"
+    assert all((ROOT / folder / "__init__.py").is_file() for folder in STAGE_FOLDERS)
+
+
 def test_every_module_has_a_component():
     for module in project_modules():
         assert component(module) in ALLOWED, module
@@ -200,6 +306,18 @@ def test_checker_finds_a_cycle_and_an_upward_import():
 ])
 def test_component_of(module, expected):
     assert component(module) == expected
+
+
+def test_checker_counts_child_processes_and_code_strings():
+    known = {"tinyexport.export": Path("x"), "tinyexport.export.__main__": Path("x"),
+             "tinyexport.firmware_eval._tflm_child": Path("x"), "tinyexport.errors": Path("x")}
+    tree = ast.parse('import sys\nCHILD = "tinyexport.firmware_eval._tflm_child"\n'
+                     'def f():\n    run([sys.executable, "-m", "tinyexport.export", "--x"])\n'
+                     '    run([sys.executable, "-m", CHILD])\n'
+                     '    run([sys.executable, "-c", "import os\\nfrom tinyexport.errors import A\\n"])\n')
+    assert child_entry_points(tree, known) == [
+        ("tinyexport.export", 4), ("tinyexport.firmware_eval._tflm_child", 5)]
+    assert imports_in_code_strings(tree, known) == [("tinyexport.errors", 6)]
 
 
 def test_checker_finds_a_local_import():

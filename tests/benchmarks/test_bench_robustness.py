@@ -7,21 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinyexport.benchmarks.bench_robustness import (
-    CHECKPOINT_KINDS,
-    TFLITE_KINDS,
-    Bench,
-    Mutant,
-    WorkerRun,
-    classify,
-    comparable,
-    insane_figures,
-    judge_measured,
-    judge_tflite,
-    make_mutants,
-    report_of,
-    state_equal,
-)
+from tinyexport.benchmarks.robustness_files import comparable, insane_figures, judge_measured, judge_tflite, report_of
+from tinyexport.benchmarks.robustness_harness import CHECKPOINT_KINDS, TFLITE_KINDS, Bench, WorkerRun, classify
+from tinyexport.benchmarks.robustness_kills import state_equal
+from tinyexport.benchmarks.robustness_mutants import Mutant, make_mutants
 
 DATA = Path(__file__).resolve().parents[1] / "firmware_eval" / "data"
 HELLO = DATA / "hello_world_int8.tflite"

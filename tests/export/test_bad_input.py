@@ -122,10 +122,11 @@ def test_force_never_deletes_what_is_not_an_export(tmp_path, capsys):
 
 def test_class_count_mismatch_is_a_warning():
     from tinyexport.export.stages import class_mismatch
+    from tinyexport.export.state import DataInfo
 
-    assert class_mismatch(10, {"spec": "digits", "classes": 10}) is None
-    assert "3 outputs but --eval-data digits has 10 classes" in class_mismatch(
-        3, {"spec": "digits", "classes": 10})
+    digits = DataInfo("digits", images=100, split="val", classes=10)
+    assert class_mismatch(10, digits) is None
+    assert "3 outputs but --eval-data digits has 10 classes" in class_mismatch(3, digits)
 
 
 def test_emulate_requests_are_checked_before_any_work(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyexport.firmware_eval.firmware import firmware_check
+from tinyexport.boards import BOARDS
+from tinyexport.firmware_eval.evaluate import evaluate_firmware
 
 DATA = Path(__file__).parent / "data"
 PRE = {"resolution": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -18,7 +19,7 @@ PRE = {"resolution": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.
 
 def _bundle(tmp_path, model, **kwargs) -> Path:
     out = tmp_path / "bundle"
-    firmware_check(model, out, run_tflm=False, **kwargs)
+    evaluate_firmware(model, out, run_tflm=False, **kwargs)
     return out
 
 
@@ -36,7 +37,7 @@ def test_preprocess_header_has_input_and_training_constants(models, tmp_path):
 def test_arena_header_says_which_kernels(tmp_path):
     plain = (_bundle(tmp_path, DATA / "hello_world_int8.tflite") / "arena_size.h").read_text()
     assert "reference kernels" in plain and "may need extra scratch" in plain
-    board = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board="stm32f746")
+    board = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board=BOARDS.get("stm32f746"))
     text = (board / "arena_size.h").read_text()
     assert "CMSIS-NN scratch for board stm32f746" in text and "--emulate" in text
     assert "No training preprocessing" in (board / "preprocess.h").read_text()
@@ -44,7 +45,7 @@ def test_arena_header_says_which_kernels(tmp_path):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 def test_headers_compile(models, tmp_path):
-    out = _bundle(tmp_path, models["int8"], preprocessing=PRE, board="stm32f746")
+    out = _bundle(tmp_path, models["int8"], preprocessing=PRE, board=BOARDS.get("stm32f746"))
     (out / "use.cc").write_text(
         '#include "arena_size.h"\n#include "model_data.h"\n#include "preprocess.h"\n'
         "int main() { return QuantizePixel(200, 1) + kInputHeight * kInputWidth * kInputChannels"

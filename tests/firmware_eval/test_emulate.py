@@ -13,8 +13,10 @@ import os
 import numpy as np
 import pytest
 
+from tinyexport.boards import BOARDS, verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import emulate as em
+from tinyexport.firmware_eval import emulate, emulate_build, emulate_map
+from tinyexport.json_record import to_record
 
 MAP = """\
 Linker script and memory map
@@ -54,7 +56,7 @@ Linker script and memory map
 def test_flash_split_from_map():
     cats = {"micro_interpreter.o": "framework", "conv.o": "kernels",
             "arm_convolve_s8.o": "kernels"}
-    flash, ram = em.flash_split(MAP, cats)
+    flash, ram = emulate_map.flash_split(MAP, cats)
     assert flash["model"] == 0x1800
     assert flash["tflm_framework"] == 0x200
     assert flash["kernels"] == 0x380 and flash["cmsis_nn"] == 0x300
@@ -67,7 +69,7 @@ def test_flash_split_from_map():
 
 
 def test_parse_output():
-    found = em.parse_output("x\nemu calib_ticks: 50000\nemu arena_min: 1234\n"
+    found = emulate_map.parse_output("x\nemu calib_ticks: 50000\nemu arena_min: 1234\n"
                             "emu invoke_ticks 0: 77\nemu output 0: 1 -2 3\nemu done\n")
     assert found["calib_ticks"] == "50000" and found["arena_min"] == "1234"
     assert found["invoke_ticks"] == {0: ["77"]} and found["output"] == {0: ["1", "-2", "3"]}
@@ -78,35 +80,35 @@ def test_model_bytes_and_inputs_header(tmp_path):
     cc = tmp_path / "model_data.cc"
     cc.write_text('#include "model_data.h"\nalignas(16) const uint8_t g_model_data[3] = {\n'
                   "  0x1c, 0x00, 0xff\n};\n")
-    assert em.model_bytes(cc) == b"\x1c\x00\xff"
-    h = em.inputs_header(np.array([[[1, -2]], [[3, 4]]], np.int8))
+    assert emulate_build.model_bytes(cc) == b"\x1c\x00\xff"
+    h = emulate_build.inputs_header(np.array([[[1, -2]], [[3, 4]]], np.int8))
     assert "kEmuNumInputs = 2" in h and "kEmuInputBytes = 2" in h and "{1, -2}" in h
 
 
 def test_missing_tools_are_named(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="arm-none-eabi-gcc.*gcc-arm-none-eabi"):
-        em.emulate(tmp_path / "m.tflite")
+        emulate.emulate(tmp_path / "m.tflite")
     with pytest.raises(UserError, match="core must be"):
-        em.emulate(tmp_path / "m.tflite", core="cortex-m0")
+        emulate.emulate(tmp_path / "m.tflite", core="cortex-m0")
 
 
 def test_sources_problem_names_the_variable(tmp_path):
-    assert "TFLM_SRC" in em.sources_problem(None, None)
+    assert "TFLM_SRC" in emulate.sources_problem(None, None)
     (tmp_path / "tensorflow/lite/micro").mkdir(parents=True)
     (tmp_path / "tensorflow/lite/micro/micro_interpreter.h").write_text("")
-    assert "FLATBUFFERS_SRC" in em.sources_problem(str(tmp_path), None)
+    assert "FLATBUFFERS_SRC" in emulate.sources_problem(str(tmp_path), None)
 
 
-_SKIP = (f"tools missing: {em.missing_tools()}" if em.missing_tools() else
-         em.sources_problem(os.environ.get("TFLM_SRC"), os.environ.get("THIRD_PARTY_SRC")))
+_SKIP = (f"tools missing: {emulate.missing_tools()}" if emulate.missing_tools() else
+         emulate.sources_problem(os.environ.get("TFLM_SRC"), os.environ.get("THIRD_PARTY_SRC")))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(_SKIP is not None, reason=f"no Cortex-M emulation: {_SKIP}")
 @pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7"])
 def test_emulated_outputs_match_python_tflm(models, tmp_path, core):
-    res = em.emulate(models["int8"], core, work=tmp_path, n_inputs=3)
+    res = emulate.emulate(models["int8"], core, work=tmp_path, n_inputs=3)
     assert res.bit_exact["equal"], res.bit_exact
     assert res.outputs.shape == (3, 10)
     assert 0 < res.arena_used <= res.arena_min <= 2 * res.bundle_arena_size + 65536
@@ -121,29 +123,35 @@ def test_emulated_outputs_match_python_tflm(models, tmp_path, core):
 def test_board_core_and_clock():
     from tinyexport.firmware_eval.verdicts import board_clock_hz, board_core
 
-    assert board_core("stm32f746") == "cortex-m7" and board_core("f412") == "cortex-m4"
-    assert board_core("rp2040") is None and board_core("esp32s3") is None
-    assert board_clock_hz("stm32f746") == 216e6 and board_clock_hz("stm32f765") is None
+    assert board_core(BOARDS.get("stm32f746")) == "cortex-m7"
+    assert board_core(BOARDS.get("f412")) == "cortex-m4"
+    assert board_core(BOARDS.get("rp2040")) is None and board_core(BOARDS.get("esp32s3")) is None
+    assert board_clock_hz(BOARDS.get("stm32f746")) == 216e6
+    assert board_clock_hz(BOARDS.get("stm32f765")) is None
 
 
 def _run_summary(core: str, sram: int, flash: int) -> dict:
-    return {"core": core, "machine": em.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash,
+    return {"core": core, "machine": emulate.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash,
             "instructions_mean": 2_160_000}
 
 
-def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only():
-    from tinyexport.firmware_eval.verdicts import measured_verdicts
+def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only(models):
+    from tinyexport.firmware_eval.tflm_readiness import load
+    from tinyexport.firmware_eval.verdicts import board_verdicts, predicted_verdict, resolve_boards
 
-    predicted = [{"board": b, "sram_needed": 100, "flash_needed": 200, "isa": "dsp"}
-                 for b in ("stm32f746", "stm32f412", "rp2040")]
-    out = measured_verdicts(predicted, {"cortex-m7": _run_summary("cortex-m7", 400_000, 900)})
+    graph = load(models["int8"])
+    boards = resolve_boards(["stm32f746", "stm32f412", "rp2040"])
+    out = board_verdicts(graph, boards, {"cortex-m7": _run_summary("cortex-m7", 400_000, 900)})
     f746, f412, rp = out
-    assert (f746["sram_needed"], f746["flash_needed"], f746["fits"]) == (400_000, 900, False)
-    assert f746["sram_margin"] == 320 * 1024 - 400_000
-    assert f746["predicted"] == {"sram_needed": 100, "flash_needed": 200}
-    assert f746["basis"] == "measured: cortex-m7 in QEMU mps2-an500"
-    assert f746["latency_ms"] == 8.0  # 2.16 M instructions x 0.80 cycles at 216 MHz
-    assert f412 is predicted[1] and rp is predicted[2]
+    predicted = predicted_verdict(graph, boards[0])
+    assert (f746.sram_needed, f746.flash_needed, f746.fits) == (400_000, 900, False)
+    assert f746.sram_margin == 320 * 1024 - 400_000
+    assert to_record(f746)["predicted"] == {"sram_needed": predicted.sram_needed,
+                                            "flash_needed": predicted.flash_needed}
+    assert f746.basis == "measured: cortex-m7 in QEMU mps2-an500" and f746.isa == "dsp"
+    assert f746.latency_ms == 8.0  # 2.16 M instructions x 0.80 cycles at 216 MHz
+    assert f412 == predicted_verdict(graph, boards[1]) and rp == predicted_verdict(graph, boards[2])
+    assert f412.basis is None and "basis" not in to_record(f412)
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -167,7 +175,7 @@ def test_tinyreport_emulate_without_sources_says_how_to_get_them(models, capsys,
     for var in ("TFLM_SRC", "THIRD_PARTY_SRC"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TINYEXPORT_CORTEX_M_SRC", str(tmp_path / "none"))
-    monkeypatch.setattr(em, "missing_tools", lambda: [])
+    monkeypatch.setattr(emulate, "missing_tools", lambda: [])
     assert report_cli.main([str(models["int8"]), "--emulate", "cortex-m7"]) == 2
     assert "fetch-sources" in capsys.readouterr().err
 
@@ -196,7 +204,7 @@ def test_tinyreport_emulate_replaces_the_estimate(models, capsys):
 def test_every_op_output_matches_the_host(models, tmp_path):
     """The localize build (every tensor kept, CRC-32 per op output) agrees with the host TFLM op
     by op; the arena sections add up and the stack was measured."""
-    res = em.emulate(models["int8"], "cortex-m7", work=tmp_path, n_inputs=2, check_ops=True)
+    res = emulate.emulate(models["int8"], "cortex-m7", work=tmp_path, n_inputs=2, check_ops=True)
     assert res.bit_exact["equal"] and res.bit_exact["ops_equal"], res.bit_exact
     sections = res.arena_sections
     assert sections["head"] + sections["tail"] == res.arena_used
@@ -211,23 +219,23 @@ def test_every_op_output_matches_the_host(models, tmp_path):
 def test_first_mismatch_in_execution_order():
     pairs = [(0, 5), (1, 7), (2, 9)]
     host = [[0, 11, 4], [1, 22, 4], [2, 33, 8]]
-    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"], 2: ["33", "8"]}) is None
-    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["23", "4"], 2: ["0", "8"]}) == (1, 7)
-    assert em.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"]}) == (2, 9)
-    assert em.first_mismatch(pairs, host, {0: ["11", "2"], 1: ["22", "4"]}) == (0, 5)
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"], 2: ["33", "8"]}) is None
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["23", "4"], 2: ["0", "8"]}) == (1, 7)
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "4"], 1: ["22", "4"]}) == (2, 9)
+    assert emulate_build.first_mismatch(pairs, host, {0: ["11", "2"], 1: ["22", "4"]}) == (0, 5)
 
 
 def test_latency_only_where_calibrated():
-    from tinyexport.firmware_eval.verdicts import latency_ms, measured_verdicts
+    from tinyexport.firmware_eval.verdicts import latency_ms, measured_verdict
 
+    f746, f765, f412 = (BOARDS.get(name) for name in ("stm32f746", "stm32f765", "stm32f412"))
     m7 = {**_run_summary("cortex-m7", 1, 1), "instructions_mean": 270_000_000}
-    assert latency_ms("stm32f746", m7) == pytest.approx(270e6 * 0.80 / 216e6 * 1e3)
-    assert latency_ms("stm32f765", m7) is None  # no clock in the board profile
+    assert latency_ms(f746, m7) == pytest.approx(270e6 * 0.80 / 216e6 * 1e3)
+    assert latency_ms(f765, m7) is None  # no clock in the board profile
     m4 = {**_run_summary("cortex-m4", 1, 1), "instructions_mean": 1}
-    assert latency_ms("stm32f412", m4) is None  # no published M4 figure to calibrate on
-    v = measured_verdicts([{"board": "stm32f746", "sram_needed": 1, "flash_needed": 1}],
-                          {"cortex-m7": m7})[0]
-    assert v["latency_ms"] == 1000.0 and "calibrated" in v["latency_basis"]
+    assert latency_ms(f412, m4) is None  # no published M4 figure to calibrate on
+    v = measured_verdict(verdict(f746, 1, 1), f746, m7)
+    assert v.latency_ms == 1000.0 and "calibrated" in v.latency_basis
 
 
 def test_bisection_restarts_above_a_crashing_arena(tmp_path):
@@ -241,13 +249,13 @@ def test_bisection_restarts_above_a_crashing_arena(tmp_path):
         def run(self, out, defines="", seconds=None):
             calls.append(defines)
             if len(calls) == 1:
-                raise em._CrashedAllocating(2376, "log")
+                raise emulate_build.CrashedAllocating(2376, "log")
             return {"arena_min": "4056"}
 
-    found = em._run_bisecting(Build(), tmp_path / "out", {})
+    found = emulate_build.run_bisecting(Build(), tmp_path / "out", {})
     assert calls == ["", "-DEMU_BISECT_LO=2376"]
     assert found["bisection_crashes_below"] == 2376
-    assert "2,376 B arena" in em._notes(found)[0]
+    assert "2,376 B arena" in emulate_build.bisection_notes(found)[0]
 
 
 @pytest.mark.slow
@@ -259,7 +267,7 @@ def test_stateful_lstm_runs_and_differences_are_localized(tmp_path):
     from pathlib import Path
 
     model = Path(__file__).parent / "data" / "trained_lstm_int8.tflite"
-    res = em.emulate(model, "cortex-m4", work=tmp_path, n_inputs=3)
+    res = emulate.emulate(model, "cortex-m4", work=tmp_path, n_inputs=3)
     assert res.notes and res.arena_min > 2376
     if not res.bit_exact["equal"]:
         assert res.bit_exact["first_difference"]["opcode"] == "UNIDIRECTIONAL_SEQUENCE_LSTM"

@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.analysis import analyse
-from tinyexport.firmware_eval.check import validate
+from tinyexport.firmware_eval.arena_analysis import analyse
+from tinyexport.firmware_eval.tflm_readiness import validate
 from tinyexport.tflite_graph.reader import parse_graph, read_graph
 
 

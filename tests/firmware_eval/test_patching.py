@@ -16,8 +16,8 @@ import pytest
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import arena, patch_search, patching, tflm_runner
-from tinyexport.firmware_eval.measure import measure_arena_size
 from tinyexport.firmware_eval.patching import PatchPlan, Rect
+from tinyexport.firmware_eval.tflm_measurement import measure_arena_size
 from tinyexport.tflite_graph.reader import Graph, Op, Quant, Tensor, parse_graph
 
 RES = 40

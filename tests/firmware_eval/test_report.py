@@ -30,8 +30,8 @@ def test_cli_measure_with_labelled_images_reports_tflm_top1(models, tmp_path, ca
     images = np.random.default_rng(3).standard_normal((6, 16, 16, 3)).astype(np.float32)
     data = tmp_path / "eval.npz"
     # labels = TFLM's own answers on 4 images, deliberately wrong on the last 2: top-1 = 4/6
-    from tinyexport.firmware_eval.check import load
-    from tinyexport.firmware_eval.measure import prepare_inputs
+    from tinyexport.firmware_eval.tflm_measurement import prepare_inputs
+    from tinyexport.firmware_eval.tflm_readiness import load
 
     x = prepare_inputs(load(models["int8"]), images)
     answers = run_tflm(models["int8"], x).outputs.argmax(1)

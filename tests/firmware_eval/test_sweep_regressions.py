@@ -9,8 +9,8 @@ import re
 import pytest
 
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.check import load
 from tinyexport.firmware_eval.report import run_tflite_report
+from tinyexport.firmware_eval.tflm_readiness import load
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,17 @@ import sys
 import numpy as np
 import pytest
 
+from tinyexport.boards import BOARDS
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.analysis import analyse
+from tinyexport.firmware_eval.arena_analysis import analyse
 from tinyexport.firmware_eval.bundle import add_method, resolver_ops
-from tinyexport.firmware_eval.check import load
-from tinyexport.firmware_eval.firmware import firmware_check
-from tinyexport.firmware_eval.measure import prepare_inputs
+from tinyexport.firmware_eval.evaluate import evaluate_firmware
 from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.report import run_tflite_report
+from tinyexport.firmware_eval.tflm_measurement import prepare_inputs
+from tinyexport.firmware_eval.tflm_readiness import load
+from tinyexport.json_record import to_record
 
 
 def test_prediction_matches_tflm_and_litert_bit_exact(models, capsys):
@@ -35,15 +37,15 @@ def test_prediction_matches_tflm_and_litert_bit_exact(models, capsys):
 def test_offline_plan_lowers_measured_head_bit_identical(models, tmp_path):
     model = tmp_path / "m.tflite"
     shutil.copy(models["int8"], model)
-    before = firmware_check(model, tmp_path / "plain")
-    after = firmware_check(model, tmp_path / "bundle", optimize_options=OptimizeOptions())
-    record = after["optimization"]
+    before = evaluate_firmware(model, tmp_path / "plain")
+    after = evaluate_firmware(model, tmp_path / "bundle", optimize_options=OptimizeOptions())
+    record = after.optimization
     plan = next(s for s in record["steps"] if s["name"] == "offline plan")
-    assert before["measured"]["head"] > before["lower_bound"]  # greedy above the bound here
+    assert before.measured["head"] > before.lower_bound  # greedy above the bound here
     assert record["applied"] and plan["applied"]
     assert record["verification"]["outputs_equal_to_original"]
-    assert after["measured"]["head"] < before["measured"]["head"]
-    assert after["measured"]["head"] == plan["details"]["head"] == after["arena"]["head"]
+    assert after.measured["head"] < before.measured["head"]
+    assert after.measured["head"] == plan["details"]["head"] == after.arena["head"]
     assert "OfflineMemoryAllocation" in load(model).metadata
     assert (tmp_path / "m_unoptimized.tflite").read_bytes() == models["int8"].read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "m.tflite",
@@ -52,7 +54,8 @@ def test_offline_plan_lowers_measured_head_bit_identical(models, tmp_path):
 
 def test_bundle_lists_exact_ops_and_input_quantization(models, tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype(np.float32)
-    out = firmware_check(models["int8"], tmp_path, images=x, labels=[0, 1], board="stm32f746")
+    out = evaluate_firmware(models["int8"], tmp_path, images=x, labels=[0, 1],
+                            board=BOARDS.get("stm32f746"))
     graph = load(models["int8"])
     ops = resolver_ops((tmp_path / "op_resolver.h").read_text())
     assert ops == [add_method(o) for o in graph.opcodes]
@@ -60,12 +63,12 @@ def test_bundle_lists_exact_ops_and_input_quantization(models, tmp_path):
     assert "alignas(16)" in (tmp_path / "model_data.cc").read_text()
     assert str(graph.model_bytes) in (tmp_path / "model_data.h").read_text()
     assert "input->params.scale" in (tmp_path / "main.cc").read_text()
-    assert 0.0 <= out["top1"] <= 1.0 and out["board"]["board"] == "stm32f746"
+    assert 0.0 <= out.top1 <= 1.0 and out.board.board == "stm32f746"
     q = prepare_inputs(graph, x)
     t = graph.tensors[graph.inputs[0]]
     expect = np.clip(np.round(x / t.quant.scales[0]) + t.quant.zero_points[0], -128, 127)
     assert np.array_equal(q, expect.astype(np.int8))
-    json.dumps(out)
+    json.dumps(to_record(out))
 
 
 def test_arena_too_small_says_how_much(models):
@@ -99,7 +102,7 @@ def test_cli_bad_input_no_traceback(tmp_path, models):
 
 
 def test_import_is_light():
-    code = ("import sys, tinyexport.firmware_eval.report, tinyexport.firmware_eval.firmware;"
+    code = ("import sys, tinyexport.firmware_eval.report, tinyexport.firmware_eval.evaluate;"
             "bad=[m for m in ('tensorflow','tflite_micro','ai_edge_litert','onnx') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import arena, planner
-from tinyexport.firmware_eval import tflm_runner as tr
-from tinyexport.firmware_eval.check import runtime_blockers
+from tinyexport.firmware_eval import arena, planner, tflm_runner
+from tinyexport.firmware_eval.tflm_readiness import runtime_blockers
 from tinyexport.tflite_graph.quant import quantize_values
 from tinyexport.tflite_graph.reader import Graph
 
@@ -86,16 +85,16 @@ def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
     if out["errors"]:
         return out
     try:
-        run = tr.run_tflm(path, x, arena_size=measure_arena_size(graph, predicted_total))
-    except tr.TflmFailure as exc:
+        run = tflm_runner.run_tflm(path, x, arena_size=measure_arena_size(graph, predicted_total))
+    except tflm_runner.TflmFailure as exc:
         out["errors"].append(f"TFLM: {exc}")
         return out
     out["measured"] = {"head": run.head, "tail": run.tail, "total": run.total}
     try:
-        found = tr.min_arena(path, x, run.outputs, start=run.total)
-    except tr.TflmFailure as exc:
+        found = tflm_runner.min_arena(path, x, run.outputs, start=run.total)
+    except tflm_runner.TflmFailure as exc:
         out["errors"].append(f"TFLM min-arena search: {exc}")
-        found = tr.MinArena(None, run.total, 0)
+        found = tflm_runner.MinArena(None, run.total, 0)
     out["measured"]["min_arena"] = found.min_arena
     if found.min_arena is None or found.min_arena > run.total + planner.ALIGN:
         text = (f"TFLM needs more than its recorded total {run.total} B to allocate "
@@ -107,12 +106,12 @@ def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
         out.setdefault("notes", []).append(text) if predicted_ok else out["errors"].append(text)
     out["outputs"] = run.outputs
     try:
-        ref = tr.run_litert_ref(path, x)
+        ref = tflm_runner.run_litert_ref(path, x)
         out["bit_exact"] = bit_exactness(ref, run.outputs)
         if not out["bit_exact"]["equal"]:
             row = int(np.argwhere(ref != run.outputs)[0][0])
             out["bit_exact"]["first_difference"] = localize(path, graph, x[row:row + 1])
-    except tr.TflmFailure as exc:
+    except tflm_runner.TflmFailure as exc:
         out["errors"].append(f"LiteRT reference: {exc}")
     return out
 
@@ -130,8 +129,8 @@ def localize(path: Path, graph: Graph, x: np.ndarray) -> dict | None:
     size = 2 * (pred.linear + pred.tail) + (1 << 16)  # kPreserveAllTensors = linear planner
     pairs = [(op.index, op.outputs[0]) for op in graph.ops if op.outputs and op.outputs[0] >= 0]
     try:
-        found = tr.first_difference(path, x, pairs, size)
-    except tr.TflmFailure as exc:
+        found = tflm_runner.first_difference(path, x, pairs, size)
+    except tflm_runner.TflmFailure as exc:
         _log.warning("could not localize the TFLM / LiteRT difference: %s", exc)
         return None
     if found is not None:

@@ -1,0 +1,28 @@
+"""Files of an export's output folder: their hashes, and the scratch folder kept inside it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["sha256", "scratch_dir"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextmanager
+def scratch_dir(out_tmp: Path) -> Iterator[Path]:
+    """A scratch folder inside the export's own partial folder (not the system temp dir): a killed
+    run leaves it only inside ``.DIR.*.partial``, which the next run removes; removed here when
+    the block ends, so it never reaches the final folder."""
+    work = out_tmp / ".scratch"
+    work.mkdir()
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

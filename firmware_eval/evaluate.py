@@ -1,0 +1,229 @@
+"""``evaluate_firmware``: the firmware stage the export pipeline calls on an int8 ``.tflite``.
+
+Validate (:mod:`tflm_readiness`), analyse the arena (:mod:`arena_analysis`), run the model in TFLM and LiteRT's
+reference kernels (:mod:`tflm_measurement`), apply the memory optimiser (:mod:`optimize`: operator order,
+patch-based inference, offline plan) when TFLM confirms identical outputs, write the C bundle
+(:mod:`bundle`), run it on the board's core in QEMU when asked (:mod:`emulate`) and give the final
+board verdict (:mod:`verdicts`). Returns a :class:`FirmwareResult`. Inputs: see :mod:`tflm_measurement`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from tinyexport.atomic import write_bytes
+from tinyexport.boards import Board, Verdict
+from tinyexport.firmware_eval import tflm_runner
+from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
+from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
+from tinyexport.firmware_eval.emulate import emulate_cores
+from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
+from tinyexport.firmware_eval.tflm_measurement import measure, prepare_inputs, top1
+from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
+from tinyexport.firmware_eval.verdicts import board_core, board_verdict
+from tinyexport.json_record import OMIT_NONE, relative_paths, to_record
+
+__all__ = ["verify_rewrite", "optimize_verified", "FirmwareResult", "evaluate_firmware"]
+
+
+def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray) -> dict:
+    """Run a rewrite of the model at ``original`` in TFLM (measured arena) and in LiteRT's
+    reference kernels on ``x``. ``confirmed`` when, in both runtimes, every output equals the
+    original model's bit for bit (``base_outputs``: the original's TFLM outputs) and nothing
+    failed. (TFLM and LiteRT may differ by an LSB on some FULLY_CONNECTED outputs of a model;
+    a rewrite must change neither.)"""
+    with tempfile.TemporaryDirectory(dir=original.parent, prefix=".rewrite-") as work:
+        candidate = Path(work) / "candidate.tflite"
+        candidate.write_bytes(data)
+        graph = load(candidate)
+        pred = analyse(graph).prediction
+        run = measure(candidate, graph, x, pred.total, pred.min_arena)
+        reference_same = _same_reference(original, candidate, x)
+    outputs = run.pop("outputs", None)
+    same = outputs is not None and np.array_equal(outputs, base_outputs)
+    return {"inputs": int(len(x)), "outputs_equal_to_original": bool(same),
+            "litert_reference_equal_to_original": reference_same,
+            "tflm_equals_litert_reference": run.get("bit_exact", {}),
+            "measured": run.get("measured"), "predicted": arena_dict(pred),
+            "errors": run.get("errors"),
+            "confirmed": bool(same and reference_same and not run.get("errors"))}
+
+
+def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
+    try:
+        return bool(np.array_equal(tflm_runner.run_litert_ref(original, x),
+                                   tflm_runner.run_litert_ref(candidate, x)))
+    except tflm_runner.TflmFailure:
+        return False
+
+
+def optimize_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray,
+                      options: OptimizeOptions) -> dict:
+    """Optimise the model at ``path`` (:mod:`optimize`) and keep the result only if TFLM runs it
+    with every output equal to the original's and LiteRT's reference kernels agree; the original
+    is kept beside it as ``<name>_unoptimized.tflite``. Returns the record for export.json."""
+    original = path.read_bytes()
+    result = optimize(original, options)
+    record = dict(to_record(result), applied=False)
+    if result.search is not None:
+        record["patch_frontier"] = [_plan_row(r) for r in result.search.frontier]
+    if not result.changed:
+        record["reason"] = "nothing lowered the arena"
+        return record
+    record["verification"] = verify_rewrite(path, result.data, x, base_outputs)
+    if not record["verification"]["confirmed"]:
+        record["reason"] = "TFLM did not confirm identical outputs: the original model is kept"
+        return record
+    write_bytes(path.with_name(path.stem + "_unoptimized.tflite"), original)
+    write_bytes(path, result.data)
+    record["applied"] = True
+    return record
+
+
+def _optimization(path: Path, x: np.ndarray, outputs: np.ndarray | None,
+                  options: OptimizeOptions, board: Board | None, can_verify: bool) -> dict:
+    if not can_verify or outputs is None:
+        return {"applied": False, "reason": "not applied: TFLM cannot run this model to verify"}
+    return optimize_verified(path, x, outputs, options.for_board(board))
+
+
+def _plan_row(row) -> dict:
+    return {"plan": row.label, "head": row.head, "tail": row.tail, "total": row.total,
+            "min_arena": row.min_arena, "macs": row.macs,
+            "mac_overhead_percent": round(row.mac_overhead, 2), "flash_delta": row.flash_delta}
+
+
+@dataclass(frozen=True)
+class FirmwareResult:
+    """What the firmware stage found (export.json's ``firmware``, in this order): the model, its
+    predicted arena, the TFLM run (``measured``, ``bit_exact``, ``top1``), the memory optimiser's
+    record, the final board verdict, the bundle's files and the emulation runs (core -> summary)."""
+
+    model: str
+    model_bytes: int
+    ops: list[str]
+    arena: dict
+    min_arena: int
+    lower_bound: int
+    linear_planner: int
+    errors: list[str]
+    measured: dict | None = field(default=None, metadata=OMIT_NONE)
+    notes: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    bit_exact: dict | None = field(default=None, metadata=OMIT_NONE)
+    top1: float | None = field(default=None, metadata=OMIT_NONE)
+    optimization: dict | None = field(default=None, metadata=OMIT_NONE)
+    arena_before_optimization: dict | None = field(default=None, metadata=OMIT_NONE)
+    board: Verdict | None = field(default=None, metadata=OMIT_NONE)  # the final verdict
+    bundle: list[str] = field(default_factory=list)
+    emulation: dict | None = field(default=None, metadata=OMIT_NONE)
+
+    def relative_to(self, root: Path) -> FirmwareResult:
+        """This result with every path under ``root`` made relative to it."""
+        return replace(self, **{f.name: relative_paths(getattr(self, f.name), root)
+                                for f in fields(self) if isinstance(getattr(self, f.name),
+                                                                    (str, dict, list))})
+
+
+def _predicted_figures(path: Path, graph, analysis) -> dict:
+    """The FirmwareResult fields of a static analysis."""
+    pred = analysis.prediction
+    return {"model": str(path), "model_bytes": graph.model_bytes, "ops": graph.opcodes,
+            "arena": arena_dict(pred), "min_arena": pred.min_arena,
+            "lower_bound": pred.lower_bound, "linear_planner": pred.linear}
+
+
+def _optimized_figures(graph, analysis) -> dict:
+    """The figures an applied optimisation changes (the op list and the linear planner's figure
+    keep describing the model as exported)."""
+    pred = analysis.prediction
+    return {"model_bytes": graph.model_bytes, "arena": arena_dict(pred),
+            "min_arena": pred.min_arena, "lower_bound": pred.lower_bound}
+
+
+def _tflm_run(path: Path, graph, analysis, x: np.ndarray, labels) -> tuple[dict, np.ndarray | None]:
+    """The FirmwareResult fields of a TFLM run, and its outputs (None when it did not run)."""
+    run = measure(path, graph, x, analysis.prediction.total, analysis.prediction.min_arena)
+    outputs = run.pop("outputs", None)
+    if outputs is not None and labels is not None:
+        run["top1"] = top1(graph, outputs, labels)
+    return run, outputs
+
+
+def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict:
+    """The bundle built for ``board``'s core and run in QEMU (ELF, map and logs kept in
+    ``keep/<core>``): core -> ``EmulationResult.summary()``."""
+    runs = emulate_cores(bundle_dir, [board_core(board)], keep=keep)
+    for build in keep.glob("**/obj"):  # object files: rebuildable and the bulk of the folder
+        shutil.rmtree(build, ignore_errors=True)
+    return runs
+
+
+def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions | None = None,
+                      board: Board | None = None, images=None, labels=None, run_tflm=True,
+                      preprocessing: dict | None = None,
+                      emulate_into: Path | None = None) -> FirmwareResult:
+    """Analyse, run in TFLM, (optionally) optimise the arena, write the bundle, (optionally) run
+    it on the board's core in QEMU, give the final board verdict.
+
+    Args:
+        tflite_path: int8 ``.tflite`` model (rewritten in place when an optimisation applies;
+            the original kept as ``<name>_unoptimized.tflite``).
+        optimize_options: the memory optimiser's settings (None: no optimisation); its patch
+            budget defaults to the board's SRAM.
+        out_dir: folder for the C bundle.
+        board: the board's profile, for CMSIS-NN scratch and the verdict.
+        images: NHWC batch, int8 or float (see :mod:`tflm_measurement`); labels: int class ids.
+        preprocessing: the export's preprocessing as a record (resize, crop, mean / std),
+            written to the bundle's ``preprocess.h``.
+        emulate_into: with a board, build the bundle for its core and run it in QEMU, keeping
+            the builds in this folder; the verdict is then the measured one.
+    Raises:
+        UserError: unreadable, non-int8 or unsupported model; bad images.
+    """
+    path = Path(tflite_path)
+    graph = load_verified(path)
+    x = prepare_inputs(graph, images)
+    isa = board.isa if board else None
+    analysis = analyse(graph, isa)
+    result = FirmwareResult(**_predicted_figures(path, graph, analysis),
+                            errors=[f"TFLM not run: {b}" for b in runtime_blockers(graph)])
+    outputs = None
+    if run_tflm and not result.errors:
+        run, outputs = _tflm_run(path, graph, analysis, x, labels)
+        result = replace(result, **run)
+    if optimize_options is not None:
+        record = _optimization(path, x, outputs, optimize_options, board,
+                               run_tflm and not result.errors)
+        result = replace(result, optimization=record)
+        if record["applied"]:  # the model file was rewritten: its figures change
+            graph = load(path)
+            analysis = analyse(graph, isa)
+            result = replace(result, **_optimized_figures(graph, analysis),
+                             arena_before_optimization=result.arena,
+                             measured=record["verification"]["measured"])
+    os.makedirs(out_dir, exist_ok=True)
+    result = replace(result, bundle=_bundle(Path(out_dir), path, graph, analysis, board,
+                                            preprocessing))
+    if board is None:
+        return result
+    if emulate_into is not None:
+        result = replace(result, emulation=_emulated(Path(out_dir), board, emulate_into))
+    return replace(result, board=board_verdict(graph, board, result.emulation))
+
+
+def _bundle(out_dir: Path, path: Path, graph, analysis, board: Board | None,
+            preprocessing: dict | None) -> list[str]:
+    """Write the C bundle; with a board, its arena includes the predicted CMSIS-NN scratch and
+    says which reference-kernel arena it came from."""
+    # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
+    pred = analysis.prediction
+    basis = ArenaBasis(board.name if board else None, board.isa if board else None,
+                       max(pred.total, pred.min_arena) if board else None)
+    return write_bundle(out_dir, path.read_bytes(), graph, analysis.arena_needed, basis,
+                        preprocessing)
