@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import check_archive, short_reason
+from tinyexport.train.checkpoint import check_archive, short_reason, weights_problem
 from tinyexport.train.task import TrainTask
 
 
@@ -196,18 +196,7 @@ def model_problem(module: nn.Module, weights: Any) -> str | None:
         return (f"its weights belong to another model ({len(shapes)} of another shape, "
                 f"{len(missing)} missing, {len(unexpected)} unexpected; first: {first}); the "
                 "model, --netaug and the data's class count must be those of the run that wrote it")
-    return non_finite_problem(weights)
-
-
-def non_finite_problem(tensors: dict[str, Any]) -> str | None:
-    """``'NAME' has N NaN/Inf values`` for the first floating tensor that is not finite, or None."""
-    for name, value in tensors.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            bad = int((~torch.isfinite(value)).sum())
-            if bad:
-                return (f"tensor {name!r} has {bad} NaN/Inf value{'s' if bad > 1 else ''} "
-                        f"(of {value.numel()}): the weights come from a diverged run")
-    return None
+    return weights_problem(weights)
 
 
 def _load_part(name: str, target: Any, value: Any) -> None:

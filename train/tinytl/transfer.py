@@ -20,13 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from tinyexport.atomic import torch_save, write_json
 from tinyexport.errors import StageError, UserError
-from tinyexport.train.checkpoint import FORMAT, read_payload
+from tinyexport.train.checkpoint import read_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.data import Preprocessing, build_dataset, subset
 from tinyexport.train.evaluate import evaluate_top1
 from tinyexport.train.models import build_model
-from tinyexport.train.models.spec import num_classes_problem, resolution_problem
-from tinyexport.train.state import non_finite_problem, seed_everything
+from tinyexport.train.state import seed_everything
 from tinyexport.train.task import StepContext, StepResult, TrainTask
 from tinyexport.train.tinytl.checkpoint import build_from_payload, tinytl_payload
 from tinyexport.train.tinytl.methods import canonical_method, prepare_method, set_train_mode_
@@ -40,7 +39,7 @@ from tinyexport.train.trainer import TrainConfig, train
 from tinyexport.train.validation import (
     check_fraction,
     check_int,
-    check_positive,
+    check_lr,
     check_resolution,
     check_seed,
 )
@@ -112,7 +111,7 @@ class TransferConfig:
             check_int(f"{name} ({flag})", getattr(self, name), minimum, optional=True)
         check_int("lite_groups (--lite-groups)", self.lite_groups, 1)
         check_int("workers (--workers)", self.workers, 0)
-        check_positive("lr (--lr)", self.lr, optional=True)
+        check_lr("lr (--lr)", self.lr, optional=True)
         check_fraction("label_smoothing (--label-smoothing)", self.label_smoothing)
         check_seed("seed (--seed)", self.seed)
         check_resolution("resolution (--resolution)", self.resolution)
@@ -143,25 +142,13 @@ class TransferResult:
 # ---------------------------------------------------------------- model
 
 def read_source(path: str) -> dict:
-    """The ``--from`` payload, refused up front when it records an impossible resolution or class
-    count (checked before anything is allocated) or holds NaN/Inf weights.
+    """The ``--from`` payload, checked by ``read_payload`` (schema, dtypes, finiteness and
+    magnitudes of the weights) before anything is allocated.
 
     Raises:
-        UserError: unreadable / empty (``read_payload``), out of bounds, or not finite.
+        UserError: unreadable, empty, out of bounds or not finite.
     """
-    payload = read_payload(path)
-    if payload.get("format") == FORMAT:
-        for key, problem in (("resolution", resolution_problem),
-                             ("num_classes", num_classes_problem)):
-            reason = problem(payload[key]) if key in payload else None
-            if reason:
-                raise UserError(f"--from {str(path)!r} records {key} {payload[key]!r} "
-                                f"({reason}); the file is damaged or was not written by tinyexport")
-    bad = non_finite_problem(payload["state_dict"])
-    if bad:
-        raise UserError(f"--from {str(path)!r}: {bad}; use a checkpoint from before the run "
-                        "diverged (its best.pt or target.pt)")
-    return payload
+    return read_payload(path)
 
 
 def load_source(config: TransferConfig) -> nn.Module:
