@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import stat
 import struct
 import warnings
 import zlib
@@ -36,7 +37,14 @@ import torch
 from torch.utils.data import Dataset
 
 from tinyexport.errors import UserError
-from tinyexport.safe_io import GiB, MiB, check_regular, open_regular, read_exactly, short_repr
+from tinyexport.safe_io import (
+    GiB,
+    MiB,
+    file_kind,
+    open_regular,
+    read_exactly,
+    short_repr,
+)
 from tinyexport.train.tv_compat import import_torchvision
 
 _log = logging.getLogger(__name__)
@@ -192,7 +200,7 @@ def check_labels(labels: np.ndarray, classes: int, source: str) -> None:
 
 def _idx_file(folder: Path, stem: str) -> Path:
     for name in (f"{stem}.gz", stem):
-        if (folder / name).is_file():
+        if (folder / name).exists():  # a FIFO or device is refused by name when it is read
             return folder / name
     raise UserError(f"Fashion-MNIST file {stem}[.gz] not found in {str(folder)!r}; install the "
                     "Debian package dataset-fashion-mnist or pass fashion-mnist:DIR")
@@ -228,7 +236,7 @@ def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     folder = Path(folder)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    missing = [n for n in names if not (folder / n).is_file()]
+    missing = [n for n in names if not (folder / n).exists()]
     if missing:
         raise UserError(f"CIFAR-10 folder {str(folder)!r} lacks {missing}; expected the extracted "
                         "'cifar-10-batches-py' (data_batch_1..5, test_batch)")
@@ -418,15 +426,16 @@ def open_image(path: Path, data: bytes | None = None):
 def _too_large(path: Path, exc: BaseException) -> str:
     if isinstance(exc, UserError):
         return str(exc)
-    return (f"image {str(path)!r} declares more pixels than the limit ({MAX_IMAGE_SIDE} px a "
-            f"side, {MAX_IMAGE_PIXELS} px an image): {str(exc)[:120]}")
+    return (f"image {str(path)!r} declares more pixels than PIL decodes (a decompression bomb), "
+            f"outside the limits (1..{MAX_IMAGE_SIDE} px a side, {MAX_IMAGE_PIXELS} px an image); "
+            "shrink or remove it")
 
 
 def log_unreadable(path: Path, exc: BaseException) -> None:
     """A warning for an image skipped because of a limit or a special file (they name it and
     the limit); a debug line for an ordinary corrupt image."""
     if isinstance(exc, (UserError, OverflowError, MemoryError)):
-        _log.warning("skipping image %s: %s", path, str(exc).splitlines()[0][:300])
+        _warn_once(f"skipping image {path}: {str(exc).splitlines()[0][:300]}")
     else:
         _log.debug("skipping unreadable image %s (%s)", path, exc)
 
@@ -448,16 +457,15 @@ def _image_files(folder: Path) -> list[Path]:
             (found if path.is_file() else special).append(path)
     for path in special:
         kind = _special_kind(path)
-        _log.warning("skipping %s: it is %s, not an image file", path, kind)
+        _warn_once(f"skipping {path}: it is {kind}, not an image file")
     return sorted(found)
 
 
 def _special_kind(path: Path) -> str:
     try:
-        check_regular(path, "image", MAX_IMAGE_FILE_BYTES)
-    except UserError as exc:
-        return str(exc).split(" is ", 1)[-1].split(", not a regular file")[0]
-    return "not a regular file"
+        return file_kind(path.stat().st_mode)
+    except OSError as exc:  # a dangling symlink
+        return f"unreadable ({exc.strerror})"
 
 
 _WARNED: set[str] = set()
@@ -474,7 +482,9 @@ def _imagefolder_root(path: str, split: str) -> Path:
     if not root.exists():
         raise UserError(f"data folder {path!r} does not exist")
     if not root.is_dir():
-        raise UserError(f"data {path!r} is a file, not a folder; pass an ImageFolder directory "
+        mode = root.stat().st_mode
+        kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+        raise UserError(f"data {path!r} is {kind}, not a folder; pass an ImageFolder directory "
                         "(one sub-folder of images per class, optionally under train/ and val/)")
     wanted = "train" if split == "train" else "val"
     if (root / "train").is_dir() or (root / "val").is_dir():

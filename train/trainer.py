@@ -302,8 +302,8 @@ def claim_out_dir(path: str | os.PathLike, resume: bool = False,
     problem = out_dir_problem(str(path))
     if problem:
         raise UserError(problem)
+    _check_sources(Path(path), sources or {})  # before the folder is created
     out = prepare_out_dir(path)
-    _check_sources(out, sources or {})
     if os.environ.get("RANK", "0") != "0":
         yield out
         return
