@@ -169,7 +169,7 @@ def weights_problem(tensors: Any) -> str | None:
 def _tensor_problem(name: str, value: Any) -> str | None:
     shown = short_repr(name)
     if not isinstance(value, torch.Tensor):
-        return f"its entry {shown} is a {type(value).__name__}, not a tensor"
+        return f"its entry {shown} is of type {type(value).__name__}, not a tensor"
     if name.rsplit(".", 1)[-1] in INTEGER_BUFFERS:
         return None if value.dtype in (torch.int64, torch.int32) else (
             f"tensor {shown} holds {value.dtype} values, not an integer count")

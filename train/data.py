@@ -556,6 +556,7 @@ def load_arrays(spec: DataSpec, split: str) -> tuple[np.ndarray, np.ndarray, lis
     else:
         images, labels = synthetic_arrays(spec.count or 256, seed=0 if split == "train" else 1)
         classes = [str(i) for i in range(10)]
+    check_labels(labels, len(classes), f"data {spec.describe()!r}")
     return images, labels, classes
 
 

@@ -227,7 +227,7 @@ BAD_PAYLOADS = {
     "model a list": (_set("model", ["mbv2-tiny"]), "not a zoo model name"),
     "num_classes 10**12": (_set("num_classes", 10**12), "records num_classes"),
     "int entry": (lambda p: p["state_dict"].__setitem__("classifier.bias", 3),
-                  "'classifier.bias' is a int, not a tensor"),
+                  "'classifier.bias' is of type int, not a tensor"),
     "int64 weights": (_weight(lambda w: w.to(torch.int64)), "holds int64 values"),
     "complex weights": (_weight(lambda w: w.to(torch.complex64)), "holds complex64 values"),
     "bool weights": (_weight(lambda w: w > 0), "holds bool values"),
@@ -370,3 +370,25 @@ def test_transfer_help_offers_no_resume(capsys):
     with pytest.raises(SystemExit):
         main(["transfer", "--help"])
     assert "--resume" not in capsys.readouterr().out
+
+
+def test_transfer_val_data_of_other_classes_is_refused(tmp_path, one_error_line, monkeypatch):
+    monkeypatch.setattr(transfer_module, "build_adapted", _must_not_run)
+    _image_folder(tmp_path / "a")
+    _image_folder(tmp_path / "b", ("cow", "dog"))
+    argv = ["transfer", "--model", "mbv2-tiny", "--data", str(tmp_path / "a"), "--val-data",
+            str(tmp_path / "b"), "--out", str(tmp_path / "out"), "--workers", "0",
+            "--resolution", "32"]
+    assert main(argv) == 2
+    line = one_error_line()
+    assert "has classes ['cow', 'dog'] but --data" in line and "['cat', 'dog']" in line, line
+
+
+def test_resume_from_a_fifo_is_named_for_what_it_is(tmp_path, one_error_line, monkeypatch):
+    monkeypatch.setattr(run_module, "build_loaders", _must_not_run)
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / "checkpoint.pt")
+    with _within(20):
+        assert main(TINY + ["--out", str(out), "--resume"]) == 2
+    assert "it is a FIFO (named pipe), not a regular file" in one_error_line()

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tinyexport.atomic import torch_save, write_json
 from tinyexport.errors import StageError, UserError
+from tinyexport.safe_io import short_repr
 from tinyexport.train.checkpoint import read_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.data import Preprocessing, build_dataset, subset
@@ -252,13 +253,23 @@ def select(ds: Dataset, classes: tuple[int, ...] | None, count: int | None, seed
     return subset(ds, count, seed, keep, remap), (len(classes) if classes else max(total, max(known) + 1))
 
 
+def _check_same_classes(config: TransferConfig, train: Dataset, val: Dataset) -> None:
+    """``--val-data`` must name ``--data``'s classes in the same order (labels are positions)."""
+    ours, theirs = getattr(train, "classes", None), getattr(val, "classes", None)
+    if config.val_data and ours is not None and theirs is not None and ours != theirs:
+        raise UserError(f"--val-data {config.val_data!r} has classes {short_repr(theirs)} but "
+                        f"--data {config.data!r} has {short_repr(ours)}; labels are the classes' "
+                        "positions, so pass evaluation data of the same classes")
+
+
 def build_loaders(config: TransferConfig, resolution: int, batch_size: int):
     """Train loader (shuffled, seeded), val loader (batch 100) and the number of classes."""
     pre = Preprocessing(resolution)
-    train_ds, classes = select(build_dataset(config.data, "train", pre, True), config.classes,
-                               config.limit_train, config.seed)
-    val_ds, _ = select(build_dataset(config.val_data or config.data, "val", pre, False),
-                       config.classes, config.limit_val, config.seed + 1)
+    train_full = build_dataset(config.data, "train", pre, True)
+    val_full = build_dataset(config.val_data or config.data, "val", pre, False)
+    _check_same_classes(config, train_full, val_full)
+    train_ds, classes = select(train_full, config.classes, config.limit_train, config.seed)
+    val_ds, _ = select(val_full, config.classes, config.limit_val, config.seed + 1)
     generator = torch.Generator().manual_seed(config.seed)
     train = DataLoader(train_ds, batch_size, shuffle=True, drop_last=len(train_ds) > batch_size,
                        num_workers=config.workers, generator=generator)
