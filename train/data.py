@@ -63,6 +63,7 @@ MAX_IMAGE_PIXELS = 50_000_000  # px per image (PIL's own bomb limit is 89M)
 MAX_IMAGE_FILE_BYTES = 256 * MiB
 MAX_DATA_FILE_BYTES = 2 * GiB  # one IDX (decompressed) or CIFAR-10 batch file
 MAX_SYNTHETIC_IMAGES = 100_000  # synthetic:N (32x32x3 bytes each: 300 MB at the limit)
+MAX_FOLDER_IMAGES = 10_000_000  # per ImageFolder split (ImageNet-1k: 1.28 M; the list is in RAM)
 BUILTIN_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist", "cifar10", "digits", "synthetic")
 
 
@@ -360,7 +361,10 @@ class ImageFolderDataset(Dataset):
         if not self.classes:
             raise UserError(f"data folder {str(root)!r} has no class sub-folders; expected "
                             "ImageFolder layout DIR/<class>/<image> (or DIR/train and DIR/val)")
-        self.samples = [(p, i) for i, c in enumerate(self.classes) for p in _image_files(root / c)]
+        self.samples = []
+        for i, name in enumerate(self.classes):
+            room = MAX_FOLDER_IMAGES - len(self.samples)
+            self.samples += [(p, i) for p in _image_files(root / name, room, root)]
         if not self.samples:
             raise UserError(f"data folder {str(root)!r} has class folders but no images "
                             f"({', '.join(IMAGE_EXTENSIONS)})")
@@ -445,19 +449,24 @@ def class_folders(root: Path) -> list[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir())
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """The regular files with an image extension under ``folder``, sorted; special files with an
-    image's name are left out with a warning (symlinked sub-folders are not followed)."""
-    found, special = [], []
-    for parent, _, names in os.walk(folder):
-        for name in names:
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            path = Path(parent, name)
-            (found if path.is_file() else special).append(path)
+def _image_files(folder: Path, limit: int, root: Path) -> list[Path]:
+    """The regular files with an image extension under ``folder`` (at most ``limit``, else an
+    error naming ``root``), sorted; special files with an image's name are left out with a warning
+    (symlinked sub-folders are not followed). One
+    ``scandir`` per folder: the file type comes with the listing, no ``stat`` per image."""
+    found, special, pending = [], [], [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    (found if entry.is_file() else special).append(Path(entry.path))
+        if len(found) > limit:
+            raise UserError(f"data folder {str(root)!r} holds more than {MAX_FOLDER_IMAGES:,} "
+                            "images, the limit per split; pass a smaller folder")
     for path in special:
-        kind = _special_kind(path)
-        _warn_once(f"skipping {path}: it is {kind}, not an image file")
+        _warn_once(f"skipping {path}: it is {_special_kind(path)}, not an image file")
     return sorted(found)
 
 

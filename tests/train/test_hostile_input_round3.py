@@ -392,3 +392,14 @@ def test_resume_from_a_fifo_is_named_for_what_it_is(tmp_path, one_error_line, mo
     with _within(20):
         assert main(TINY + ["--out", str(out), "--resume"]) == 2
     assert "it is a FIFO (named pipe), not a regular file" in one_error_line()
+
+
+def test_image_folder_above_the_image_limit_is_refused(tmp_path, monkeypatch):
+    import tinyexport.train.data as data_module
+
+    monkeypatch.setattr(data_module, "MAX_FOLDER_IMAGES", 3)
+    root = _image_folder(tmp_path / "data")
+    for i in range(2):
+        _good_png(root / "dog" / f"more{i}.png")
+    with pytest.raises(UserError, match="holds more than 3 images, the limit per split"):
+        build_dataset(str(root), "train", PRE, False)
