@@ -269,9 +269,12 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-# What a training or transfer run writes into its folder: one of these there means a previous run.
+# The results a training or transfer run writes into its folder: one of these there means a
+# previous run whose work would be lost. (config.yaml and tensorboard/ alone are what a run killed
+# before its first epoch ended leaves: a fresh run may start over them.)
 RUN_FILES = ("checkpoint.pt", "best.pt", "target.pt", "transfer.pt", "metrics.jsonl",
-             "config.yaml", "result.json", "tensorboard")
+             "result.json")
+WRITTEN_FILES = (*RUN_FILES, "config.yaml", "tensorboard")  # never a source of the same run
 
 
 def out_dir_problem(text: str) -> str | None:
@@ -326,7 +329,7 @@ def _check_no_previous_run(out: Path, resume: bool) -> None:
 
 def _check_sources(out: Path, sources: dict[str, str | None]) -> None:
     real_out = out.resolve()
-    written = {(real_out / name) for name in RUN_FILES}
+    written = {(real_out / name) for name in WRITTEN_FILES}
     for flag, source in sources.items():
         if not source or not Path(source).exists():
             continue
