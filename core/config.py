@@ -9,23 +9,49 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tinyexport.errors import UserError
+from tinyexport.safe_io import MiB, read_capped, short_repr
 
 C = TypeVar("C")
+MAX_YAML_BYTES = 1 * MiB  # a recipe is a few hundred bytes
+MAX_MESSAGE = 300  # characters of a validation error quoted back (values are never dumped)
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML mapping from a regular file of at most :data:`MAX_YAML_BYTES`, without anchors or
+    aliases (a kilobyte of nested aliases expands to gigabytes; recipes never need them)."""
     import yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = read_capped(path, "config file", MAX_YAML_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {str(path)!r} is not UTF-8 text; pass a YAML file") from None
+    try:
+        _refuse_aliases(yaml, text, path)
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise UserError(f"config file {str(path)!r} is not valid YAML: "
+                        f"{_clip(str(exc))}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
     return data
+
+
+def _refuse_aliases(yaml, text: str, path: Path) -> None:
+    """Scan the parser's events (linear in the text: nothing is expanded) for ``&anchor`` and
+    ``*alias``."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        name = getattr(event, "anchor", None)
+        if name is not None:
+            sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+            line = event.start_mark.line + 1
+            raise UserError(f"config file {str(path)!r} uses the YAML anchor/alias "
+                            f"{sign}{short_repr(name)[1:-1]} (line {line}); recipe files are "
+                            "plain mappings: write the values out instead")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 
 def from_mapping(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
@@ -33,11 +59,12 @@ def from_mapping(cls: type[C], values: dict[str, Any], source: str = "config") -
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise UserError(f"unknown key(s) {unknown} in {source}; known: {sorted(fields)}")
+        raise UserError(f"unknown key(s) {short_repr(unknown)} in {source}; known: "
+                        f"{sorted(fields)}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"invalid {source}: {exc}") from None
+        raise UserError(f"invalid {source}: {_clip(str(exc))}") from None
 
 
 def git_sha(cwd: str | os.PathLike | None = None) -> str | None:

@@ -17,7 +17,8 @@ from tinyexport.train.resources import plan_cpu, usable_cores
 _log = logging.getLogger(__name__)
 
 OUT_HELP = ("output folder (required; checkpoint.pt, best.pt, metrics.jsonl... are written here "
-            "and --resume continues from it)")
+            "and --resume continues from it; a folder holding a previous run is refused without "
+            "--resume)")
 
 
 class _RenamedOption(argparse.Action):
@@ -71,8 +72,8 @@ def apply_cpu_plan(data: str, device: str, workers: int | None, threads: int | N
     return plan.workers
 
 
-def add_out(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--out", required=required, metavar="DIR", help=OUT_HELP)
+def add_out(parser: argparse.ArgumentParser, required: bool = True, help: str = OUT_HELP) -> None:
+    parser.add_argument("--out", required=required, metavar="DIR", help=help)
 
 
 def warn_renamed(args: argparse.Namespace) -> None:

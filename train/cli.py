@@ -26,12 +26,14 @@ from tinyexport.distributed import cleanup, init_distributed
 from tinyexport.errors import UserError, run_cli
 from tinyexport.log import setup_logging
 from tinyexport.train._cli import OUT_HELP, add_limits, add_resources, apply_cpu_plan, warn_renamed
+from tinyexport.train.data import parse_data_spec
 from tinyexport.train.netaug.recipe import resolve_recipe
 from tinyexport.train.netaug.run import run_training
 from tinyexport.train.netaug.task import NetAugTask
 from tinyexport.train.state import read_resume_state
 from tinyexport.train.tinytl import cli as transfer_cli
-from tinyexport.train.trainer import TrainConfig, prepare_out_dir
+from tinyexport.train.trainer import TrainConfig, claim_out_dir
+from tinyexport.train.validation import check_lr
 
 _log = logging.getLogger(__name__)
 
@@ -124,16 +126,19 @@ def _train(args: argparse.Namespace) -> int:
                          deterministic=args.deterministic, resume=args.resume, seed=recipe.seed,
                          max_steps_per_epoch=recipe.max_steps_per_epoch,
                          progress=not args.no_progress, tensorboard=args.tensorboard)
+    check_lr("lr (--lr)", recipe.lr)
+    check_lr("baseline_lr (--baseline-lr)", recipe.baseline_lr, optional=True)
     if args.resume:
         read_resume_state(Path(args.out) / "checkpoint.pt")
     workers = apply_cpu_plan(recipe.data, device, recipe.workers, args.threads)
-    prepare_out_dir(args.out)
     recipe = dataclasses.replace(recipe, workers=workers)
-    info = init_distributed(device)
-    try:
-        result = run_training(recipe, config)
-    finally:
-        cleanup()
+    sources = {"--data": parse_data_spec(recipe.data).path, "--config": args.config}
+    with claim_out_dir(args.out, args.resume, sources):
+        info = init_distributed(device)
+        try:
+            result = run_training(recipe, config)
+        finally:
+            cleanup()
     if info.is_primary:
         print(f"best top-1 {result.best_top1:.2f}% (epoch {result.best_epoch}); "
               f"outputs in {result.out_dir} (target: {result.target})")

@@ -17,13 +17,17 @@ the short side to ceil(S/0.875), centre-crop S. Normalisation is the model's pre
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import logging
 import math
 import multiprocessing
 import os
 import pickle
+import stat
 import struct
+import warnings
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +37,14 @@ import torch
 from torch.utils.data import Dataset
 
 from tinyexport.errors import UserError
+from tinyexport.safe_io import (
+    GiB,
+    MiB,
+    file_kind,
+    open_regular,
+    read_exactly,
+    short_repr,
+)
 from tinyexport.train.tv_compat import import_torchvision
 
 _log = logging.getLogger(__name__)
@@ -42,6 +54,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 KINDS = ("imagefolder", "fashion-mnist", "cifar10", "digits", "synthetic")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Limits every reader checks before allocating (docs/guide/training.md, "Bad input"): far above
+# any real data set of ours (ImageNet's largest JPEG is ~15 MB and 10k px; a CIFAR-10 batch 31 MB;
+# Fashion-MNIST's largest IDX file 47 MB), far below what a hostile header can ask for.
+MAX_IMAGE_SIDE = 16384  # px, either side
+MAX_IMAGE_PIXELS = 50_000_000  # px per image (PIL's own bomb limit is 89M)
+MAX_IMAGE_FILE_BYTES = 256 * MiB
+MAX_DATA_FILE_BYTES = 2 * GiB  # one IDX (decompressed) or CIFAR-10 batch file
+MAX_SYNTHETIC_IMAGES = 100_000  # synthetic:N (32x32x3 bytes each: 300 MB at the limit)
+MAX_FOLDER_IMAGES = 10_000_000  # per ImageFolder split (ImageNet-1k: 1.28 M; the list is in RAM)
+BUILTIN_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist", "cifar10", "digits", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,9 @@ def parse_data_spec(text: str) -> DataSpec:
     text = str(text).strip()
     head, _, rest = text.partition(":")
     head = head.lower()
+    if head in BUILTIN_NAMES and Path(text).exists():
+        _warn_once(f"data {text!r}: using the built-in {head} data set, not the folder {text!r} "
+                   f"in {os.getcwd()!r}; to use that folder pass ./{text}")
     if head in ("fashion-mnist", "fashion_mnist", "fmnist"):
         return DataSpec("fashion-mnist", rest or str(FASHION_MNIST_DIR))
     if head == "cifar10":
@@ -98,9 +124,10 @@ def parse_data_spec(text: str) -> DataSpec:
         try:
             count = int(rest) if rest else 256
         except ValueError:
-            raise UserError(f"synthetic:N needs an integer N, got {rest!r}") from None
-        if count < 1:
-            raise UserError(f"synthetic:N needs N >= 1, got {count}")
+            raise UserError(f"synthetic:N needs an integer N, got {short_repr(rest)}") from None
+        if not 1 <= count <= MAX_SYNTHETIC_IMAGES:
+            raise UserError(f"synthetic:N needs N in 1..{MAX_SYNTHETIC_IMAGES}, got {count}; "
+                            "use a real data set for more images")
         return DataSpec("synthetic", count=count)
     if rest and os.sep not in head and not Path(text).exists():
         raise UserError(f"unknown data kind {head!r} in {text!r}; known kinds: fashion-mnist[:DIR], "
@@ -118,28 +145,63 @@ IDX_UBYTE = 0x08  # the IDX type byte of unsigned-byte data (Fashion-MNIST's onl
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file of unsigned bytes (gzip or plain), checked against its own header."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """An IDX file of unsigned bytes (gzip or plain), checked against its own header before its
+    data is read (so a gzip bomb or a header asking for terabytes is refused, not decompressed)."""
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(open_regular(path, "IDX file", MAX_DATA_FILE_BYTES))
+            if path.suffix == ".gz":
+                f = stack.enter_context(gzip.GzipFile(fileobj=f, mode="rb"))
+            dims = _idx_header(f, path)
+            data = read_exactly(f, math.prod(dims), path, "IDX file")
     except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"IDX file {str(path)!r} cannot be read ({exc}); re-install "
                         "dataset-fashion-mnist or fix the file") from None
-    header = data[:4]
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def _idx_header(f, path: Path) -> tuple[int, ...]:
+    """The dimensions an IDX header declares, checked against the limits."""
+    header = f.read(4)
     ndim = header[3] if len(header) == 4 else 0
-    if header[:3] != bytes((0, 0, IDX_UBYTE)) or not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
+    raw = f.read(4 * ndim) if header[:3] == bytes((0, 0, IDX_UBYTE)) else b""
+    if not 1 <= ndim <= 4 or len(raw) < 4 * ndim:
         raise UserError(f"{str(path)!r} is not an IDX file of unsigned bytes (bad header)")
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    if math.prod(dims) != len(data) - 4 - 4 * ndim:
-        raise UserError(f"IDX file {str(path)!r} is truncated or padded: its header says "
-                        f"{'x'.join(map(str, dims))} values, it holds {len(data) - 4 - 4 * ndim}")
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    dims = struct.unpack(">" + "I" * ndim, raw)
+    shape = "x".join(map(str, dims))
+    if min(dims) < 1:
+        raise UserError(f"IDX file {str(path)!r} declares {shape} values: a dimension of 0 holds "
+                        "no data; fix or replace the file")
+    if math.prod(dims) > MAX_DATA_FILE_BYTES:
+        raise UserError(f"IDX file {str(path)!r} declares {shape} values, above the limit of "
+                        f"{MAX_DATA_FILE_BYTES} bytes per data file; fix or replace the file")
+    if ndim >= 3:
+        check_image_size(dims[2], dims[1], f"IDX file {str(path)!r}")
+    return dims
+
+
+def check_image_size(width: int, height: int, where: str) -> None:
+    """Refuse an image whose declared size is 0 or above :data:`MAX_IMAGE_SIDE` /
+    :data:`MAX_IMAGE_PIXELS` (before it is decoded or resized)."""
+    if min(width, height) < 1 or max(width, height) > MAX_IMAGE_SIDE or (
+            width * height > MAX_IMAGE_PIXELS):
+        raise UserError(f"{where}: {width}x{height} px images are outside the limits (1.."
+                        f"{MAX_IMAGE_SIDE} px a side, {MAX_IMAGE_PIXELS} px an image); shrink or "
+                        "remove them")
+
+
+def check_labels(labels: np.ndarray, classes: int, source: str) -> None:
+    """Every label in ``0..classes-1``; the first that is not is an error naming ``source``."""
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        raise UserError(f"{source}: label {int(labels[bad[0]])} (at index {int(bad[0])}, "
+                        f"{len(bad)} such) is outside 0..{classes - 1} for {classes} classes; "
+                        "fix the labels or the file")
 
 
 def _idx_file(folder: Path, stem: str) -> Path:
     for name in (f"{stem}.gz", stem):
-        if (folder / name).is_file():
+        if (folder / name).exists():  # a FIFO or device is refused by name when it is read
             return folder / name
     raise UserError(f"Fashion-MNIST file {stem}[.gz] not found in {str(folder)!r}; install the "
                     "Debian package dataset-fashion-mnist or pass fashion-mnist:DIR")
@@ -152,12 +214,12 @@ def load_fashion_mnist(folder: str | os.PathLike, split: str) -> tuple[np.ndarra
                         "package dataset-fashion-mnist or pass fashion-mnist:DIR")
     prefix = "train" if split == "train" else "t10k"
     images = _read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
-    labels = _read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or labels.max(
-            initial=0) > 9:
+    label_file = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
+    labels = _read_idx(label_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError(f"Fashion-MNIST files in {str(folder)!r} do not match: images "
-                        f"{images.shape}, labels {labels.shape} (expected N×H×W and N labels in "
-                        "0..9)")
+                        f"{images.shape}, labels {labels.shape} (expected N×H×W and N labels)")
+    check_labels(labels, 10, f"Fashion-MNIST labels {str(label_file)!r}")
     return images, labels.astype(np.int64)
 
 
@@ -175,7 +237,7 @@ def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     folder = Path(folder)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    missing = [n for n in names if not (folder / n).is_file()]
+    missing = [n for n in names if not (folder / n).exists()]
     if missing:
         raise UserError(f"CIFAR-10 folder {str(folder)!r} lacks {missing}; expected the extracted "
                         "'cifar-10-batches-py' (data_batch_1..5, test_batch)")
@@ -210,7 +272,7 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     """``data`` (N×3072 uint8) and ``labels`` of one CIFAR-10 python batch, unpickled with
     :class:`_CifarBatchUnpickler`; anything else is a UserError naming the file."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "CIFAR-10 batch", MAX_DATA_FILE_BYTES) as f:
             batch = _CifarBatchUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, MemoryError) as exc:
@@ -220,10 +282,13 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     labels = batch.get(b"labels") if isinstance(batch, dict) else None
     if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
             or data.shape[1] != 3 * 32 * 32 or not isinstance(labels, list)
-            or len(labels) != len(data)
-            or not all(isinstance(v, int) and 0 <= v < 10 for v in labels)):
+            or len(labels) != len(data) or not all(type(v) is int for v in labels)):
         raise UserError(f"CIFAR-10 batch {str(path)!r} is not a CIFAR-10 python batch (expected "
                         "b'data': uint8 N×3072 and b'labels': N ints in 0..9)")
+    if any(not 0 <= v < 10 for v in labels):
+        bad = next(v for v in labels if not 0 <= v < 10)
+        raise UserError(f"CIFAR-10 batch {str(path)!r}: label {short_repr(bad)} is outside 0..9 "
+                        "for 10 classes; fix the labels or the file")
     return data, labels
 
 
@@ -285,18 +350,21 @@ class SkipCounter:
 
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>``; unreadable images are skipped (the next readable one is used)
-    and counted in ``self.skipped``."""
+    and counted in ``self.skipped``. Only regular files are images: a FIFO, device or socket
+    with an image's name is left out with a warning (reading one would block or never end), and
+    an image above the size limits is skipped with a warning naming it and the limit."""
 
     def __init__(self, root: Path, transform):
         if not root.is_dir():
             raise UserError(f"data folder {str(root)!r} does not exist")
-        self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        self.classes = class_folders(root)
         if not self.classes:
             raise UserError(f"data folder {str(root)!r} has no class sub-folders; expected "
                             "ImageFolder layout DIR/<class>/<image> (or DIR/train and DIR/val)")
-        self.samples = [(p, i) for i, c in enumerate(self.classes)
-                        for p in sorted((root / c).rglob("*"))
-                        if p.suffix.lower() in IMAGE_EXTENSIONS]
+        self.samples = []
+        for i, name in enumerate(self.classes):
+            room = MAX_FOLDER_IMAGES - len(self.samples)
+            self.samples += [(p, i) for p in _image_files(root / name, room, root)]
         if not self.samples:
             raise UserError(f"data folder {str(root)!r} has class folders but no images "
                             f"({', '.join(IMAGE_EXTENSIONS)})")
@@ -309,10 +377,7 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def _open(self, path: Path):
-        from PIL import Image
-
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_image(path)
 
     def __getitem__(self, index: int):
         for attempt in range(min(len(self.samples), 64)):
@@ -322,10 +387,10 @@ class ImageFolderDataset(Dataset):
             path, label = self.samples[position]
             try:
                 image = self._open(path)
-            except (OSError, ValueError, SyntaxError):
+            except UNREADABLE_IMAGE as exc:
                 self._bad.add(position)
                 self.skipped.add()
-                _log.debug("skipping unreadable image %s", path)
+                log_unreadable(path, exc)
                 continue
             return self.transform(image), label
         raise UserError(f"data folder {str(self.root)!r}: no readable image near index {index} "
@@ -333,19 +398,126 @@ class ImageFolderDataset(Dataset):
                         f"{str(self.samples[index][0])!r}); the images are corrupt or not images")
 
 
+class ImageTooLarge(UserError):
+    """An image whose header declares a size above the limits (skipped, never decoded)."""
+
+
+# What reading one image may raise: decoder errors, PIL's bomb guard (not an OSError), size
+# arithmetic overflowing, our own limits and special-file refusals.
+UNREADABLE_IMAGE = (OSError, ValueError, SyntaxError, EOFError, OverflowError, MemoryError,
+                    struct.error, UserError)
+
+
+def open_image(path: Path, data: bytes | None = None):
+    """The RGB PIL image of file ``path`` (or of its bytes ``data``), refused before decoding
+    when it is not a regular file, is larger than :data:`MAX_IMAGE_FILE_BYTES` or declares more
+    than the pixel limits."""
+    from PIL import Image
+
+    with contextlib.ExitStack() as stack:
+        f = io.BytesIO(data) if data is not None else stack.enter_context(
+            open_regular(path, "image", MAX_IMAGE_FILE_BYTES))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = stack.enter_context(Image.open(f))
+            check_image_size(*image.size, f"image {str(path)!r}")
+        except (UserError, Image.DecompressionBombError) as exc:
+            raise ImageTooLarge(_too_large(path, exc)) from None
+        return image.convert("RGB")
+
+
+def _too_large(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return str(exc)
+    return (f"image {str(path)!r} declares more pixels than PIL decodes (a decompression bomb), "
+            f"outside the limits (1..{MAX_IMAGE_SIDE} px a side, {MAX_IMAGE_PIXELS} px an image); "
+            "shrink or remove it")
+
+
+def log_unreadable(path: Path, exc: BaseException) -> None:
+    """A warning for an image skipped because of a limit or a special file (they name it and
+    the limit); a debug line for an ordinary corrupt image."""
+    if isinstance(exc, (UserError, OverflowError, MemoryError)):
+        _warn_once(f"skipping image {path}: {str(exc).splitlines()[0][:300]}")
+    else:
+        _log.debug("skipping unreadable image %s (%s)", path, exc)
+
+
+def class_folders(root: Path) -> list[str]:
+    """The sorted class sub-folder names of an ImageFolder root."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir())
+
+
+def _image_files(folder: Path, limit: int, root: Path) -> list[Path]:
+    """The regular files with an image extension under ``folder`` (at most ``limit``, else an
+    error naming ``root``), sorted; special files with an image's name are left out with a warning
+    (symlinked sub-folders are not followed). One
+    ``scandir`` per folder: the file type comes with the listing, no ``stat`` per image."""
+    found, special, pending = [], [], [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    (found if entry.is_file() else special).append(Path(entry.path))
+        if len(found) > limit:
+            raise UserError(f"data folder {str(root)!r} holds more than {MAX_FOLDER_IMAGES:,} "
+                            "images, the limit per split; pass a smaller folder")
+    for path in special:
+        _warn_once(f"skipping {path}: it is {_special_kind(path)}, not an image file")
+    return sorted(found)
+
+
+def _special_kind(path: Path) -> str:
+    try:
+        return file_kind(path.stat().st_mode)
+    except OSError as exc:  # a dangling symlink
+        return f"unreadable ({exc.strerror})"
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        _log.warning("%s", message)
+
+
 def _imagefolder_root(path: str, split: str) -> Path:
     root = Path(path)
     if not root.exists():
         raise UserError(f"data folder {path!r} does not exist")
     if not root.is_dir():
-        raise UserError(f"data {path!r} is a file, not a folder; pass an ImageFolder directory "
+        mode = root.stat().st_mode
+        kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+        raise UserError(f"data {path!r} is {kind}, not a folder; pass an ImageFolder directory "
                         "(one sub-folder of images per class, optionally under train/ and val/)")
     wanted = "train" if split == "train" else "val"
     if (root / "train").is_dir() or (root / "val").is_dir():
         if not (root / wanted).is_dir():
             raise UserError(f"data folder {path!r} has train/ or val/ but no {wanted}/ split")
+        if wanted == "val":
+            _check_same_classes(root)
         return root / wanted
+    if wanted == "val":
+        _warn_once(f"data folder {path!r} has no train/ and val/ sub-folders: validation uses the "
+                   "training images themselves, so its accuracy says nothing about new images; "
+                   "split the data into DIR/train/<class> and DIR/val/<class>")
     return root
+
+
+def _check_same_classes(root: Path) -> None:
+    """train/ and val/ of an ImageFolder must name the same classes (labels are their order)."""
+    if not (root / "train").is_dir():
+        return
+    train, val = class_folders(root / "train"), class_folders(root / "val")
+    if train != val:
+        raise UserError(f"data folder {str(root)!r}: val/ has classes {short_repr(val)} but "
+                        f"train/ has {short_repr(train)}; labels are the class folders' order, so "
+                        "both splits need the same class folders")
 
 
 def build_dataset(spec: DataSpec | str, split: str, pre: Preprocessing, train_transform: bool
@@ -393,6 +565,7 @@ def load_arrays(spec: DataSpec, split: str) -> tuple[np.ndarray, np.ndarray, lis
     else:
         images, labels = synthetic_arrays(spec.count or 256, seed=0 if split == "train" else 1)
         classes = [str(i) for i in range(10)]
+    check_labels(labels, len(classes), f"data {spec.describe()!r}")
     return images, labels, classes
 
 

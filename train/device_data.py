@@ -37,13 +37,19 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tinyexport.errors import UserError
+from tinyexport.safe_io import read_capped
 from tinyexport.train.data import (
     IMAGE_EXTENSIONS,
+    MAX_IMAGE_FILE_BYTES,
+    UNREADABLE_IMAGE,
     DataSpec,
     ImageFolderDataset,
     Preprocessing,
+    check_image_size,
     imagefolder_root,
     load_arrays,
+    log_unreadable,
+    open_image,
 )
 from tinyexport.train.tv_compat import import_torchvision
 
@@ -281,7 +287,12 @@ class EncodedFiles(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), label
+        try:  # regular files under the size cap only (a FIFO would block the worker forever)
+            data = read_capped(path, "image", MAX_IMAGE_FILE_BYTES)
+        except UserError as exc:
+            log_unreadable(path, exc)
+            data = b""  # decodes to None: skipped and counted like any unreadable image
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), label
 
 
 def _as_lists(batch):
@@ -293,19 +304,33 @@ def decode_images(encoded: list[torch.Tensor], device: torch.device) -> list[tor
     (nvJPEG on CUDA), else PIL one by one (PNG, or torchvision without its image extension);
     None for an image PIL cannot read either."""
     io_ = import_torchvision().io
-    try:
-        return list(io_.decode_jpeg(encoded, mode=io_.ImageReadMode.RGB, device=device))
-    except (RuntimeError, ValueError):
-        return [_pil_decode(e, device) for e in encoded]
+    if all(_within_limits(e) for e in encoded):  # nvJPEG would allocate what a header asks
+        try:
+            return list(io_.decode_jpeg(encoded, mode=io_.ImageReadMode.RGB, device=device))
+        except (RuntimeError, ValueError):
+            pass
+    return [_pil_decode(e, device) for e in encoded]
 
 
-def _pil_decode(encoded: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+def _within_limits(encoded: torch.Tensor) -> bool:
+    """Whether the image header declares a size within ``data.check_image_size``'s limits."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(encoded.numpy().tobytes())) as image:
-            array = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError):
+            check_image_size(*image.size, "image")
+    except UNREADABLE_IMAGE:
+        return False
+    except Image.DecompressionBombError:
+        return False
+    return True
+
+
+def _pil_decode(encoded: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    try:
+        array = np.asarray(open_image(Path("<bytes>"), encoded.numpy().tobytes()))
+    except UNREADABLE_IMAGE as exc:
+        log_unreadable(Path("an image of the batch"), exc)
         return None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).to(device)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,13 @@ import torch
 from torch import nn
 
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import check_archive, short_reason
+from tinyexport.safe_io import file_kind, human_bytes
+from tinyexport.train.checkpoint import (
+    MAX_CHECKPOINT_BYTES,
+    check_archive,
+    short_reason,
+    weights_problem,
+)
 from tinyexport.train.task import TrainTask
 
 
@@ -152,9 +159,13 @@ def _read_resume_file(path: Path) -> dict:
     Raises:
         _NotResumable: empty, unreadable, holding a Python object, or missing a resume key.
     """
-    if path.is_dir():
-        raise _NotResumable("it is a folder")
-    if path.stat().st_size == 0:
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block torch.load, /dev/zero never ends
+        raise _NotResumable(f"it is {file_kind(info.st_mode)}, not a regular file")
+    if info.st_size > MAX_CHECKPOINT_BYTES:
+        raise _NotResumable(f"it is {human_bytes(info.st_size)}, above the limit of "
+                            f"{human_bytes(MAX_CHECKPOINT_BYTES)} for checkpoints")
+    if info.st_size == 0:
         raise _NotResumable("it is empty (0 bytes: a write or copy was cut off)")
     try:
         check_archive(path)
@@ -196,18 +207,7 @@ def model_problem(module: nn.Module, weights: Any) -> str | None:
         return (f"its weights belong to another model ({len(shapes)} of another shape, "
                 f"{len(missing)} missing, {len(unexpected)} unexpected; first: {first}); the "
                 "model, --netaug and the data's class count must be those of the run that wrote it")
-    return non_finite_problem(weights)
-
-
-def non_finite_problem(tensors: dict[str, Any]) -> str | None:
-    """``'NAME' has N NaN/Inf values`` for the first floating tensor that is not finite, or None."""
-    for name, value in tensors.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            bad = int((~torch.isfinite(value)).sum())
-            if bad:
-                return (f"tensor {name!r} has {bad} NaN/Inf value{'s' if bad > 1 else ''} "
-                        f"(of {value.numel()}): the weights come from a diverged run")
-    return None
+    return weights_problem(weights)
 
 
 def _load_part(name: str, target: Any, value: Any) -> None:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tinyexport.atomic import torch_save
+from tinyexport.atomic import FolderBusy, folder_lock, torch_save
 from tinyexport.errors import StageError, UserError, describe_os_error
 from tinyexport.train.metrics import EpochMeter, MetricsLog, ProgressReport, summary
 from tinyexport.train.optim import current_lr, optimizer_step
@@ -267,6 +267,79 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise UserError(describe_os_error(exc)) from None
     return path
+
+
+# The results a training or transfer run writes into its folder: one of these there means a
+# previous run whose work would be lost. (config.yaml and tensorboard/ alone are what a run killed
+# before its first epoch ended leaves: a fresh run may start over them.)
+RUN_FILES = ("checkpoint.pt", "best.pt", "target.pt", "transfer.pt", "metrics.jsonl",
+             "result.json")
+WRITTEN_FILES = (*RUN_FILES, "config.yaml", "tensorboard")  # never a source of the same run
+
+
+def out_dir_problem(text: str) -> str | None:
+    """Why ``--out text`` cannot be a run folder (empty, or the file system's root), or None."""
+    if not str(text).strip():
+        return "--out is empty; name the run's folder, e.g. --out runs/exp1"
+    resolved = Path(text).resolve()
+    if resolved.parent == resolved:
+        return (f"--out {str(text)!r} is the file system's root; name a folder below it, e.g. "
+                "--out runs/exp1")
+    return None
+
+
+@contextlib.contextmanager
+def claim_out_dir(path: str | os.PathLike, resume: bool = False,
+                  sources: dict[str, str | None] | None = None):
+    """Create, lock and check run folder ``path`` for the whole run (the CLIs wrap a run in it).
+
+    A run never loses the user's files: the folder is locked (``OUT/.run.lock``, flock: a second
+    run into it fails at once), a folder holding a previous run (:data:`RUN_FILES`) is refused
+    unless ``resume``, and ``sources`` (``{"--from": path, "--data": path, ...}``) are refused as
+    destinations: a source file among the run's files, or ``path`` inside a source folder
+    (symlinks resolved). Only rank 0 of a torchrun job locks (the others share its folder).
+
+    Raises:
+        UserError: naming the folder, what is in the way and what to do.
+    """
+    problem = out_dir_problem(str(path))
+    if problem:
+        raise UserError(problem)
+    _check_sources(Path(path), sources or {})  # before the folder is created
+    out = prepare_out_dir(path)
+    if os.environ.get("RANK", "0") != "0":
+        yield out
+        return
+    try:
+        with folder_lock(out / "run"):
+            _check_no_previous_run(out, resume)
+            yield out
+    except FolderBusy:
+        raise FolderBusy(f"output folder {str(path)!r} is being written by another run right "
+                         "now; wait for it to finish or choose another --out") from None
+
+
+def _check_no_previous_run(out: Path, resume: bool) -> None:
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not resume:
+        raise UserError(f"output folder {str(out)!r} holds a previous run ({', '.join(found)}); "
+                        "it is never overwritten: choose another --out, continue it with --resume "
+                        "(tinytrain), or move those files away first")
+
+
+def _check_sources(out: Path, sources: dict[str, str | None]) -> None:
+    real_out = out.resolve()
+    written = {(real_out / name) for name in WRITTEN_FILES}
+    for flag, source in sources.items():
+        if not source or not Path(source).exists():
+            continue
+        real = Path(source).resolve()
+        if real in written:
+            raise UserError(f"{flag} {source!r} is a file this run writes in --out {str(out)!r}; "
+                            "a source is never a destination: choose another --out")
+        if real.is_dir() and (real_out == real or real in real_out.parents):
+            raise UserError(f"--out {str(out)!r} is inside {flag} {source!r}: the run's files "
+                            "would be mixed into it; choose an --out outside it")
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:

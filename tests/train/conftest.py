@@ -12,6 +12,18 @@ from tinyexport.train.netaug.task import NetAugTask
 from tinyexport.train.trainer import TrainConfig
 
 
+@pytest.fixture
+def one_error_line(capsys):
+    """Reads stderr: exactly one ``error:`` line and no traceback; returns that line."""
+    def read() -> str:
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        return lines[0]
+
+    return read
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     threads = torch.get_num_threads()

@@ -73,7 +73,7 @@ def test_malicious_batch_never_runs(tmp_path, payload):
     (pickle.dumps({b"data": np.zeros((2, 5), np.uint8), b"labels": [0, 1]}),
      "not a CIFAR-10 python batch"),
     (pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [11]}),
-     "not a CIFAR-10 python batch"),
+     r"label 11 is outside 0\.\.9"),
 ])
 def test_corrupt_batches_are_clear_errors(tmp_path, content, fragment):
     (tmp_path / "b").write_bytes(content)

@@ -21,11 +21,14 @@ from tinyexport.train._cli import (
     apply_cpu_plan,
     warn_renamed,
 )
+from tinyexport.train.data import parse_data_spec
 from tinyexport.train.pretrained import fetch, release_for
 from tinyexport.train.tinytl.methods import METHODS
 from tinyexport.train.tinytl.transfer import RECIPES, TransferConfig, run_transfer
-from tinyexport.train.trainer import prepare_out_dir
+from tinyexport.train.trainer import claim_out_dir
 
+TRANSFER_OUT_HELP = ("output folder (required; best.pt, checkpoint.pt, transfer.pt, result.json "
+                     "and metrics.jsonl are written here; it must not hold a previous run)")
 DESCRIPTION = ("Transfer a pretrained net with TinyTL or a fine-tuning baseline "
                "(docs/guide/transfer.md).")
 
@@ -45,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-data", help="evaluation data SPEC (default: the val split of --data)")
     p.add_argument("--classes", help="keep only these labels, e.g. 5,6,7,8,9 (remapped to 0..K-1)")
     add_limits(p)
-    add_out(p)
+    add_out(p, help=TRANSFER_OUT_HELP)
     p.add_argument("--recipe", choices=RECIPES, default="paper",
                    help="paper: Adam, cosine per iteration, 50 epochs; seed: AdamW 4e-4, "
                         "γ 0.9 per epoch, 40 epochs")
@@ -111,8 +114,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, workers=args.workers or 0,
         max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.no_progress)
     workers = apply_cpu_plan(config.data, config.device, args.workers, args.threads)
-    prepare_out_dir(config.out_dir)
-    result = run_transfer(dataclasses.replace(config, workers=workers))
+    sources = {"--from": config.source, "--data": parse_data_spec(config.data).path,
+               "--val-data": parse_data_spec(config.val_data).path if config.val_data else None}
+    with claim_out_dir(config.out_dir, resume=False, sources=sources):
+        result = run_transfer(dataclasses.replace(config, workers=workers))
     print(json.dumps(result.as_dict(), indent=2))
     return 0
 

@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from tinyexport.atomic import torch_save, write_json
 from tinyexport.errors import StageError, UserError
-from tinyexport.train.checkpoint import FORMAT, read_payload
+from tinyexport.safe_io import short_repr
+from tinyexport.train.checkpoint import read_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.data import Preprocessing, build_dataset, subset
 from tinyexport.train.evaluate import evaluate_top1
 from tinyexport.train.models import build_model
-from tinyexport.train.models.spec import num_classes_problem, resolution_problem
-from tinyexport.train.state import non_finite_problem, seed_everything
+from tinyexport.train.state import seed_everything
 from tinyexport.train.task import StepContext, StepResult, TrainTask
 from tinyexport.train.tinytl.checkpoint import build_from_payload, tinytl_payload
 from tinyexport.train.tinytl.methods import canonical_method, prepare_method, set_train_mode_
@@ -40,7 +40,7 @@ from tinyexport.train.trainer import TrainConfig, train
 from tinyexport.train.validation import (
     check_fraction,
     check_int,
-    check_positive,
+    check_lr,
     check_resolution,
     check_seed,
 )
@@ -112,7 +112,7 @@ class TransferConfig:
             check_int(f"{name} ({flag})", getattr(self, name), minimum, optional=True)
         check_int("lite_groups (--lite-groups)", self.lite_groups, 1)
         check_int("workers (--workers)", self.workers, 0)
-        check_positive("lr (--lr)", self.lr, optional=True)
+        check_lr("lr (--lr)", self.lr, optional=True)
         check_fraction("label_smoothing (--label-smoothing)", self.label_smoothing)
         check_seed("seed (--seed)", self.seed)
         check_resolution("resolution (--resolution)", self.resolution)
@@ -143,25 +143,13 @@ class TransferResult:
 # ---------------------------------------------------------------- model
 
 def read_source(path: str) -> dict:
-    """The ``--from`` payload, refused up front when it records an impossible resolution or class
-    count (checked before anything is allocated) or holds NaN/Inf weights.
+    """The ``--from`` payload, checked by ``read_payload`` (schema, dtypes, finiteness and
+    magnitudes of the weights) before anything is allocated.
 
     Raises:
-        UserError: unreadable / empty (``read_payload``), out of bounds, or not finite.
+        UserError: unreadable, empty, out of bounds or not finite.
     """
-    payload = read_payload(path)
-    if payload.get("format") == FORMAT:
-        for key, problem in (("resolution", resolution_problem),
-                             ("num_classes", num_classes_problem)):
-            reason = problem(payload[key]) if key in payload else None
-            if reason:
-                raise UserError(f"--from {str(path)!r} records {key} {payload[key]!r} "
-                                f"({reason}); the file is damaged or was not written by tinyexport")
-    bad = non_finite_problem(payload["state_dict"])
-    if bad:
-        raise UserError(f"--from {str(path)!r}: {bad}; use a checkpoint from before the run "
-                        "diverged (its best.pt or target.pt)")
-    return payload
+    return read_payload(path)
 
 
 def load_source(config: TransferConfig) -> nn.Module:
@@ -265,13 +253,23 @@ def select(ds: Dataset, classes: tuple[int, ...] | None, count: int | None, seed
     return subset(ds, count, seed, keep, remap), (len(classes) if classes else max(total, max(known) + 1))
 
 
+def _check_same_classes(config: TransferConfig, train: Dataset, val: Dataset) -> None:
+    """``--val-data`` must name ``--data``'s classes in the same order (labels are positions)."""
+    ours, theirs = getattr(train, "classes", None), getattr(val, "classes", None)
+    if config.val_data and ours is not None and theirs is not None and ours != theirs:
+        raise UserError(f"--val-data {config.val_data!r} has classes {short_repr(theirs)} but "
+                        f"--data {config.data!r} has {short_repr(ours)}; labels are the classes' "
+                        "positions, so pass evaluation data of the same classes")
+
+
 def build_loaders(config: TransferConfig, resolution: int, batch_size: int):
     """Train loader (shuffled, seeded), val loader (batch 100) and the number of classes."""
     pre = Preprocessing(resolution)
-    train_ds, classes = select(build_dataset(config.data, "train", pre, True), config.classes,
-                               config.limit_train, config.seed)
-    val_ds, _ = select(build_dataset(config.val_data or config.data, "val", pre, False),
-                       config.classes, config.limit_val, config.seed + 1)
+    train_full = build_dataset(config.data, "train", pre, True)
+    val_full = build_dataset(config.val_data or config.data, "val", pre, False)
+    _check_same_classes(config, train_full, val_full)
+    train_ds, classes = select(train_full, config.classes, config.limit_train, config.seed)
+    val_ds, _ = select(val_full, config.classes, config.limit_val, config.seed + 1)
     generator = torch.Generator().manual_seed(config.seed)
     train = DataLoader(train_ds, batch_size, shuffle=True, drop_last=len(train_ds) > batch_size,
                        num_workers=config.workers, generator=generator)
