@@ -33,7 +33,6 @@ from tinyexport.train.netaug.task import NetAugTask
 from tinyexport.train.state import read_resume_state
 from tinyexport.train.tinytl import cli as transfer_cli
 from tinyexport.train.trainer import TrainConfig, claim_out_dir
-from tinyexport.train.validation import check_lr
 
 _log = logging.getLogger(__name__)
 
@@ -126,8 +125,6 @@ def _train(args: argparse.Namespace) -> int:
                          deterministic=args.deterministic, resume=args.resume, seed=recipe.seed,
                          max_steps_per_epoch=recipe.max_steps_per_epoch,
                          progress=not args.no_progress, tensorboard=args.tensorboard)
-    check_lr("lr (--lr)", recipe.lr)
-    check_lr("baseline_lr (--baseline-lr)", recipe.baseline_lr, optional=True)
     if args.resume:
         read_resume_state(Path(args.out) / "checkpoint.pt")
     workers = apply_cpu_plan(recipe.data, device, recipe.workers, args.threads)

@@ -25,10 +25,10 @@ from tinyexport.train.device_data import PIPELINES
 from tinyexport.train.validation import (
     check_fraction,
     check_int,
+    check_lr,
     check_lr_factor,
     check_multipliers,
     check_non_negative,
-    check_positive,
     check_resolution,
     check_seed,
 )
@@ -82,8 +82,8 @@ class Recipe:
         for name, flag in (("limit_train", "--limit-train"), ("limit_val", "--limit-val"),
                            ("max_steps_per_epoch", "--max-steps")):
             check_int(f"{name} ({flag})", getattr(self, name), 1, optional=True)
-        check_positive("lr (--lr)", self.lr)
-        check_positive("baseline_lr (--baseline-lr)", self.baseline_lr, optional=True)
+        check_lr("lr (--lr)", self.lr)
+        check_lr("baseline_lr (--baseline-lr)", self.baseline_lr, optional=True)
         check_lr_factor("warmup_start_factor (--warmup-start-factor)", self.warmup_start_factor)
         check_non_negative("weight_decay", self.weight_decay)
         check_fraction("momentum", self.momentum)
