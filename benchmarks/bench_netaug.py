@@ -109,12 +109,13 @@ def int8_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-def sweep(args) -> list[tuple[int, bool, float]]:
-    """(seed, netaug, lr) of every run, seed-major: an interrupted or time-boxed sweep has every
-    LR of both methods for the first seeds."""
+def sweep(args, done: list[dict] = ()) -> list[tuple[int, bool, float]]:
+    """(seed, netaug, lr) of every run not in ``done``, seed-major: an interrupted or time-boxed
+    sweep has every LR of both methods for the first seeds."""
+    have = {(r["seed"], r["netaug"], r["lr_per_256"]) for r in done}
     return [(seed, netaug, lr) for seed in args.seeds
             for netaug, lrs in ((True, args.netaug_lrs), (False, args.baseline_lrs))
-            for lr in lrs]
+            for lr in lrs if (seed, netaug, lr) not in have]
 
 
 def best_lrs(rows: list[dict]) -> dict[bool, float]:
@@ -130,21 +131,22 @@ def best_lrs(rows: list[dict]) -> dict[bool, float]:
     return best
 
 
-def accuracy_runs(args, publish) -> list[dict]:
+def accuracy_runs(args, publish, previous: list[dict] = ()) -> list[dict]:
     """Train the sweep (``--jobs`` at once), then export each method's best-LR runs to int8.
-    ``publish(rows)`` is called after every finished run."""
+    ``previous``: runs of an earlier invocation (``--extend``), not repeated. ``publish(rows)`` is
+    called after every finished run."""
     int8 = not args.no_int8 and int8_available()
     if not int8:
         _log.info("int8 top-1 skipped (%s)", "--no-int8" if args.no_int8 else
                   "tensorflow is not installed: tinyexport's converter needs it")
-    rows: list[dict] = []
+    rows: list[dict] = list(previous)
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
     with tempfile.TemporaryDirectory(prefix="bench_netaug_") as tmp:
         root = Path(tmp)
         if args.jobs > 1:
             _parallel(root, args, rows, publish, deadline)
         else:
-            for seed, netaug, lr in sweep(args):
+            for seed, netaug, lr in sweep(args, rows):
                 if deadline is not None and time.monotonic() > deadline:
                     _log.warning("--budget-s reached: %d of %d runs done", len(rows),
                                  len(sweep(args)))
@@ -164,7 +166,7 @@ def _parallel(root: Path, args, rows: list[dict], publish, deadline) -> None:
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
         futures = [pool.submit(_train_job, seed, netaug, lr, args, root)
-                   for seed, netaug, lr in sweep(args)]
+                   for seed, netaug, lr in sweep(args, rows)]
         for future in concurrent.futures.as_completed(futures):
             rows.append(future.result())
             _log.info("%s", rows[-1])
@@ -178,7 +180,8 @@ def _parallel(root: Path, args, rows: list[dict], publish, deadline) -> None:
 
 def _export_best(root: Path, args, rows: list[dict], publish) -> None:
     best = best_lrs(rows)
-    chosen = [r for r in rows if best.get(r["netaug"]) == r["lr_per_256"]]
+    chosen = [r for r in rows if best.get(r["netaug"]) == r["lr_per_256"]
+              and "test_top1_int8" not in r]  # --extend: earlier best runs are exported already
     for row in chosen:
         row.update(_export(_run_dir(root, row["netaug"], row["lr_per_256"], row["seed"]), args))
         _log.info("%s", row)
@@ -373,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=int, default=1)
     p.add_argument("--jobs", type=int, default=1, help="training runs at once (CPU: one thread "
                                                        "each; one per core)")
+    p.add_argument("--extend", action="store_true",
+                   help="add to the results file's runs (new LRs or seeds) instead of starting "
+                        "over; its step table is kept")
     p.add_argument("--budget-s", type=float, default=0,
                    help="stop starting runs after this many seconds (0: no limit); runs are "
                         "ordered seed-major, so the first seeds have every LR")
@@ -419,6 +425,12 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def _previous_report(path: Path) -> dict:
+    if not path.is_file():
+        raise SystemExit(f"--extend: {path} does not exist; run without --extend first")
+    return json.loads(path.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _resolve(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -435,13 +447,16 @@ def main(argv: list[str] | None = None) -> int:
         report["runs"] = rows
         write_results(args.results_dir, stem, report, render(report))
 
-    if args.profile != "accuracy":
+    previous = _previous_report(args.results_dir / f"{stem}.json") if args.extend else {}
+    if previous.get("step_time"):
+        report["step_time"] = previous["step_time"]
+    elif args.profile != "accuracy":
         report["step_time"] = step_table(args)
     if args.cli_steps:
         report["cli"] = cli_throughput(args)
     run_accuracy = args.profile == "accuracy" or (args.profile == "default"
                                                   and not args.skip_accuracy)
-    publish(accuracy_runs(args, publish) if run_accuracy else [])
+    publish(accuracy_runs(args, publish, previous.get("runs", [])) if run_accuracy else [])
     print(render(report))
     return 0
 
