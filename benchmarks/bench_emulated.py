@@ -6,8 +6,10 @@ emulate`), side by side with what ``tinyreport`` predicts without emulation.
         [--models mbv2-tiny mcunet-in3 ...] [--tflite OTHER.tflite ...] [--cores cortex-m7] \
         [--work DIR] [--inputs 3]
 
-Per model and core: flash measured (from the linker map) against the estimate (model file +
-runtime estimate), the arena that CMSIS-NN needs (the smallest that allocates, by bisection in
+Per model and core: flash measured (the product image's linker map: newlib-nano, no
+semihosting, a main that only initialises and invokes) and what the emulator's run image adds to
+it (semihosting, full newlib with printf, the measuring driver, its test inputs), against the
+estimate (model file + runtime estimate), the arena that CMSIS-NN needs (the smallest that allocates, by bisection in
 QEMU) against the prediction with the board ISA's CMSIS-NN scratch and against the reference
 kernels' arena (Python TFLM on x86-64), .data/.bss and the stack high-water mark, instructions per
 inference (QEMU icount), and the outputs compared value by value with the Python TFLM (reference
@@ -57,7 +59,8 @@ def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path,
     estimate = graph.model_bytes + runtime_estimate(graph)
     return {"model": label, "core": core, "ops": len(graph.ops),
             "flash_measured": run.flash_bytes, "flash_estimated": estimate,
-            "flash_split": run.flash, "arena_measured": run.arena_min,
+            "flash_split": run.flash_product, "flash_run_image": run.flash["total"],
+            "flash_harness": run.harness["total"], "arena_measured": run.arena_min,
             "arena_predicted": max(pred.total, pred.min_arena),
             "head_measured": run.arena_sections["head"], "head_predicted": pred.head,
             "tail_measured": run.arena_sections["tail"], "tail_predicted": pred.tail,
@@ -92,13 +95,20 @@ def _kb(n: int) -> str:
     return f"{n:,}"
 
 
+def _flash_harness(row: dict) -> str:
+    """What the run image adds to the product image (rows measured before the product image
+    existed have none)."""
+    return _kb(row["flash_harness"]) if "flash_harness" in row else "n/m"
+
+
 def render(doc: dict) -> str:
     lines = ["# Emulated Cortex-M: TFLM + CMSIS-NN in QEMU", "", doc["setup"], "",
-             "| model | core | flash measured | flash estimated | arena CMSIS-NN (measured) | "
+             "| model | core | flash measured (product image) | run image adds | flash estimated | "
+             "arena CMSIS-NN (measured) | "
              "arena predicted | head measured / predicted | tail measured / predicted | "
              "arena ref. kernels | bundle arena allocates | .data+.bss | stack | "
              "instructions / inference | outputs vs host TFLM |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in doc["rows"]:
         if "error" in r:
             why = r["error"].splitlines()[0].replace("|", "/")
@@ -111,7 +121,7 @@ def render(doc: dict) -> str:
             same += f", first at op #{first['op']} {first['opcode']}"
         lines.append(
             f"| {r['model']} | {r['core']} | {_kb(r['flash_measured'])} | "
-            f"{_kb(r['flash_estimated'])} | {_kb(r['arena_measured'])} | "
+            f"{_flash_harness(r)} | {_kb(r['flash_estimated'])} | {_kb(r['arena_measured'])} | "
             f"{_kb(r['arena_predicted'])} | {_kb(r['head_measured'])} / "
             f"{_kb(r['head_predicted'])} | {_kb(r['tail_measured'])} / "
             f"{_kb(r['tail_predicted'])} | {_kb(r['arena_reference_kernels'])} | "
@@ -179,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"setup": (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}; QEMU mps2-an386 "
                      f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {emulate.TFLM_COMMIT} + CMSIS-NN "
                      f"{emulate.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
-                     "inputs per model. Flash estimated = model file + tinyreport's runtime "
+                     "inputs per model. Flash measured = the product image (newlib-nano, no "
+                     "semihosting, initialise + invoke only; the emulator's run image adds the "
+                     "next column). Flash estimated = model file + tinyreport's runtime "
                      "estimate (calibrated on these builds); arena predicted = tinyreport's "
                      "prediction for a Cortex-M board (the DSP ISA's CMSIS-NN scratch, 32-bit "
                      "structs, smallest arena that allocates); "
