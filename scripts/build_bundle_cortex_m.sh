@@ -91,6 +91,20 @@ case "$CORE" in
   cortex-m4|cortex-m7) ;;
   *) echo "error: CORE must be cortex-m4 or cortex-m7, not $CORE" >&2; exit 2 ;;
 esac
+# The profile's library: BUILD_TYPE names its folder (gen/..._release_...); the kernels' -O level
+# does not, so the speed build gets its own BASE_GENDIR (make does not rebuild on changed flags).
+PROFILE_CXXFLAGS=""   # what the profile's library is compiled with that the bundle must match
+case "${FIRMWARE_PROFILE:-product}" in
+  product) PROFILE_ARGS=(BUILD_TYPE=default KERNEL_OPTIMIZATION_LEVEL=-Os
+                         THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-Os) ;;
+  release) PROFILE_ARGS=(BUILD_TYPE=release KERNEL_OPTIMIZATION_LEVEL=-Os
+                         THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-Os)
+           PROFILE_CXXFLAGS="-DNDEBUG -DTF_LITE_STRIP_ERROR_STRINGS" ;;
+  speed) PROFILE_ARGS=(BUILD_TYPE=default BASE_GENDIR=gen-o2 KERNEL_OPTIMIZATION_LEVEL=-O2
+                       THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-O2) ;;
+  *) echo "error: FIRMWARE_PROFILE must be product, release or speed, not $FIRMWARE_PROFILE" >&2
+     exit 2 ;;
+esac
 BUNDLE=$(cd "$2" && pwd)
 mkdir -p "$3"
 OUT=$(cd "$3" && pwd)
@@ -146,20 +160,6 @@ if [ ! -e "$DL/gcc_embedded/bin/arm-none-eabi-gcc" ]; then
 fi
 
 # --- 2. The TFLM library (TFLM's make; incremental). ---
-# The profile's library: BUILD_TYPE names its folder (gen/..._release_...); the kernels' -O level
-# does not, so the speed build gets its own BASE_GENDIR (make does not rebuild on changed flags).
-PROFILE_CXXFLAGS=""   # what the profile's library is compiled with that the bundle must match
-case "${FIRMWARE_PROFILE:-product}" in
-  product) PROFILE_ARGS=(BUILD_TYPE=default KERNEL_OPTIMIZATION_LEVEL=-Os
-                         THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-Os) ;;
-  release) PROFILE_ARGS=(BUILD_TYPE=release KERNEL_OPTIMIZATION_LEVEL=-Os
-                         THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-Os)
-           PROFILE_CXXFLAGS="-DNDEBUG -DTF_LITE_STRIP_ERROR_STRINGS" ;;
-  speed) PROFILE_ARGS=(BUILD_TYPE=default BASE_GENDIR=gen-o2 KERNEL_OPTIMIZATION_LEVEL=-O2
-                       THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-O2) ;;
-  *) echo "error: FIRMWARE_PROFILE must be product, release or speed, not $FIRMWARE_PROFILE" >&2
-     exit 2 ;;
-esac
 MAKE_ARGS=(-f tensorflow/lite/micro/tools/make/Makefile TARGET=cortex_m_qemu TARGET_ARCH="$CORE"
            OPTIMIZED_KERNEL_DIR=cmsis_nn "${PROFILE_ARGS[@]}")
 # TFLM's Makefile runs `python3` with numpy and Pillow while it parses (generated example arrays):

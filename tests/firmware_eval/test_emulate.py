@@ -385,3 +385,34 @@ def test_profiles_side_by_side(models, tmp_path):
     assert all(row["bit_exact"] for row in run["profiles"].values())
     assert run["profiles"]["product"]["flash_bytes"] == run["flash_bytes"]
     assert "profiles (product image flash" in "\n".join(emulate.emulation_lines(run))
+
+
+def test_build_script_rejects_an_unknown_profile_in_one_line(tmp_path):
+    import subprocess
+
+    proc = subprocess.run(["bash", str(emulate_build.BUILD_SCRIPT), "cortex-m7", str(tmp_path),
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "FIRMWARE_PROFILE": "fast"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: FIRMWARE_PROFILE must be product, release or speed, "
+                                   "not fast")
+
+
+def test_each_build_links_the_product_image_with_the_profile(monkeypatch, tmp_path):
+    """FirmwareBuild hands the build script the product main (copied from the package) and the
+    profile; a failed build is one UserError naming its log."""
+    seen = {}
+
+    def fake_run(cmd, timeout, env=None):
+        seen.update(env)
+        return emulate_build.subprocess.CompletedProcess(cmd, 1, "", "error: stop here")
+
+    monkeypatch.setattr(emulate_build, "run_command", fake_run)
+    build = emulate_build.FirmwareBuild("cortex-m7", tmp_path, tmp_path, "/tflm", None,
+                                        np.zeros((1, 4), np.int8), 1.0, 1.0, "speed")
+    with pytest.raises(UserError, match="build failed"):
+        build.run(tmp_path / "out")
+    assert seen["FIRMWARE_PROFILE"] == "speed"
+    product = tmp_path / "driver" / "product_main.cc"
+    assert seen["PRODUCT_MAIN_SRC"] == str(product)
+    assert product.read_text() == emulate_build.PRODUCT_CC.read_text()
