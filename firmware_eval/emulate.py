@@ -365,16 +365,17 @@ def emulation_lines(run: dict, indent: str = "") -> list[str]:
         same += ", every op's output too"
     allocates = "allocates" if run["bundle_arena_allocates"] else "DOES NOT allocate"
     profile = run.get("profile", "product")
-    h = run["flash_harness"]
+    h = run.get("flash_harness")
     return [f"{indent}emulated {run['core']} (QEMU {run['machine']}; TFLM {TFLM_COMMIT} + "
             f"CMSIS-NN {CMSIS_NN_COMMIT}; {profile} profile: {PROFILES[profile]}):",
             f"{indent}  flash measured {run['flash_bytes']:,} B (product image: newlib-nano, no "
             f"semihosting): model {f['model']:,} + TFLM framework {f['tflm_framework']:,} + "
             f"kernels {f['kernels']:,} (CMSIS-NN {f['cmsis_nn']:,}) + C runtime "
             f"{f['runtime']:,} + main {f['driver']:,} + padding {f['padding']:,}",
-            f"{indent}  the emulator's run image adds {h['total']:,} B (C runtime with printf "
-            f"and semihosting {h['runtime']:+,}, measuring driver {h['driver']:+,}, test inputs "
-            f"{h['test_inputs']:,}): {run['flash_run_image']['total']:,} B, not flashed",
+            *([f"{indent}  the emulator's run image adds {h['total']:,} B (C runtime with "
+               f"printf and semihosting {h['runtime']:+,}, measuring driver {h['driver']:+,}, "
+               f"test inputs {h['test_inputs']:,}): {run['flash_run_image']['total']:,} B, not "
+               "flashed"] if h else []),
             f"{indent}  SRAM measured {run['sram_bytes']:,} B: arena {s['arena_min']:,} (the "
             f"smallest that allocates; the bundle's {run['bundle_arena_size']:,} {allocates}) + "
             f".data {s['data']:,} + .bss {s['bss']:,} + stack {s['stack']:,}",
