@@ -6,9 +6,9 @@
 #   scripts/build_bundle_cortex_m.sh fetch-sources DIR     # git clone the pinned commits (GitHub)
 #
 # CORE is cortex-m4 (run it with `qemu-system-arm -M mps2-an386`) or cortex-m7 (`-M mps2-an500`).
-# Writes OUT_DIR/firmware.elf and OUT_DIR/firmware.map (the run image). The ELF has a minimal startup (vector
-# table, reset handler that copies .data, zeroes .bss and calls main; SysTick handler) and prints
-# through Arm semihosting (newlib's librdimon), so run it with
+# Writes OUT_DIR/firmware.elf and OUT_DIR/firmware.map (the run image). The ELF has a minimal
+# startup (vector table, reset handler that copies .data, zeroes .bss and calls main; SysTick
+# handler) and prints through Arm semihosting (newlib's librdimon), so run it with
 #   qemu-system-arm -M mps2-an386 -nographic -semihosting-config enable=on,target=native \
 #     -kernel OUT_DIR/firmware.elf
 # firmware_eval/emulate.py drives all of this (build, run, compare with the Python TFLM).
@@ -240,7 +240,8 @@ ARCH_FLAGS="-mcpu=$CORE -mthumb -mfloat-abi=soft -funsigned-char -mlittle-endian
  -fomit-frame-pointer"
 CXXFLAGS_ALL="$ARCH_FLAGS -std=c++17 -fno-rtti -fno-exceptions -fno-threadsafe-statics \
  -fno-unwind-tables -ffunction-sections -fdata-sections -fmessage-length=0 \
- -DTF_LITE_STATIC_MEMORY -DTF_LITE_MCU_DEBUG_LOG -DCMSIS_NN -Wall -Wno-unused-parameter -Os $PROFILE_CXXFLAGS"
+ -DTF_LITE_STATIC_MEMORY -DTF_LITE_MCU_DEBUG_LOG -DCMSIS_NN -Wall -Wno-unused-parameter -Os \
+ $PROFILE_CXXFLAGS"
 INCLUDES="-I$TFLM -I$DL -I$DL/gemmlowp -I$DL/flatbuffers/include -I$DL/ruy -I$DL/kissfft"
 start=$(date +%s)
 mkdir -p "$OUT/obj"
