@@ -173,7 +173,12 @@ def source_dirs() -> tuple[str | None, str | None]:
 
 
 def emulation_problem() -> str | None:
-    """Why emulation cannot run here (tools or sources missing, with how to fix it), or None."""
+    """Why emulation cannot run here (tools or sources missing, with how to fix it; an unknown
+    ``$TINYEXPORT_FIRMWARE_PROFILE``), or None."""
+    try:
+        selected_profiles()
+    except UserError as exc:
+        return f"{PROFILE_ENV}: {exc}"
     missing = missing_tools()
     if missing:
         return "emulation needs tools not on PATH: " + "; ".join(missing)

@@ -118,6 +118,8 @@ def test_firmware_profiles_are_selected(monkeypatch):
         emulate.selected_profiles("fast")
     with pytest.raises(UserError, match="no firmware profile"):
         emulate.selected_profiles(",")
+    monkeypatch.setenv(emulate.PROFILE_ENV, "fast")  # found before any work is done
+    assert emulate.emulation_problem().startswith(f"{emulate.PROFILE_ENV}: firmware profile must")
 
 
 def test_product_main_is_package_data_without_a_harness():
