@@ -266,6 +266,16 @@ def test_tinyreport_emulate_bad_requests_are_one_line(models, capsys, argv, frag
     assert fragment in err and "Traceback" not in err
 
 
+def test_tinyreport_unknown_firmware_profile_is_one_line(models, capsys, monkeypatch):
+    from tinyexport.benchmarks import report_cli
+
+    monkeypatch.setenv(emulate.PROFILE_ENV, "product,fast")
+    assert report_cli.main([str(models["int8"]), "--emulate", "cortex-m7"]) == 2
+    err = capsys.readouterr().err
+    assert "firmware profile must be one of product, release, speed, not 'fast'" in err
+    assert err.count("error") == 1 and "Traceback" not in err
+
+
 def test_tinyreport_emulate_without_sources_says_how_to_get_them(models, capsys, monkeypatch,
                                                                  tmp_path):
     from tinyexport.benchmarks import report_cli
