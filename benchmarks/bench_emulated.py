@@ -4,10 +4,12 @@ emulate`), side by side with what ``tinyreport`` predicts without emulation.
 
     TFLM_SRC=... THIRD_PARTY_SRC=... .venv/bin/python -m tinyexport.benchmarks.bench_emulated \
         [--models mbv2-tiny mcunet-in3 ...] [--tflite OTHER.tflite ...] [--cores cortex-m7] \
-        [--work DIR] [--inputs 3]
+        [--work DIR] [--inputs 3] [--profiles product speed]
 
-Per model and core: flash measured (from the linker map) against the estimate (model file +
-runtime estimate), the arena that CMSIS-NN needs (the smallest that allocates, by bisection in
+Per model and core: flash measured (the product image's linker map: newlib-nano, no
+semihosting, a main that only initialises and invokes) and what the emulator's run image adds to
+it (semihosting, full newlib with printf, the measuring driver, its test inputs), against the
+estimate (model file + runtime estimate), the arena that CMSIS-NN needs (the smallest that allocates, by bisection in
 QEMU) against the prediction with the board ISA's CMSIS-NN scratch and against the reference
 kernels' arena (Python TFLM on x86-64), .data/.bss and the stack high-water mark, instructions per
 inference (QEMU icount), and the outputs compared value by value with the Python TFLM (reference
@@ -47,17 +49,20 @@ H743_HZ = 480e6
 
 
 def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path,
-                timeout_s: float = 240.0) -> dict:
-    """One model on one core: measured in QEMU next to the predictions."""
+                timeout_s: float = 240.0, profile: str = "product") -> dict:
+    """One model on one core with one firmware profile: measured in QEMU next to the
+    predictions."""
     graph = load(path)
     pred = predict(graph, "dsp")  # Cortex-M4 and M7 both have the DSP extension
     start = time.monotonic()
-    run = emulate.emulate(path, core, work=work / f"{label}-{core}", n_inputs=n_inputs,
-                     timeout_s=timeout_s)
+    suffix = "" if profile == "product" else f"-{profile}"
+    run = emulate.emulate(path, core, work=work / f"{label}-{core}{suffix}", n_inputs=n_inputs,
+                          timeout_s=timeout_s, profile=profile)
     estimate = graph.model_bytes + runtime_estimate(graph)
-    return {"model": label, "core": core, "ops": len(graph.ops),
+    return {"model": label, "core": core, "profile": profile, "ops": len(graph.ops),
             "flash_measured": run.flash_bytes, "flash_estimated": estimate,
-            "flash_split": run.flash, "arena_measured": run.arena_min,
+            "flash_split": run.flash_product, "flash_run_image": run.flash["total"],
+            "flash_harness": run.harness["total"], "arena_measured": run.arena_min,
             "arena_predicted": max(pred.total, pred.min_arena),
             "head_measured": run.arena_sections["head"], "head_predicted": pred.head,
             "tail_measured": run.arena_sections["tail"], "tail_predicted": pred.tail,
@@ -75,7 +80,8 @@ def calibration(rows: list[dict]) -> dict:
     """Cycles per instruction from the published H743 latencies, and the leave-one-out error of
     the latency each model would have been given from the others' mean CPI."""
     points = {r["model"]: PUBLISHED_H743_MS[r["model"]] * 1e-3 * H743_HZ / r["instructions"]
-              for r in rows if r["core"] == "cortex-m7" and r["model"] in PUBLISHED_H743_MS}
+              for r in rows if r["core"] == "cortex-m7" and r["model"] in PUBLISHED_H743_MS
+              and _product(r)}
     out = {"cpi": {k: round(v, 3) for k, v in points.items()}}
     if len(points) >= 2:
         errors = {}
@@ -92,17 +98,34 @@ def _kb(n: int) -> str:
     return f"{n:,}"
 
 
+def _product(row: dict) -> bool:
+    """A row of the default (product) profile; rows measured before profiles existed are."""
+    return row.get("profile", "product") == "product"
+
+
+def _core(row: dict) -> str:
+    """The core, with the firmware profile where it is not the product one."""
+    return row["core"] + ("" if _product(row) else f" ({row['profile']})")
+
+
+def _flash_harness(row: dict) -> str:
+    """What the run image adds to the product image (rows measured before the product image
+    existed have none)."""
+    return _kb(row["flash_harness"]) if "flash_harness" in row else "n/m"
+
+
 def render(doc: dict) -> str:
     lines = ["# Emulated Cortex-M: TFLM + CMSIS-NN in QEMU", "", doc["setup"], "",
-             "| model | core | flash measured | flash estimated | arena CMSIS-NN (measured) | "
+             "| model | core | flash measured | run image adds | flash estimated | "
+             "arena CMSIS-NN (measured) | "
              "arena predicted | head measured / predicted | tail measured / predicted | "
              "arena ref. kernels | bundle arena allocates | .data+.bss | stack | "
              "instructions / inference | outputs vs host TFLM |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in doc["rows"]:
         if "error" in r:
             why = r["error"].splitlines()[0].replace("|", "/")
-            lines.append(f"| {r['model']} | {r['core']} | failed: {why} |")
+            lines.append(f"| {r['model']} | {_core(r)} | failed: {why} |")
             continue
         b = r["bit_exact"]
         same = "bit-exact" if b.get("equal") else f"{b.get('mismatches')} differ"
@@ -110,8 +133,8 @@ def render(doc: dict) -> str:
             first = b["first_difference"]
             same += f", first at op #{first['op']} {first['opcode']}"
         lines.append(
-            f"| {r['model']} | {r['core']} | {_kb(r['flash_measured'])} | "
-            f"{_kb(r['flash_estimated'])} | {_kb(r['arena_measured'])} | "
+            f"| {r['model']} | {_core(r)} | {_kb(r['flash_measured'])} | "
+            f"{_flash_harness(r)} | {_kb(r['flash_estimated'])} | {_kb(r['arena_measured'])} | "
             f"{_kb(r['arena_predicted'])} | {_kb(r['head_measured'])} / "
             f"{_kb(r['head_predicted'])} | {_kb(r['tail_measured'])} / "
             f"{_kb(r['tail_predicted'])} | {_kb(r['arena_reference_kernels'])} | "
@@ -123,7 +146,7 @@ def render(doc: dict) -> str:
     for r in doc["rows"]:
         types = r.get("instructions_by_op_type") or {}
         total = sum(types.values())
-        if r["core"] == "cortex-m7" and total:
+        if r["core"] == "cortex-m7" and _product(r) and total:
             top = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in list(types.items())[:4])
             lines.append(f"| {r['model']} | {top} |")
     cal = doc.get("calibration") or {}
@@ -132,7 +155,8 @@ def render(doc: dict) -> str:
                   "at 480 MHz, docs/mcunet.md §5.3): cycles per emulated instruction", "",
                   "| model | published ms | M7 instructions | cycles / instruction | "
                   "leave-one-out latency error |", "|---|---:|---:|---:|---:|"]
-        m7 = {r["model"]: r for r in doc["rows"] if r["core"] == "cortex-m7" and "error" not in r}
+        m7 = {r["model"]: r for r in doc["rows"]
+              if r["core"] == "cortex-m7" and _product(r) and "error" not in r}
         for name, cpi in cal["cpi"].items():
             err = cal.get("leave_one_out_error_pct", {}).get(name)
             lines.append(f"| {name} | {PUBLISHED_H743_MS[name]:.0f} | "
@@ -154,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, help="export cache and build folders (default: temporary)")
     p.add_argument("--inputs", type=int, default=3, help="seeded inputs compared per model")
     p.add_argument("--timeout", type=float, default=120.0, help="QEMU seconds per model")
+    p.add_argument("--profiles", nargs="+", choices=list(emulate.PROFILES), default=["product"],
+                   help="firmware profiles to measure (a TFLM library build each)")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     return p
 
@@ -170,16 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for label, path in models:
             for core in args.cores:
-                try:
-                    rows.append(bench_model(label, path, core, args.inputs, work / "emulate",
-                                            args.timeout))
-                except UserError as exc:  # one model's failure is a row, not the end
-                    rows.append({"model": label, "core": core, "error": str(exc)})
+                for profile in args.profiles:
+                    try:
+                        rows.append(bench_model(label, path, core, args.inputs,
+                                                work / "emulate", args.timeout, profile))
+                    except UserError as exc:  # one model's failure is a row, not the end
+                        rows.append({"model": label, "core": core, "profile": profile,
+                                     "error": str(exc)})
                 print(rows[-1], flush=True)
     doc = {"setup": (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}; QEMU mps2-an386 "
                      f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {emulate.TFLM_COMMIT} + CMSIS-NN "
                      f"{emulate.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
-                     "inputs per model. Flash estimated = model file + tinyreport's runtime "
+                     "inputs per model. Flash measured = the product image (newlib-nano, no "
+                     "semihosting, initialise + invoke only; the emulator's run image adds the "
+                     "next column). Flash estimated = model file + tinyreport's runtime "
                      "estimate (calibrated on these builds); arena predicted = tinyreport's "
                      "prediction for a Cortex-M board (the DSP ISA's CMSIS-NN scratch, 32-bit "
                      "structs, smallest arena that allocates); "

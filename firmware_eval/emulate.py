@@ -12,9 +12,13 @@
   on a loop of known length). An instruction count, not a cycle count: QEMU models no pipeline,
   caches, wait states or multi-cycle instructions.
 
-Flash is read from the linker map: ``.text`` + ``.rodata`` + ``.data`` (+ the small ARM sections)
+Flash is read from the linker maps: ``.text`` + ``.rodata`` + ``.data`` (+ the small ARM sections)
 attributed to the model array, the TFLM framework, the kernels (TFLM kernel wrappers + CMSIS-NN),
-the C/C++ runtime and startup, and the driver (whose random test inputs are counted apart).
+the C/C++ runtime and startup, and ``main``. Two images of the same bundle and library are linked:
+the run image (the driver above, semihosting, full newlib: outputs, arena, stack, instructions)
+and the product image (``product_main.cc``: initialise + invoke, newlib-nano, no semihosting),
+whose flash is the measured one; the report says what the run image's harness adds.
+The firmware profile (``PROFILES``: product, release, speed) picks the TFLM library build.
 
 Needs ``arm-none-eabi-gcc`` (Debian ``gcc-arm-none-eabi libnewlib-arm-none-eabi``),
 ``qemu-system-arm`` and the pinned TFLM / CMSIS-NN / third-party sources (``TFLM_SRC`` and
@@ -44,20 +48,28 @@ from tinyexport.firmware_eval.emulate_build import (
     BUILD_SCRIPT,
     CALIB_ITERATIONS,
     MACHINES,
+    PROFILES,
     FirmwareBuild,
     bisection_notes,
     localize,
     model_bytes,
     run_bisecting,
 )
-from tinyexport.firmware_eval.emulate_map import flash_split, object_categories, recorded_sections, stack_high_water
+from tinyexport.firmware_eval.emulate_map import (
+    flash_split,
+    harness_delta,
+    object_categories,
+    recorded_sections,
+    stack_high_water,
+)
 from tinyexport.firmware_eval.tflm_measurement import bit_exactness
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified
 from tinyexport.json_record import NOT_RECORDED, to_record
 
 __all__ = ["TOOLS", "EmulationResult", "TFLM_COMMIT", "CMSIS_NN_COMMIT", "DEFAULT_SOURCES",
-           "CORES", "source_dirs", "emulation_problem", "missing_tools", "sources_problem",
-           "emulate", "emulate_cores", "emulation_lines", "main"]
+           "CORES", "PROFILES", "PROFILE_ENV", "selected_profiles", "source_dirs",
+           "emulation_problem", "missing_tools", "sources_problem", "emulate", "emulate_cores",
+           "emulation_lines", "main"]
 
 _log = logging.getLogger(__name__)
 TOOLS = {"arm-none-eabi-gcc": "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi",
@@ -74,7 +86,8 @@ class EmulationResult:
 
     core: str
     machine: str
-    flash: dict            # bytes: total and the split by origin
+    flash: dict            # the run image's bytes: total and the split by origin
+    flash_product: dict    # the product image's (newlib-nano, no semihosting, no driver)
     ram_static: dict       # .data + .bss (the driver's bisection arena etc. reported apart)
     arena_min: int
     arena_used: int        # interpreter.arena_used_bytes() at arena_min
@@ -95,6 +108,7 @@ class EmulationResult:
     map_file: Path
     seconds: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    profile: str = "product"
 
     @property
     def sram_bytes(self) -> int:
@@ -105,9 +119,15 @@ class EmulationResult:
 
     @property
     def flash_bytes(self) -> int:
-        """Flash of the firmware without the emulator's test inputs (the driver's few hundred
-        bytes of main() stand in for an application's)."""
-        return self.flash["total_without_test_inputs"]
+        """Flash of the product image: the bundle's model, TFLM, its kernels and the C runtime as
+        an application links them (its minimal main stands in for the application's)."""
+        return self.flash_product["total"]
+
+    @property
+    def harness(self) -> dict:
+        """What the run image (semihosting, full newlib, printf, the measuring driver, its test
+        inputs) adds to the product image's flash."""
+        return harness_delta(self.flash, self.flash_product)
 
     def by_op_type(self) -> dict[str, int]:
         """Instructions per op type (the profiled Invoke), largest first."""
@@ -119,8 +139,10 @@ class EmulationResult:
     def summary(self) -> dict:
         """JSON-able figures for reports (no arrays, no paths into a temporary folder)."""
         insns = self.instructions_per_inference
-        return {"core": self.core, "machine": self.machine, "flash_bytes": self.flash_bytes,
-                "flash": self.flash, "sram_bytes": self.sram_bytes,
+        return {"core": self.core, "machine": self.machine, "profile": self.profile,
+                "flash_bytes": self.flash_bytes, "flash": self.flash_product,
+                "flash_run_image": self.flash, "flash_harness": self.harness,
+                "sram_bytes": self.sram_bytes,
                 "sram": {"arena_min": self.arena_min, **self.ram_static,
                          "stack": self.stack_bytes},
                 "arena_used": self.arena_used, "arena_sections": self.arena_sections,
@@ -151,7 +173,12 @@ def source_dirs() -> tuple[str | None, str | None]:
 
 
 def emulation_problem() -> str | None:
-    """Why emulation cannot run here (tools or sources missing, with how to fix it), or None."""
+    """Why emulation cannot run here (tools or sources missing, with how to fix it; an unknown
+    ``$TINYEXPORT_FIRMWARE_PROFILE``), or None."""
+    try:
+        selected_profiles()
+    except UserError as exc:
+        return f"{PROFILE_ENV}: {exc}"
     missing = missing_tools()
     if missing:
         return "emulation needs tools not on PATH: " + "; ".join(missing)
@@ -198,13 +225,15 @@ def _write_model_bundle(model: Path, out_dir: Path) -> None:
 def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
             third_party_src: str | None = None, work: Path | None = None, n_inputs: int = 3,
             seed: int = 0, timeout_s: float = 600.0, build_timeout_s: float = 3600.0,
-            check_ops: bool = False) -> EmulationResult:
+            check_ops: bool = False, profile: str = "product") -> EmulationResult:
     """Build ``source`` (an export folder with ``firmware/``, a bundle folder, or a ``.tflite``)
     for ``core`` with TFLM + CMSIS-NN, run it under QEMU and compare with the Python TFLM.
     Where the outputs differ, :func:`localize` finds the first op that differs; ``check_ops``
-    runs that op-by-op comparison on input 0 even when they agree (``bit_exact["ops_equal"]``)."""
+    runs that op-by-op comparison on input 0 even when they agree (``bit_exact["ops_equal"]``).
+    ``profile`` (``PROFILES``) picks the TFLM library build both images link."""
     if core not in MACHINES:
         raise UserError(f"core must be one of {sorted(MACHINES)}, not {core!r}")
+    check_profile(profile)
     missing = missing_tools()
     if missing:
         raise UserError("emulate needs tools not on PATH: " + "; ".join(missing))
@@ -237,7 +266,7 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
     q = np.random.default_rng(seed).integers(-128, 128, (n_inputs, *t_in.shape[1:]), np.int8)
 
     build = FirmwareBuild(core, bundle, work, str(tflm_src), third_party_src, q, timeout_s,
-                   build_timeout_s)
+                          build_timeout_s, profile)
     found = run_bisecting(build, work / core, seconds)
     out = work / core
     rows = np.array([[int(v) for v in found["output"][k]] for k in range(n_inputs)], np.int64)
@@ -257,10 +286,13 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
     per_tick = 2 * CALIB_ITERATIONS / calib
     insns = [round(int(found["invoke_ticks"][k][0]) * per_tick) for k in range(n_inputs)]
     lib = Path((out / "tflm_library.txt").read_text().strip())
-    flash, ram = flash_split((out / "firmware.map").read_text(), object_categories(lib))
+    cats = object_categories(lib)
+    flash, ram = flash_split((out / "firmware.map").read_text(), cats)
+    flash_product, _ = flash_split((out / "product.map").read_text(), cats)
     arena_h = (bundle / "arena_size.h").read_text()
     return EmulationResult(
-        core=core, machine=MACHINES[core], flash=flash, ram_static=ram,
+        core=core, machine=MACHINES[core], flash=flash, flash_product=flash_product,
+        ram_static=ram,
         arena_min=int(found["arena_min"]), arena_used=int(found["arena_used"]),
         stack_bytes=stack_high_water(found), arena_sections=recorded_sections(found),
         op_instructions=[[v[1] if len(v) > 1 else "?", round(int(v[0]) * per_tick)]
@@ -271,18 +303,57 @@ def emulate(source, core: str = "cortex-m7", *, tflm_src: str | None = None,
         instructions_per_inference=insns, instructions_per_tick=round(per_tick, 3),
         outputs=rows, reference=ref, bit_exact=exact,
         elf=out / "firmware.elf", map_file=out / "firmware.map", seconds=seconds,
-        notes=bisection_notes(found))
+        notes=bisection_notes(found), profile=profile)
 
 
-def emulate_cores(source, cores: list[str], keep: Path | None = None, **kwargs) -> dict[str, dict]:
-    """:func:`emulate` on each core; core -> ``EmulationResult.summary()``. Builds in a temporary
-    folder unless ``keep`` names one (ELF, map and logs per core stay there)."""
+# Firmware profiles to measure when the caller names none: a comma-separated list, the first one's
+# figures go to the verdict (e.g. TINYEXPORT_FIRMWARE_PROFILE=product,speed).
+PROFILE_ENV = "TINYEXPORT_FIRMWARE_PROFILE"
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise UserError(f"firmware profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    return profile
+
+
+def selected_profiles(profiles=None) -> list[str]:
+    """The profiles to measure: ``profiles`` (a list or a comma-separated string), else
+    ``$TINYEXPORT_FIRMWARE_PROFILE``, else the product profile; duplicates dropped, order kept."""
+    if profiles is None:
+        profiles = os.environ.get(PROFILE_ENV) or "product"
+    if isinstance(profiles, str):
+        profiles = [p.strip() for p in profiles.split(",") if p.strip()]
+    names = list(dict.fromkeys(check_profile(p) for p in profiles))
+    if not names:
+        raise UserError("no firmware profile named")
+    return names
+
+
+def profile_row(run: dict) -> dict:
+    """One profile's figures for the side-by-side table (from ``EmulationResult.summary()``)."""
+    return {"flash_bytes": run["flash_bytes"], "flash_harness": run["flash_harness"]["total"],
+            "kernels": run["flash"]["kernels"], "instructions_mean": run["instructions_mean"],
+            "bit_exact": run["bit_exact"].get("equal")}
+
+
+def emulate_cores(source, cores: list[str], keep: Path | None = None, profiles=None,
+                  **kwargs) -> dict[str, dict]:
+    """:func:`emulate` on each core; core -> ``EmulationResult.summary()`` of the first profile
+    (:func:`selected_profiles`), with ``profiles``: each measured profile's flash and instructions
+    side by side. Builds in a temporary folder unless ``keep`` names one (ELF, maps and logs per
+    core and profile stay there)."""
+    names = selected_profiles(profiles)
     out = {}
     with tempfile.TemporaryDirectory(prefix="emulate_") as tmp:
         for core in cores:
-            work = Path(keep or tmp) / core
-            _log.info("emulating %s on %s (QEMU %s)...", Path(source).name, core, MACHINES[core])
-            out[core] = emulate(source, core, work=work, **kwargs).summary()
+            for name in names:
+                work = Path(keep or tmp) / (core if name == "product" else f"{core}-{name}")
+                _log.info("emulating %s on %s (QEMU %s, %s profile)...", Path(source).name, core,
+                          MACHINES[core], name)
+                run = emulate(source, core, work=work, profile=name, **kwargs).summary()
+                first = out.setdefault(core, run)
+                first.setdefault("profiles", {})[name] = profile_row(run)
     return out
 
 
@@ -298,19 +369,42 @@ def emulation_lines(run: dict, indent: str = "") -> list[str]:
     elif exact.get("ops_equal"):
         same += ", every op's output too"
     allocates = "allocates" if run["bundle_arena_allocates"] else "DOES NOT allocate"
+    profile = run.get("profile", "product")
+    h = run.get("flash_harness")
     return [f"{indent}emulated {run['core']} (QEMU {run['machine']}; TFLM {TFLM_COMMIT} + "
-            f"CMSIS-NN {CMSIS_NN_COMMIT}, -Os):",
-            f"{indent}  flash measured {run['flash_bytes']:,} B: model {f['model']:,} + TFLM "
-            f"framework {f['tflm_framework']:,} + kernels {f['kernels']:,} (CMSIS-NN "
-            f"{f['cmsis_nn']:,}) + C runtime {f['runtime']:,} + driver {f['driver']:,} + "
-            f"padding {f['padding']:,}",
+            f"CMSIS-NN {CMSIS_NN_COMMIT}; {profile} profile: {PROFILES[profile]}):",
+            f"{indent}  flash measured {run['flash_bytes']:,} B (product image: newlib-nano, no "
+            f"semihosting): model {f['model']:,} + TFLM framework {f['tflm_framework']:,} + "
+            f"kernels {f['kernels']:,} (CMSIS-NN {f['cmsis_nn']:,}) + C runtime "
+            f"{f['runtime']:,} + main {f['driver']:,} + padding {f['padding']:,}",
+            *([f"{indent}  the emulator's run image adds {h['total']:,} B (C runtime with "
+               f"printf and semihosting {h['runtime']:+,}, measuring driver {h['driver']:+,}, "
+               f"test inputs {h['test_inputs']:,}): {run['flash_run_image']['total']:,} B, not "
+               "flashed"] if h else []),
             f"{indent}  SRAM measured {run['sram_bytes']:,} B: arena {s['arena_min']:,} (the "
             f"smallest that allocates; the bundle's {run['bundle_arena_size']:,} {allocates}) + "
             f".data {s['data']:,} + .bss {s['bss']:,} + stack {s['stack']:,}",
             f"{indent}  instructions per inference: {run['instructions_mean']:,} (QEMU icount: "
             "an instruction count, not cycles)" + _by_type(run),
             f"{indent}  outputs vs TFLM reference kernels on the host: {same}",
+            *_profile_lines(run, indent),
             *(f"{indent}  note: {n}" for n in run.get("notes", []))]
+
+
+def _profile_lines(run: dict, indent: str) -> list[str]:
+    """Flash and instructions of each measured profile side by side (when more than one)."""
+    rows = run.get("profiles") or {}
+    if len(rows) < 2:
+        return []
+    base = next(iter(rows.values()))
+    lines = [f"{indent}  profiles (product image flash / instructions per inference):"]
+    for name, r in rows.items():
+        d_flash = r["flash_bytes"] - base["flash_bytes"]
+        d_insn = 100 * (r["instructions_mean"] / base["instructions_mean"] - 1)
+        lines.append(f"{indent}    {name:<8} {r['flash_bytes']:>11,} B ({d_flash:+,})  "
+                     f"{r['instructions_mean']:>13,} ({d_insn:+.1f} %)"
+                     + ("" if r["bit_exact"] else "  outputs DIFFER"))
+    return lines
 
 
 def _by_type(run: dict) -> str:
@@ -331,10 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", type=int, default=3)
     ap.add_argument("--check-ops", action="store_true",
                     help="also compare every op's output with the host (a second build)")
+    ap.add_argument("--profile", default="product",
+                    help="firmware profile: " + "; ".join(f"{k} ({v})" for k, v in PROFILES.items()))
     args = ap.parse_args(argv)
     try:
         res = emulate(args.source, args.core, work=args.work, n_inputs=args.inputs,
-                      check_ops=args.check_ops)
+                      check_ops=args.check_ops, profile=args.profile)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
 """Building a bundle for an emulated Cortex-M and running it in QEMU (:mod:`emulate` drives it).
 
 The driver ``main`` is a real C++ file beside this module (``emu_driver.cc``, package data) copied
-into each build as it is; the seeded inputs go in a generated ``emu_inputs.h``. A build is
+into each build as it is; the seeded inputs go in a generated ``emu_inputs.h``. Each build also
+links the product image (``product_main.cc``: initialise and invoke only; newlib-nano, no
+semihosting), whose map gives the flash an application needs. A build is
 ``scripts/build_bundle_cortex_m.sh``; a run is ``qemu-system-arm`` with ``-icount``. What a run
 prints is read by :mod:`emulate_map`.
 """
@@ -35,6 +37,13 @@ CALIB_ITERATIONS = 1_000_000  # the calibration loop: 2 instructions (subs, bne)
 # The driver (bundle model + resolver, arena bisection, instruction counts, every output value):
 # a real C++ file shipped beside this module and copied into each build as it is.
 DRIVER_CC = Path(__file__).with_name("emu_driver.cc")
+# The product image's main (initialise the model, invoke it; nothing printed), package data too.
+PRODUCT_CC = Path(__file__).with_name("product_main.cc")
+# Firmware profiles (a TFLM library build each; scripts/build_bundle_cortex_m.sh FIRMWARE_PROFILE):
+# what each changes against the default product profile.
+PROFILES = {"product": "-Os, TFLM BUILD_TYPE=default",
+            "release": "-Os, TFLM BUILD_TYPE=release (error strings and DCHECKs stripped)",
+            "speed": "TFLM + CMSIS-NN kernels at -O2, BUILD_TYPE=default"}
 
 
 def model_bytes(model_data_cc: Path) -> bytes:
@@ -73,6 +82,7 @@ class FirmwareBuild:
     inputs: np.ndarray
     timeout_s: float
     build_timeout_s: float
+    profile: str = "product"
 
     def run(self, out: Path, defines: str = "", seconds: dict | None = None) -> dict:
         """Build into ``out`` (driver compiled with ``defines``), run, parse the ``emu`` lines."""
@@ -81,8 +91,10 @@ class FirmwareBuild:
         drv = self.work / "driver"
         drv.mkdir(exist_ok=True)
         shutil.copyfile(DRIVER_CC, drv / "emu_driver.cc")
+        shutil.copyfile(PRODUCT_CC, drv / "product_main.cc")
         (drv / "emu_inputs.h").write_text(inputs_header(self.inputs))
         env = dict(os.environ, TFLM_SRC=self.tflm_src, MAIN_SRC=str(drv / "emu_driver.cc"),
+                   PRODUCT_MAIN_SRC=str(drv / "product_main.cc"), FIRMWARE_PROFILE=self.profile,
                    EXTRA_CXXFLAGS=f"-I{drv} {defines}".strip(),
                    PYTHON=os.environ.get("PYTHON", sys.executable))
         if self.third_party_src:

@@ -60,8 +60,12 @@ def object_categories(tflm_lib: Path) -> dict[str, str]:
 _EMULATOR_BSS = ("arena", "rec_storage", "op_ticks")
 
 
+# The main() of each image: the emulator's driver (run image), the application stand-in (product).
+_MAINS = ("emu_driver.o", "product_main.o")
+
+
 def flash_split(map_text: str, cats: dict[str, str]) -> tuple[dict, dict]:
-    """(flash bytes by origin, static RAM bytes) from a GNU ld map."""
+    """(flash bytes by origin, static RAM bytes) from a GNU ld map (run or product image)."""
     flash = {"model": 0, "tflm_framework": 0, "kernels": 0, "cmsis_nn": 0, "runtime": 0,
              "driver": 0, "test_inputs": 0, "padding": 0}
     ram = {"data": 0, "bss": 0, "bss_emulator": 0}
@@ -78,7 +82,7 @@ def flash_split(map_text: str, cats: dict[str, str]) -> tuple[dict, dict]:
             key = "padding"
         elif base == "model_data.o":
             key = "model"
-        elif base == "emu_driver.o":
+        elif base in _MAINS:
             key = "test_inputs" if "g_emu_inputs" in name else "driver"
         elif member and "libtensorflow-microlite" in path:
             key = {"framework": "tflm_framework", "kernels": "kernels"}.get(cats.get(base, ""),
@@ -91,6 +95,16 @@ def flash_split(map_text: str, cats: dict[str, str]) -> tuple[dict, dict]:
     flash["total"] = sum(v for k, v in flash.items() if k != "cmsis_nn")
     flash["total_without_test_inputs"] = flash["total"] - flash["test_inputs"]
     return flash, ram
+
+
+def harness_delta(run: dict, product: dict) -> dict:
+    """What the emulator's run image adds to the product image's flash (both ``flash_split``
+    dicts): in all, without the random test inputs, and per part (runtime: full newlib, printf,
+    semihosting; driver: the measuring main against the product's)."""
+    parts = ("model", "tflm_framework", "kernels", "runtime", "driver", "padding")
+    return {"total": run["total"] - product["total"],
+            "without_test_inputs": run["total_without_test_inputs"] - product["total"],
+            "test_inputs": run["test_inputs"], **{k: run[k] - product[k] for k in parts}}
 
 
 # --- the run ------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@
 #   scripts/build_bundle_cortex_m.sh fetch-sources DIR     # git clone the pinned commits (GitHub)
 #
 # CORE is cortex-m4 (run it with `qemu-system-arm -M mps2-an386`) or cortex-m7 (`-M mps2-an500`).
-# Writes OUT_DIR/firmware.elf and OUT_DIR/firmware.map. The ELF has a minimal startup (vector
-# table, reset handler that copies .data, zeroes .bss and calls main; SysTick handler) and prints
-# through Arm semihosting (newlib's librdimon), so run it with
+# Writes OUT_DIR/firmware.elf and OUT_DIR/firmware.map (the run image). The ELF has a minimal
+# startup (vector table, reset handler that copies .data, zeroes .bss and calls main; SysTick
+# handler) and prints through Arm semihosting (newlib's librdimon), so run it with
 #   qemu-system-arm -M mps2-an386 -nographic -semihosting-config enable=on,target=native \
 #     -kernel OUT_DIR/firmware.elf
 # firmware_eval/emulate.py drives all of this (build, run, compare with the Python TFLM).
@@ -29,10 +29,20 @@
 #
 # The TFLM library (make -f tensorflow/lite/micro/tools/make/Makefile TARGET=cortex_m_qemu
 # TARGET_ARCH=CORE OPTIMIZED_KERNEL_DIR=cmsis_nn microlite, everything at -Os) is built once per
-# core under $TFLM_SRC/gen and reused.
+# core and profile under $TFLM_SRC/gen and reused.
+#
+# Product image. With PRODUCT_MAIN_SRC (a .cc with main()), the same bundle objects and library
+# are linked a second time as a product would link them: newlib-nano (--specs=nano.specs), no
+# semihosting (--specs=nosys.specs; the startup skips initialise_monitor_handles), that main
+# instead of the driver: OUT_DIR/product.elf and OUT_DIR/product.map (not run; flash only).
+#
+# FIRMWARE_PROFILE (a library build each): product (default: -Os, TFLM BUILD_TYPE=default),
+# release (-Os, BUILD_TYPE=release: error strings and DCHECKs stripped), speed (TFLM and CMSIS-NN
+# kernels at -O2, BUILD_TYPE=default; built under $TFLM_SRC/gen-o2).
 #
 # Environment: PYTHON (see below), JOBS (parallel compiles, default nproc), EXTRA_SRCS (more .cc files linked in),
-# EXTRA_CXXFLAGS, MAIN_SRC (a .cc with main() instead of the bundle's main.cc).
+# EXTRA_CXXFLAGS, MAIN_SRC (a .cc with main() instead of the bundle's main.cc), PRODUCT_MAIN_SRC,
+# FIRMWARE_PROFILE.
 set -euo pipefail
 
 # Pinned commits: tflite-micro as the tinyexport tests use it (90b983c2, 2026-08-20, the newest
@@ -80,6 +90,20 @@ CORE=$1
 case "$CORE" in
   cortex-m4|cortex-m7) ;;
   *) echo "error: CORE must be cortex-m4 or cortex-m7, not $CORE" >&2; exit 2 ;;
+esac
+# The profile's library: BUILD_TYPE names its folder (gen/..._release_...); the kernels' -O level
+# does not, so the speed build gets its own BASE_GENDIR (make does not rebuild on changed flags).
+PROFILE_CXXFLAGS=""   # what the profile's library is compiled with that the bundle must match
+case "${FIRMWARE_PROFILE:-product}" in
+  product) PROFILE_ARGS=(BUILD_TYPE=default KERNEL_OPTIMIZATION_LEVEL=-Os
+                         THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-Os) ;;
+  release) PROFILE_ARGS=(BUILD_TYPE=release KERNEL_OPTIMIZATION_LEVEL=-Os
+                         THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-Os)
+           PROFILE_CXXFLAGS="-DNDEBUG -DTF_LITE_STRIP_ERROR_STRINGS" ;;
+  speed) PROFILE_ARGS=(BUILD_TYPE=default BASE_GENDIR=gen-o2 KERNEL_OPTIMIZATION_LEVEL=-O2
+                       THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-O2) ;;
+  *) echo "error: FIRMWARE_PROFILE must be product, release or speed, not $FIRMWARE_PROFILE" >&2
+     exit 2 ;;
 esac
 BUNDLE=$(cd "$2" && pwd)
 mkdir -p "$3"
@@ -137,8 +161,7 @@ fi
 
 # --- 2. The TFLM library (TFLM's make; incremental). ---
 MAKE_ARGS=(-f tensorflow/lite/micro/tools/make/Makefile TARGET=cortex_m_qemu TARGET_ARCH="$CORE"
-           OPTIMIZED_KERNEL_DIR=cmsis_nn KERNEL_OPTIMIZATION_LEVEL=-Os
-           THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-Os)
+           OPTIMIZED_KERNEL_DIR=cmsis_nn "${PROFILE_ARGS[@]}")
 # TFLM's Makefile runs `python3` with numpy and Pillow while it parses (generated example arrays):
 # PYTHON names one that has them (default python3; emulate.py passes its own interpreter).
 PYTHON=${PYTHON:-python3}
@@ -171,7 +194,9 @@ void Reset_Handler(void) {
   uint32_t *src = &__data_load__, *dst = &__data_start__;
   while (dst < &__data_end__) *dst++ = *src++;
   for (dst = &__bss_start__; dst < &__bss_end__;) *dst++ = 0;
+#ifndef TINYEXPORT_PRODUCT /* the product image has no semihosting */
   initialise_monitor_handles();
+#endif
   __libc_init_array();
   exit(main());
 }
@@ -215,7 +240,8 @@ ARCH_FLAGS="-mcpu=$CORE -mthumb -mfloat-abi=soft -funsigned-char -mlittle-endian
  -fomit-frame-pointer"
 CXXFLAGS_ALL="$ARCH_FLAGS -std=c++17 -fno-rtti -fno-exceptions -fno-threadsafe-statics \
  -fno-unwind-tables -ffunction-sections -fdata-sections -fmessage-length=0 \
- -DTF_LITE_STATIC_MEMORY -DTF_LITE_MCU_DEBUG_LOG -DCMSIS_NN -Wall -Wno-unused-parameter -Os"
+ -DTF_LITE_STATIC_MEMORY -DTF_LITE_MCU_DEBUG_LOG -DCMSIS_NN -Wall -Wno-unused-parameter -Os \
+ $PROFILE_CXXFLAGS"
 INCLUDES="-I$TFLM -I$DL -I$DL/gemmlowp -I$DL/flatbuffers/include -I$DL/ruy -I$DL/kissfft"
 start=$(date +%s)
 mkdir -p "$OUT/obj"
@@ -223,13 +249,31 @@ arm-none-eabi-gcc $ARCH_FLAGS -Os -c "$OUT/startup.c" -o "$OUT/obj/startup.o"
 OBJS=("$OUT/obj/startup.o")
 # One object per source, named after it, so the map file attributes each one (model_data.o...).
 # shellcheck disable=SC2086  # word splitting of the flag strings is intended
-for src in "$BUNDLE/model_data.cc" "${MAIN_SRC:-$BUNDLE/main.cc}" ${EXTRA_SRCS:-}; do
-  obj=$OUT/obj/$(basename "${src%.*}").o
-  arm-none-eabi-g++ $CXXFLAGS_ALL ${EXTRA_CXXFLAGS:-} $INCLUDES -I"$BUNDLE" -c "$src" -o "$obj"
-  OBJS+=("$obj")
+compile() {  # compile SRC into $OBJ: its object, named after it, in $OUT/obj
+  OBJ=$OUT/obj/$(basename "${1%.*}").o
+  arm-none-eabi-g++ $CXXFLAGS_ALL ${EXTRA_CXXFLAGS:-} $INCLUDES -I"$BUNDLE" -c "$1" -o "$OBJ"
+}
+compile "$BUNDLE/model_data.cc"
+MODEL_OBJ=$OBJ
+OBJS+=("$MODEL_OBJ")
+for src in "${MAIN_SRC:-$BUNDLE/main.cc}" ${EXTRA_SRCS:-}; do
+  compile "$src"
+  OBJS+=("$OBJ")
 done
 arm-none-eabi-g++ $ARCH_FLAGS "${OBJS[@]}" "$LIB" -nostartfiles -T "$OUT/link.ld" \
   --specs=rdimon.specs -lm -Wl,--gc-sections -Wl,-Map="$OUT/firmware.map" \
   -Wl,--no-warn-rwx-segments -o "$OUT/firmware.elf"
 echo "firmware: $OUT/firmware.elf ($(( $(date +%s) - start )) s)" >&2
 arm-none-eabi-size -A "$OUT/firmware.elf" | grep -E '^\.(text|rodata|data|bss|init_array|ARM)' >&2
+
+# --- 5. The product image: the same bundle and library, linked as an application would be. ---
+if [ -n "${PRODUCT_MAIN_SRC:-}" ]; then
+  arm-none-eabi-gcc $ARCH_FLAGS -Os -DTINYEXPORT_PRODUCT -c "$OUT/startup.c" \
+    -o "$OUT/obj/startup_product.o"
+  compile "$PRODUCT_MAIN_SRC"
+  arm-none-eabi-g++ $ARCH_FLAGS "$OUT/obj/startup_product.o" "$MODEL_OBJ" "$OBJ" "$LIB" \
+    -nostartfiles -T "$OUT/link.ld" --specs=nano.specs --specs=nosys.specs -lm -Wl,--gc-sections \
+    -Wl,-Map="$OUT/product.map" -Wl,--no-warn-rwx-segments -o "$OUT/product.elf"
+  echo "product image: $OUT/product.elf" >&2
+  arm-none-eabi-size -A "$OUT/product.elf" | grep -E '^\.(text|rodata|data|init_array|ARM)' >&2
+fi

@@ -27,6 +27,10 @@ def test_export_emulated_on_the_board_core(tmp_path, capsys):
     assert run["bit_exact"]["equal"] and run["bundle_arena_allocates"]
     assert fw["board"]["sram_needed"] == run["sram_bytes"]
     assert fw["board"]["flash_needed"] == run["flash_bytes"]
+    # the verdict's flash is the product image's (newlib-nano, no semihosting), below the run
+    # image that produced the outputs; the summary says what the harness adds
+    assert run["flash_bytes"] == run["flash"]["total"] < run["flash_run_image"]["total"]
+    assert "product image" in summary and "run image adds" in summary
     # the calibrated estimate is never below the measured firmware (less the emulator's driver)
     assert fw["board"]["predicted"]["flash_needed"] >= run["flash_bytes"] - run["flash"]["driver"]
     assert (out / "emulation" / "cortex-m4").is_dir()

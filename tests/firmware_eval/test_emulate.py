@@ -18,19 +18,22 @@ from tinyexport.errors import UserError
 from tinyexport.firmware_eval import emulate, emulate_build, emulate_map
 from tinyexport.json_record import to_record
 
-MAP = """\
-Linker script and memory map
-
-.text           0x00000000    0x1000
- *(.vectors)
- .vectors       0x00000000       0x40 /w/obj/startup.o
+# The TFLM library's part of both images (framework, a CMSIS-NN function, a TFLM kernel).
+_TFLM_TEXT = """\
  .text._ZN6tflite16MicroInterpreter6InvokeEv
                 0x00000040      0x200 /g/lib/libtensorflow-microlite.a(micro_interpreter.o)
  .text.arm_convolve_s8
                 0x00000240      0x300 /g/lib/libtensorflow-microlite.a(arm_convolve_s8.o)
  .text._ZN6tflite12_GLOBAL__N_14EvalEP13TfLiteContextP10TfLiteNode
                 0x00000540       0x80 /g/lib/libtensorflow-microlite.a(conv.o)
- .text.memcpy   0x000005c0       0x20 /usr/lib/arm-none-eabi/lib/libc.a(libc_a-memcpy.o)
+"""
+MAP = f"""\
+Linker script and memory map
+
+.text           0x00000000    0x1000
+ *(.vectors)
+ .vectors       0x00000000       0x40 /w/obj/startup.o
+{_TFLM_TEXT} .text.memcpy   0x000005c0       0x20 /usr/lib/arm-none-eabi/lib/libc.a(libc_a-memcpy.o)
  .text.main     0x000005e0       0x90 /w/obj/emu_driver.o
 
 .rodata         0x00001000    0x2000
@@ -66,6 +69,92 @@ def test_flash_split_from_map():
     assert flash["total"] == 0x1800 + 0x200 + 0x380 + 0x70 + 0x98 + 0x300 + 0x8
     assert flash["total_without_test_inputs"] == flash["total"] - 0x300
     assert ram == {"data": 0x10, "bss": 0x40, "bss_emulator": 0x800}
+
+
+# The product image of the same bundle: newlib-nano (libc_nano.a), the product main, no inputs.
+PRODUCT_MAP = f"""\
+Linker script and memory map
+
+.text           0x00000000    0x1000
+ .vectors       0x00000000       0x40 /w/obj/startup_product.o
+{_TFLM_TEXT} .text.memcpy   0x000005c0       0x10 /usr/lib/arm-none-eabi/lib/thumb/libc_nano.a(libc_a-memcpy.o)
+ .text.main     0x000005d0       0x30 /w/obj/product_main.o
+
+.rodata         0x00001000    0x1800
+ .rodata.g_model_data
+                0x00001000     0x1800 /w/obj/model_data.o
+
+.bss            0x20000000    0x1000
+ .bss._ZL12tensor_arena
+                0x20000000      0x400 /w/obj/product_main.o
+"""
+_CATS = {"micro_interpreter.o": "framework", "conv.o": "kernels", "arm_convolve_s8.o": "kernels"}
+
+
+def test_product_image_flash_and_what_the_harness_adds():
+    """The product image's map is read by the same parser (its main counted as ``driver``); the
+    harness delta is run image - product image, in all and per part."""
+    product, ram = emulate_map.flash_split(PRODUCT_MAP, _CATS)
+    assert product["model"] == 0x1800 and product["kernels"] == 0x380
+    assert product["runtime"] == 0x40 + 0x10 and product["driver"] == 0x30
+    assert product["test_inputs"] == 0 and product["total"] == 0x1800 + 0x200 + 0x380 + 0x50 + 0x30
+    assert ram == {"data": 0, "bss": 0x400, "bss_emulator": 0}
+    run, _ = emulate_map.flash_split(MAP, _CATS)
+    delta = emulate_map.harness_delta(run, product)
+    assert delta["total"] == run["total"] - product["total"] > 0
+    assert delta["without_test_inputs"] == delta["total"] - 0x300 and delta["test_inputs"] == 0x300
+    assert delta["model"] == 0 and delta["kernels"] == 0 and delta["tflm_framework"] == 0
+    assert delta["runtime"] == 0x70 - 0x50 and delta["driver"] == 0x98 - 0x30
+
+
+def test_firmware_profiles_are_selected(monkeypatch):
+    monkeypatch.delenv(emulate.PROFILE_ENV, raising=False)
+    assert emulate.selected_profiles() == ["product"]
+    assert emulate.selected_profiles("speed, product,speed") == ["speed", "product"]
+    assert emulate.selected_profiles(["release"]) == ["release"]
+    monkeypatch.setenv(emulate.PROFILE_ENV, "product,speed")
+    assert emulate.selected_profiles() == ["product", "speed"]
+    with pytest.raises(UserError, match="firmware profile must be one of product, release, speed"):
+        emulate.selected_profiles("fast")
+    with pytest.raises(UserError, match="no firmware profile"):
+        emulate.selected_profiles(",")
+    monkeypatch.setenv(emulate.PROFILE_ENV, "fast")  # found before any work is done
+    assert emulate.emulation_problem().startswith(f"{emulate.PROFILE_ENV}: firmware profile must")
+
+
+def test_product_main_is_package_data_without_a_harness():
+    """The product image's main is a real .cc beside the module: it initialises and invokes the
+    bundle's model and prints nothing (no semihosting, no stdio)."""
+    text = emulate_build.PRODUCT_CC.read_text()
+    assert "RegisterModelOps" in text and "Invoke()" in text and "AllocateTensors" in text
+    assert "printf" not in text and "<cstdio>" not in text and "emu_inputs" not in text
+
+
+def _summary_with_profiles() -> dict:
+    run, _ = emulate_map.flash_split(MAP, _CATS)
+    product, _ = emulate_map.flash_split(PRODUCT_MAP, _CATS)
+    return {"core": "cortex-m7", "machine": "mps2-an500", "profile": "product",
+            "flash_bytes": product["total"], "flash": product, "flash_run_image": run,
+            "flash_harness": emulate_map.harness_delta(run, product),
+            "sram_bytes": 5000, "sram": {"arena_min": 4000, "data": 0, "bss": 100, "stack": 900},
+            "bundle_arena_size": 4000, "bundle_arena_allocates": True,
+            "instructions_mean": 1_000_000, "instructions_by_op_type": {"CONV_2D": 9},
+            "bit_exact": {"equal": True}, "inputs": 3, "notes": [],
+            "profiles": {"product": {"flash_bytes": product["total"], "instructions_mean": 1_000_000,
+                                     "bit_exact": True},
+                         "speed": {"flash_bytes": product["total"] + 4096,
+                                   "instructions_mean": 800_000, "bit_exact": True}}}
+
+
+def test_report_shows_product_flash_the_harness_and_profiles_side_by_side():
+    run = _summary_with_profiles()
+    text = "\n".join(emulate.emulation_lines(run))
+    product = run["flash_bytes"]
+    assert f"flash measured {product:,} B (product image: newlib-nano, no semihosting)" in text
+    added = run["flash_run_image"]["total"] - product
+    assert f"run image adds {added:,} B" in text and "test inputs 768" in text
+    assert "product profile: -Os, TFLM BUILD_TYPE=default" in text
+    assert "speed" in text and "(+4,096)" in text and "(-20.0 %)" in text
 
 
 def test_parse_output():
@@ -116,6 +205,15 @@ def test_emulated_outputs_match_python_tflm(models, tmp_path, core):
     assert model_size <= res.flash["model"] <= model_size + 64
     assert res.flash["kernels"] > 0 and res.flash["tflm_framework"] > 0
     assert all(n > 1000 for n in res.instructions_per_inference)
+    # The product image (newlib-nano, no semihosting, no driver): the same model, framework and
+    # kernels, a smaller C runtime; its flash is the measured one.
+    product = res.flash_product
+    assert res.flash_bytes == product["total"] < res.flash["total_without_test_inputs"]
+    assert (product["model"], product["kernels"]) == (res.flash["model"], res.flash["kernels"])
+    assert product["runtime"] < res.flash["runtime"] and product["test_inputs"] == 0
+    assert res.harness["total"] == res.flash["total"] - product["total"] > 0
+    assert (tmp_path / core / "product.map").is_file() and "libc_nano" in (
+        tmp_path / core / "product.map").read_text()
     # Same inputs' work: the counts of different inputs agree within a few percent.
     assert max(res.instructions_per_inference) < 1.1 * min(res.instructions_per_inference)
 
@@ -168,6 +266,16 @@ def test_tinyreport_emulate_bad_requests_are_one_line(models, capsys, argv, frag
     assert fragment in err and "Traceback" not in err
 
 
+def test_tinyreport_unknown_firmware_profile_is_one_line(models, capsys, monkeypatch):
+    from tinyexport.benchmarks import report_cli
+
+    monkeypatch.setenv(emulate.PROFILE_ENV, "product,fast")
+    assert report_cli.main([str(models["int8"]), "--emulate", "cortex-m7"]) == 2
+    err = capsys.readouterr().err
+    assert "firmware profile must be one of product, release, speed, not 'fast'" in err
+    assert err.count("error") == 1 and "Traceback" not in err
+
+
 def test_tinyreport_emulate_without_sources_says_how_to_get_them(models, capsys, monkeypatch,
                                                                  tmp_path):
     from tinyexport.benchmarks import report_cli
@@ -193,6 +301,9 @@ def test_tinyreport_emulate_replaces_the_estimate(models, capsys):
     verdict = report["boards"][0]
     assert verdict["basis"].startswith("measured") and verdict["sram_needed"] == run["sram_bytes"]
     assert verdict["flash_needed"] == run["flash_bytes"] > report["model_bytes"]
+    # the verdict's flash is the product image's, below the emulator's run image
+    assert run["flash_bytes"] == run["flash"]["total"] < run["flash_run_image"]["total"]
+    assert run["flash_harness"]["total"] == run["flash_run_image"]["total"] - run["flash_bytes"]
     assert run["sram_bytes"] == (run["sram"]["arena_min"] + run["sram"]["data"]
                                  + run["sram"]["bss"] + run["sram"]["stack"])
     assert 0 < run["sram"]["stack"] < 64 * 1024 and run["bit_exact"]["equal"]
@@ -271,3 +382,49 @@ def test_stateful_lstm_runs_and_differences_are_localized(tmp_path):
     assert res.notes and res.arena_min > 2376
     if not res.bit_exact["equal"]:
         assert res.bit_exact["first_difference"]["opcode"] == "UNIDIRECTIONAL_SEQUENCE_LSTM"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_SKIP is not None, reason=f"no Cortex-M emulation: {_SKIP}")
+def test_profiles_side_by_side(models, tmp_path):
+    """The product and speed profiles (the speed one builds its own TFLM library with the
+    kernels at -O2: ~15 min on 2 cores the first time): both bit-exact, the product first (the
+    verdict's), each profile's flash and instructions in the table."""
+    runs = emulate.emulate_cores(models["int8"], ["cortex-m7"], keep=tmp_path,
+                                 profiles="product,speed", n_inputs=2)
+    run = runs["cortex-m7"]
+    assert run["profile"] == "product" and list(run["profiles"]) == ["product", "speed"]
+    assert all(row["bit_exact"] for row in run["profiles"].values())
+    assert run["profiles"]["product"]["flash_bytes"] == run["flash_bytes"]
+    assert "profiles (product image flash" in "\n".join(emulate.emulation_lines(run))
+
+
+def test_build_script_rejects_an_unknown_profile_in_one_line(tmp_path):
+    import subprocess
+
+    proc = subprocess.run(["bash", str(emulate_build.BUILD_SCRIPT), "cortex-m7", str(tmp_path),
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "FIRMWARE_PROFILE": "fast"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: FIRMWARE_PROFILE must be product, release or speed, "
+                                   "not fast")
+
+
+def test_each_build_links_the_product_image_with_the_profile(monkeypatch, tmp_path):
+    """FirmwareBuild hands the build script the product main (copied from the package) and the
+    profile; a failed build is one UserError naming its log."""
+    seen = {}
+
+    def fake_run(cmd, timeout, env=None):
+        seen.update(env)
+        return emulate_build.subprocess.CompletedProcess(cmd, 1, "", "error: stop here")
+
+    monkeypatch.setattr(emulate_build, "run_command", fake_run)
+    build = emulate_build.FirmwareBuild("cortex-m7", tmp_path, tmp_path, "/tflm", None,
+                                        np.zeros((1, 4), np.int8), 1.0, 1.0, "speed")
+    with pytest.raises(UserError, match="build failed"):
+        build.run(tmp_path / "out")
+    assert seen["FIRMWARE_PROFILE"] == "speed"
+    product = tmp_path / "driver" / "product_main.cc"
+    assert seen["PRODUCT_MAIN_SRC"] == str(product)
+    assert product.read_text() == emulate_build.PRODUCT_CC.read_text()
