@@ -18,6 +18,7 @@ from tinyexport.errors import EXIT_FAILURE, UserError, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
 from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows
+from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
 from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.log import setup_logging
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "is smaller)")
     p.add_argument("--offline-plan", dest="offline_plan", action="store_true",
                    help=argparse.SUPPRESS)  # the default now; kept for one release
+    p.add_argument("--no-compact", dest="compact", action="store_false",
+                   help="keep the converter's file as it is (default: drop what no interpreter "
+                        "reads from model_int8.tflite, and what TFLM does not read from the "
+                        "firmware's copy model_int8_tflm.tflite, each verified bit for bit)")
     p.add_argument("--patch", choices=("auto", "on", "off"), default="auto",
                    help="patch-based inference (MCUNetV2) as a rewrite of the int8 model: auto "
                         "(default) = when --board is given and the model does not fit it; "
@@ -144,7 +149,7 @@ def _config(args: argparse.Namespace):
                         onnxsim=args.onnxsim, force=args.force,
                         firmware=args.firmware, board=args.board, emulate=args.emulate,
                         reorder=args.reorder,
-                        offline_plan=args.offline_plan, patch=args.patch,
+                        offline_plan=args.offline_plan, compact=args.compact, patch=args.patch,
                         patch_max_mac_overhead=args.patch_max_mac_overhead / 100.0,
                         seed=args.seed)
 
@@ -203,6 +208,7 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
              + (f", {measured['total']:,} B measured in the real interpreter"
                 if measured.get("total") else "")]
     lines += _optimization_lines(firmware.get("optimization"))
+    lines += compaction_lines(firmware.get("compaction"), indent="  ")
     size = _arena_size_constant(out / "firmware" / "arena_size.h")
     if size:
         lines.append(f"  C bundle: {out}/firmware/ with kTensorArenaSize = {size}")

@@ -12,11 +12,12 @@ from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.verdicts import board_core
 from tinyexport.train.models import check_bounds
 
-__all__ = ["ARTIFACTS", "UNOPTIMIZED", "RANDOM_WEIGHTS_WARNING", "MIN_TOP1_AGREEMENT",
+__all__ = ["ARTIFACTS", "UNOPTIMIZED", "TFLM_ONLY", "RANDOM_WEIGHTS_WARNING", "MIN_TOP1_AGREEMENT",
            "MAX_TOP1_DROP", "ExportConfig", "default_out"]
 
 ARTIFACTS = ("model.onnx", "model_fp32.tflite", "model_int8.tflite")
 UNOPTIMIZED = "model_int8_unoptimized.tflite"  # kept when the memory optimiser rewrote the model
+TFLM_ONLY = "model_int8_tflm.tflite"  # the firmware's model array: TFLM-only compaction
 RANDOM_WEIGHTS_WARNING = ("no --checkpoint: the model has RANDOM weights; the export is valid for "
                           "deployability profiling but every accuracy figure is meaningless")
 # The int8 gate's defaults (export/gate.py): on labelled data int8 may lose 2 points of top-1
@@ -48,6 +49,7 @@ class ExportConfig:
     firmware: bool = True
     reorder: bool = True  # memory optimiser (firmware_eval/optimize.py), verified in TFLM
     offline_plan: bool = True
+    compact: bool = True  # model compaction (tflite_graph/compact.py), verified in TFLM / LiteRT
     patch: str = "auto"  # auto: only when --board is given and the model does not fit it
     patch_max_mac_overhead: float = 0.30
     # The resolved profile: a name (``--board``) is looked up once, here, and never again.

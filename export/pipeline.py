@@ -15,7 +15,13 @@ from torch import nn
 
 from tinyexport.atomic import atomic_dir, write_json, write_text
 from tinyexport.errors import UserError
-from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, UNOPTIMIZED, ExportConfig
+from tinyexport.export.config import (
+    ARTIFACTS,
+    RANDOM_WEIGHTS_WARNING,
+    TFLM_ONLY,
+    UNOPTIMIZED,
+    ExportConfig,
+)
 from tinyexport.export.gate import GateVerdict, judge_int8
 from tinyexport.export.output_files import scratch_dir, sha256
 from tinyexport.export.provenance import build_provenance, render_report
@@ -162,7 +168,8 @@ def convert_to_int8(config: ExportConfig, loaded: Loaded, fused: nn.Module, cali
 
 def written_artifacts(out_tmp: Path) -> dict[str, Artifact]:
     """Size and SHA-256 of each model file the export wrote."""
-    written = [name for name in (*ARTIFACTS, UNOPTIMIZED) if (out_tmp / name).is_file()]
+    written = [name for name in (*ARTIFACTS, UNOPTIMIZED, TFLM_ONLY)
+               if (out_tmp / name).is_file()]
     return {name: Artifact((out_tmp / name).stat().st_size, sha256(out_tmp / name))
             for name in written}
 

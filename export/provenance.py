@@ -7,6 +7,7 @@ from tinyexport.config import git_sha, package_versions
 from tinyexport.export.config import RANDOM_WEIGHTS_WARNING
 from tinyexport.export.stage_timer import StageRecord
 from tinyexport.export.state import ExportState
+from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
@@ -57,6 +58,7 @@ def _firmware_lines(firmware: dict) -> list[str]:
         lines.append(f"- memory optimiser, {step['name']}: "
                      + (f"applied, -{step['saved']:,} B ({step['reason']})" if step["applied"]
                         else f"not applied ({step['reason']})"))
+    lines += compaction_lines(firmware.get("compaction"), indent="- ")
     if firmware.get("board"):
         lines += verdict_lines(Verdict.from_record(firmware["board"]), "report.md")
     return lines

@@ -290,7 +290,8 @@ def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: P
                                optimize_options=optimize_options(config), board=config.board,
                                images=images_nhwc, labels=labels,
                                preprocessing=loaded.preprocessing.as_dict(),
-                               emulate_into=out / "emulation" if config.emulate else None)
+                               emulate_into=out / "emulation" if config.emulate else None,
+                               compact=config.compact)
     result = result.relative_to(out)
     record.details.update({k: v for k, v in to_record(result).items()
                            if not isinstance(v, (dict, list))})

@@ -24,27 +24,36 @@ from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
 from tinyexport.firmware_eval.emulate import emulate_cores
 from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
-from tinyexport.firmware_eval.tflm_measurement import measure, prepare_inputs, top1
+from tinyexport.firmware_eval.tflm_measurement import (
+    measure,
+    measure_arena_size,
+    prepare_inputs,
+    top1,
+)
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import board_core, board_verdict
 from tinyexport.json_record import OMIT_NONE, relative_paths, to_record
+from tinyexport.tflite_graph.compact import Compacted, compact_for_tflm, compact_portable
 
-__all__ = ["verify_rewrite", "optimize_verified", "FirmwareResult", "evaluate_firmware"]
+__all__ = ["verify_rewrite", "optimize_verified", "compact_verified", "FirmwareResult",
+           "evaluate_firmware"]
 
 
-def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray) -> dict:
+def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray,
+                   litert: bool = True) -> dict:
     """Run a rewrite of the model at ``original`` in TFLM (measured arena) and in LiteRT's
     reference kernels on ``x``. ``confirmed`` when, in both runtimes, every output equals the
     original model's bit for bit (``base_outputs``: the original's TFLM outputs) and nothing
     failed. (TFLM and LiteRT may differ by an LSB on some FULLY_CONNECTED outputs of a model;
-    a rewrite must change neither.)"""
+    a rewrite must change neither.) ``litert=False`` for a TFLM-only model (LiteRT refuses it):
+    TFLM alone decides."""
     with tempfile.TemporaryDirectory(dir=original.parent, prefix=".rewrite-") as work:
         candidate = Path(work) / "candidate.tflite"
         candidate.write_bytes(data)
         graph = load(candidate)
         pred = analyse(graph).prediction
-        run = measure(candidate, graph, x, pred.total, pred.min_arena)
-        reference_same = _same_reference(original, candidate, x)
+        run = measure(candidate, graph, x, pred.total, pred.min_arena, litert)
+        reference_same = _same_reference(original, candidate, x) if litert else None
     outputs = run.pop("outputs", None)
     same = outputs is not None and np.array_equal(outputs, base_outputs)
     return {"inputs": int(len(x)), "outputs_equal_to_original": bool(same),
@@ -52,7 +61,7 @@ def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.
             "tflm_equals_litert_reference": run.get("bit_exact", {}),
             "measured": run.get("measured"), "predicted": arena_dict(pred),
             "errors": run.get("errors"),
-            "confirmed": bool(same and reference_same and not run.get("errors"))}
+            "confirmed": bool(same and reference_same is not False and not run.get("errors"))}
 
 
 def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
@@ -84,6 +93,56 @@ def optimize_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray,
     write_bytes(path, result.data)
     record["applied"] = True
     return record
+
+
+COMPACTION_INPUTS = 64  # inputs each compacted model must reproduce bit for bit (as the optimiser)
+
+
+def compact_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray) -> dict:
+    """Model compaction (:mod:`tinyexport.tflite_graph.compact`, docs/tflm_memory.md §13), each
+    level kept only when verified: the portable removals rewrite ``path`` in place when TFLM and
+    LiteRT's reference kernels both give the original outputs bit for bit; the TFLM-only ones
+    are written beside it as ``<name>_tflm.tflite`` (the firmware's model array) when TFLM does.
+    Returns the record for export.json (bytes saved per step, each verification)."""
+    original = path.read_bytes()
+    x, base_outputs = _with_seeded_inputs(path, x, base_outputs)
+    portable = compact_portable(original)
+    record = {"bytes_before": len(original), "portable": _compaction_record(portable)}
+    check = verify_rewrite(path, portable.data, x, base_outputs)
+    record["portable"]["verification"] = check
+    if check["confirmed"]:
+        write_bytes(path, portable.data)
+    tflm = compact_for_tflm(path.read_bytes())
+    record["tflm"] = _compaction_record(tflm)
+    check = verify_rewrite(path, tflm.data, x, base_outputs, litert=False)
+    record["tflm"]["verification"] = check
+    firmware = path.with_name(path.stem + "_tflm.tflite")
+    if check["confirmed"]:
+        write_bytes(firmware, tflm.data)
+    record["portable"]["applied"] = record["portable"]["verification"]["confirmed"]
+    record["tflm"]["applied"] = check["confirmed"]
+    record["firmware_model"] = str(firmware if check["confirmed"] else path)
+    record["firmware_model_bytes"] = len(tflm.data) if check["confirmed"] else len(
+        path.read_bytes())
+    return record
+
+
+def _with_seeded_inputs(path: Path, x: np.ndarray, outputs: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` topped up to :data:`COMPACTION_INPUTS` with seeded uniform int8 inputs (an export
+    without evaluation data has only a few check images), with the original's TFLM outputs."""
+    if len(x) >= COMPACTION_INPUTS:
+        return x, outputs
+    graph = load(path)
+    extra = prepare_inputs(graph, None, count=COMPACTION_INPUTS - len(x))
+    size = measure_arena_size(graph, analyse(graph).prediction.total)
+    more = tflm_runner.run_tflm(path, extra, arena_size=size).outputs
+    return np.concatenate([x, extra]), np.concatenate([outputs, more])
+
+
+def _compaction_record(compacted: Compacted) -> dict:
+    return {"bytes_after": compacted.bytes_after,
+            "steps": [to_record(step) for step in compacted.steps]}
 
 
 def _optimization(path: Path, x: np.ndarray, outputs: np.ndarray | None,
@@ -119,6 +178,7 @@ class FirmwareResult:
     top1: float | None = field(default=None, metadata=OMIT_NONE)
     optimization: dict | None = field(default=None, metadata=OMIT_NONE)
     arena_before_optimization: dict | None = field(default=None, metadata=OMIT_NONE)
+    compaction: dict | None = field(default=None, metadata=OMIT_NONE)
     board: Verdict | None = field(default=None, metadata=OMIT_NONE)  # the final verdict
     bundle: list[str] = field(default_factory=list)
     emulation: dict | None = field(default=None, metadata=OMIT_NONE)
@@ -167,7 +227,7 @@ def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict:
 def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions | None = None,
                       board: Board | None = None, images=None, labels=None, run_tflm=True,
                       preprocessing: dict | None = None,
-                      emulate_into: Path | None = None) -> FirmwareResult:
+                      emulate_into: Path | None = None, compact: bool = False) -> FirmwareResult:
     """Analyse, run in TFLM, (optionally) optimise the arena, write the bundle, (optionally) run
     it on the board's core in QEMU, give the final board verdict.
 
@@ -183,6 +243,9 @@ def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions
             written to the bundle's ``preprocess.h``.
         emulate_into: with a board, build the bundle for its core and run it in QEMU, keeping
             the builds in this folder; the verdict is then the measured one.
+        compact: compact the model once TFLM has run it (:func:`compact_verified`): the
+            portable file replaces ``tflite_path``, the TFLM-only one goes into the bundle and
+            the flash figures.
     Raises:
         UserError: unreadable, non-int8 or unsupported model; bad images.
     """
@@ -207,8 +270,14 @@ def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions
             result = replace(result, **_optimized_figures(graph, analysis),
                              arena_before_optimization=result.arena,
                              measured=record["verification"]["measured"])
+    firmware_path = path
+    if outputs is not None and compact:
+        record = compact_verified(path, x[:COMPACTION_INPUTS], outputs[:COMPACTION_INPUTS])
+        result = replace(result, compaction=record, model_bytes=path.stat().st_size)
+        firmware_path = Path(record["firmware_model"])
+        graph = load(firmware_path)  # flash: the model array the firmware links
     os.makedirs(out_dir, exist_ok=True)
-    result = replace(result, bundle=_bundle(Path(out_dir), path, graph, analysis, board,
+    result = replace(result, bundle=_bundle(Path(out_dir), firmware_path, graph, analysis, board,
                                             preprocessing))
     if board is None:
         return result
