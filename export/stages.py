@@ -304,4 +304,5 @@ def optimize_options(config: ExportConfig) -> OptimizeOptions | None:
         return None
     return OptimizeOptions(reorder=config.reorder, patch=config.patch,
                            offline_plan=config.offline_plan,
-                           max_mac_overhead=config.patch_max_mac_overhead)
+                           max_mac_overhead=config.patch_max_mac_overhead,
+                           compacted_flash=config.compact)

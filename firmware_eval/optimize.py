@@ -31,6 +31,7 @@ from tinyexport.firmware_eval.patching import patch_model
 from tinyexport.firmware_eval.reorder import best_order, reorder_model
 from tinyexport.firmware_eval.verdicts import runtime_estimate
 from tinyexport.json_record import NOT_RECORDED
+from tinyexport.tflite_graph.compact import compact_for_tflm
 from tinyexport.tflite_graph.reader import parse_graph
 from tinyexport.tflite_graph.writer import with_offline_plan
 
@@ -48,6 +49,7 @@ class OptimizeOptions:
     budget: int | None = None  # bytes of SRAM the arena must fit (a board's), for patch="auto"
     isa: str | None = None  # the board's core, for its CMSIS-NN scratch in the budget check
     flash_budget: int | None = None  # the board's flash: patch plans that keep it are preferred
+    compacted_flash: bool = True  # the firmware links the TFLM-compacted model (export --compact)
 
     def __post_init__(self) -> None:
         if self.patch not in PATCH_MODES:
@@ -157,22 +159,28 @@ def _wants_patch(data: bytes, options: OptimizeOptions) -> bool:
 FLASH_TRIES = 20  # best-arena plans checked against the flash budget before giving up
 
 
-def _flash_aware(data: bytes, search: PatchSearch, flash_budget: int | None):
+def _flash_aware(data: bytes, search: PatchSearch, flash_budget: int | None,
+                 compacted: bool = True):
     """The search's choice, or, with a flash budget, the lowest-arena plan (within the MAC
     limit) whose model + runtime estimate still fits the flash; a note when none does.
-    Patch copies add tensor and op metadata (no weights) and two op types' kernels."""
+    Patch copies add tensor and op metadata (no weights) and two op types' kernels.
+    ``compacted``: the firmware links the TFLM-compacted model (docs/tflm_memory.md §13); a plan's
+    model is counted as patched minus what compaction drops from the unpatched model (a bound
+    from above: compaction drops the copies' names too)."""
     if flash_budget is None or search.chosen is None:
         return search.chosen, None
     base = needed(data)
+    saved = len(data) - len(compact_for_tflm(data).data) if compacted else 0
     limit = 100 * search.max_mac_overhead + 1e-9
     ranked = sorted((r for r in search.rows if r.plan and r.mac_overhead <= limit
                      and r.min_arena < base), key=lambda r: (r.min_arena, r.macs))
     for row in ranked[:FLASH_TRIES]:
         graph = parse_graph(patch_model(data, row.plan))
-        if graph.model_bytes + runtime_estimate(graph) <= flash_budget:
+        if graph.model_bytes - saved + runtime_estimate(graph) <= flash_budget:
             return row, None
     return search.chosen, (f"no plan among the {min(len(ranked), FLASH_TRIES)} best keeps the "
-                           f"model + runtime estimate within {flash_budget:,} B of flash")
+                           f"{'compacted ' if compacted else ''}model + runtime estimate within "
+                           f"{flash_budget:,} B of flash")
 
 
 def _no_patch_reason(data: bytes, options: OptimizeOptions) -> str:
@@ -187,7 +195,8 @@ def _patch(steps: list[Step], data: bytes, options: OptimizeOptions):
               100 * options.max_mac_overhead)
     search = search_patch_plans(data, max_mac_overhead=options.max_mac_overhead)
     before = needed(data)
-    chosen, flash_note = _flash_aware(data, search, options.flash_budget)
+    chosen, flash_note = _flash_aware(data, search, options.flash_budget,
+                                      options.compacted_flash)
     if chosen is None:
         steps.append(Step("patch-based inference", False,
                           f"no plan within {100 * options.max_mac_overhead:g} % extra MACs "
