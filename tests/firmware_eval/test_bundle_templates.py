@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tinyexport.firmware_eval.bundle import (ARDUINO_LIBRARY, int8_only_ops, labels_header,
-                                             resolver_ops, write_bundle)
+from tinyexport.firmware_eval import bundle as bundle_writer
 from tinyexport.firmware_eval.emulate import source_dirs
 from tinyexport.firmware_eval.tflm_readiness import load
 
 DATA = Path(__file__).parent / "data"
 MODEL = DATA / "keras_tiny_int8.tflite"
-LIB = f"arduino/{ARDUINO_LIBRARY}"
+NAME = bundle_writer.ARDUINO_LIBRARY
+LIB = f"arduino/{NAME}"
 CMSIS_NN_M7 = "gen/cortex_m_qemu_cortex-m7_default_cmsis_nn_gcc/lib/libtensorflow-microlite.a"
 
 
@@ -31,7 +31,7 @@ CMSIS_NN_M7 = "gen/cortex_m_qemu_cortex-m7_default_cmsis_nn_gcc/lib/libtensorflo
 def bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle")
     graph = load(MODEL)
-    write_bundle(out, MODEL.read_bytes(), graph, 4096, name="keras_tiny_int8")
+    bundle_writer.write_bundle(out, MODEL.read_bytes(), graph, 4096, name="keras_tiny_int8")
     return out
 
 
@@ -40,7 +40,8 @@ def tflm_headers() -> tuple[Path, Path]:
     tflm, _ = source_dirs()
     if not tflm or not Path(tflm, "tensorflow/lite/micro/micro_interpreter.h").is_file():
         pytest.skip("no tflite-micro sources: set TFLM_SRC or run "
-                    "scripts/build_bundle_cortex_m.sh fetch-sources ~/.cache/tinyexport/cortex-m-src")
+                    "scripts/build_bundle_cortex_m.sh fetch-sources "
+                    "~/.cache/tinyexport/cortex-m-src")
     downloads = Path(tflm, "tensorflow/lite/micro/tools/make/downloads")
     if not (downloads / "flatbuffers/include/flatbuffers/flatbuffers.h").is_file():
         pytest.skip(f"{downloads}/flatbuffers missing: run scripts/build_bundle_cortex_m.sh once "
@@ -54,23 +55,24 @@ def test_int8_only_kernels_registered_where_every_use_is_int8(bundle):
         assert f"(tflite::Register_{op}_INT8())" in text, op
     assert "r.AddReshape() != kTfLiteOk" in text  # no int8 variant: the plain registration
     assert '#include "tensorflow/lite/micro/kernels/conv.h"' in text
-    assert len(resolver_ops(text)) == 9
+    assert len(bundle_writer.resolver_ops(text)) == 9
     # An int16 activation (16x8 model) keeps the plain CONV_2D kernel.
     graph = load(MODEL)
     conv = next(op for op in graph.ops if op.opcode == "CONV_2D")
     tensors = list(graph.tensors)
     tensors[conv.inputs[0]] = dataclasses.replace(tensors[conv.inputs[0]], dtype="int16")
-    assert "CONV_2D" not in int8_only_ops(dataclasses.replace(graph, tensors=tuple(tensors)))
+    int16_graph = dataclasses.replace(graph, tensors=tuple(tensors))
+    assert "CONV_2D" not in bundle_writer.int8_only_ops(int16_graph)
 
 
 def test_labels_and_model_api(bundle):
     labels = (bundle / "labels.h").read_text()
     assert "kNumClasses = 10;" in labels and '"9"' in labels
     out = load(MODEL).tensors[load(MODEL).outputs[0]]
-    named = labels_header(out, [f'c{i} "x"' for i in range(10)])
+    named = bundle_writer.labels_header(out, [f'c{i} "x"' for i in range(10)])
     assert r'"c3 \042x\042"' in named
     with pytest.raises(ValueError, match="3 class names for an output of 10"):
-        labels_header(out, ["a", "b", "c"])
+        bundle_writer.labels_header(out, ["a", "b", "c"])
     api = (bundle / "tinyexport_model.cc").read_text()
     assert "tflite::InitializeTarget();" in api and "kTensorArenaSize" in api
     assert "tflite::InitializeTarget();" in (bundle / "main.cc").read_text()
@@ -79,15 +81,16 @@ def test_labels_and_model_api(bundle):
 
 def test_arduino_library_layout(bundle):
     lib = bundle / LIB
-    props = dict(line.split("=", 1) for line in (lib / "library.properties").read_text().splitlines())
-    assert props["name"] == ARDUINO_LIBRARY and props["includes"] == f"{ARDUINO_LIBRARY}.h"
+    lines = (lib / "library.properties").read_text().splitlines()
+    props = dict(line.split("=", 1) for line in lines)
+    assert props["name"] == NAME and props["includes"] == f"{NAME}.h"
     for key in ("version", "author", "maintainer", "sentence", "paragraph", "category", "url",
                 "architectures"):
         assert props[key], key
     sources = [p.relative_to(lib) for p in lib.rglob("*") if p.is_file()]
     # Arduino compiles .c/.cpp/.S (not .cc); every source it sees must be one it compiles.
     assert {p.suffix for p in sources} == {".cpp", ".h", ".ino", ".properties"}
-    assert Path(f"examples/{ARDUINO_LIBRARY}Classify/{ARDUINO_LIBRARY}Classify.ino") in sources
+    assert Path(f"examples/{NAME}Classify/{NAME}Classify.ino") in sources
     for src in lib.glob("src/*"):
         assert "int main(" not in src.read_text(), src.name
     assert (lib / "src/model_data.cpp").read_text() == (bundle / "model_data.cc").read_text()
@@ -103,7 +106,8 @@ def test_zephyr_sample_layout(bundle):
     conf = (bundle / "zephyr/prj.conf").read_text()
     for line in ("CONFIG_CPP=y", "CONFIG_STD_CPP17=y", "CONFIG_TENSORFLOW_LITE_MICRO=y"):
         assert line in conf.splitlines(), line
-    assert (bundle / "zephyr/src/main.cpp").read_text() == (bundle / "cmake/example_main.cc").read_text()
+    example = (bundle / "cmake/example_main.cc").read_text()
+    assert (bundle / "zephyr/src/main.cpp").read_text() == example
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found: apt-get install g++")
