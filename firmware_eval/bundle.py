@@ -171,8 +171,8 @@ def preprocess_header(tensor: Tensor, preprocessing: dict | None) -> str:
 
 # Ops with an int8-only kernel variant (tflite-micro 90b983c2, tensorflow/lite/micro/kernels/*.h:
 # `TFLMRegistration Register_<OP>_INT8()`): the header that declares it. With CMSIS_NN defined
-# they are CMSIS-NN's int8 kernels alone, without the reference code for other types (-27,556 B
-# of flash for mcunet-in3 on Cortex-M7); without it, inline aliases of the plain registration.
+# they are CMSIS-NN's int8 kernels alone, without the reference code for other types (issue 22:
+# -27,556 B of flash for mcunet-in3 on Cortex-M7); without it, inline aliases of the plain ones.
 INT8_KERNELS = {
     "ADD": "add.h", "AVERAGE_POOL_2D": "pooling.h", "BATCH_MATMUL": "batch_matmul.h",
     "CONV_2D": "conv.h", "DEPTHWISE_CONV_2D": "depthwise_conv.h",

@@ -23,8 +23,9 @@ int main() {
     printf("output 0 is not int8 or float32: read it with the TFLM API\n");
     return 0;
   }
-  printf("top class: %d (%s), score %f, arena used %u of %u bytes\n", best, kClassLabels[best],
-         static_cast<double>(scores[best]), static_cast<unsigned>(tx_model_arena_used()),
-         static_cast<unsigned>(kTensorArenaSize));
+  // Integer printing: no float printf needed (newlib-nano, picolibc, Zephyr's minimal libc).
+  printf("top class: %d (%s), score x1000: %ld, arena used %u of %u bytes\n", best,
+         kClassLabels[best], static_cast<long>(scores[best] * 1000.0f),
+         static_cast<unsigned>(tx_model_arena_used()), static_cast<unsigned>(kTensorArenaSize));
   return 0;
 }
