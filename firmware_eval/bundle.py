@@ -68,6 +68,9 @@ class ArenaBasis:
 
     def comment(self) -> str:
         ref = f"; {self.reference_bytes} B with reference kernels" if self.reference_bytes else ""
+        if self.isa == "xtensa":
+            return (f"// Sized for board {self.board} (Xtensa): reference-kernel scratch and the "
+                    "host's struct sizes;\n// ESP-NN's own scratch is not predicted.")
         return (f"// Sized for board {self.board}: TFLM with its CMSIS-NN kernels (ISA "
                 f"{self.isa or '?'}),\n// the predicted CMSIS-NN scratch included{ref}. Predicted "
                 "per op with the 32-bit\n// struct sizes; `tinyexport --board B --emulate` "

@@ -47,6 +47,8 @@ def test_arena_header_says_which_kernels(tmp_path):
     text = (board / "arena_size.h").read_text()
     assert "Sized for board stm32f746" in text and "CMSIS-NN scratch included" in text
     assert "--emulate" in text
+    esp = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board=BOARDS.get("esp32s3"))
+    assert "ESP-NN's own scratch is not predicted" in (esp / "arena_size.h").read_text()
     assert "No training preprocessing" in (board / "preprocess.h").read_text()
 
 
