@@ -72,9 +72,9 @@ class ArenaBasis:
             return (f"// Sized for board {self.board} (Xtensa): reference-kernel scratch and the "
                     "host's struct sizes;\n// ESP-NN's own scratch is not predicted.")
         return (f"// Sized for board {self.board}: TFLM with its CMSIS-NN kernels (ISA "
-                f"{self.isa or '?'}),\n// the predicted CMSIS-NN scratch included{ref}. Predicted "
-                "per op with the 32-bit\n// struct sizes; `tinyexport --board B --emulate` "
-                "measures it in QEMU (Cortex-M4/M7).")
+                f"{self.isa or '?'}),\n// the predicted CMSIS-NN scratch included{ref}.\n"
+                "// Predicted per op with the 32-bit struct sizes; `tinyexport --board B --emulate` "
+                "measures it\n// in QEMU (Cortex-M4/M7).")
 
     def cpu(self) -> str:
         """The board's ``-mcpu`` (``cortex-m7`` without a board or for a non-Cortex-M core)."""
