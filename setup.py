@@ -28,5 +28,7 @@ def _packages() -> list[str]:
 setup(
     package_dir=dict(STAGE_FOLDERS),
     packages=_packages(),
-    package_data={"": ["*.yaml", "*.json", "*.cc", "*.cc.in", "*.h.in", "*.txt"]},
+    package_data={"": ["*.yaml", "*.json", "*.cc", "*.cc.in", "*.h.in", "*.txt",
+                        # firmware_eval/templates: the bundle's model API and project layouts
+                        "templates/*", "templates/*/*"]},
 )

@@ -293,6 +293,7 @@ def _bundle(out_dir: Path, path: Path, graph, analysis, board: Board | None,
     # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
     pred = analysis.prediction
     basis = ArenaBasis(board.name if board else None, board.isa if board else None,
-                       max(pred.total, pred.min_arena) if board else None)
+                       max(pred.total, pred.min_arena) if board else None,
+                       board.core if board else None)
     return write_bundle(out_dir, path.read_bytes(), graph, analysis.arena_needed, basis,
-                        preprocessing)
+                        preprocessing, name=path.stem)

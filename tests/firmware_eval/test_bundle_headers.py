@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tinyexport.boards import BOARDS
+from tinyexport.firmware_eval.bundle import ARENA_MARGIN
 from tinyexport.firmware_eval.evaluate import evaluate_firmware
 
 DATA = Path(__file__).parent / "data"
@@ -35,11 +36,19 @@ def test_preprocess_header_has_input_and_training_constants(models, tmp_path):
 
 
 def test_arena_header_says_which_kernels(tmp_path):
+    """Without --board the arena covers CMSIS-NN on every Cortex-M and the 64-bit host's
+    reference kernels (issue 19 §7: a bundle without --board did not allocate under CMSIS-NN)."""
     plain = (_bundle(tmp_path, DATA / "hello_world_int8.tflite") / "arena_size.h").read_text()
-    assert "reference kernels" in plain and "may need extra scratch" in plain
+    figures = [int(n) for n in re.findall(r"^//   .*: (\d+) B$", plain, re.M)]
+    assert len(figures) == 4 and "CMSIS-NN, dsp (Cortex-M4/M7/M33)" in plain
+    assert "reference kernels, x86-64 host" in plain and "x86 struct sizes" not in plain
+    assert f"kTensorArenaSize = {max(figures) + ARENA_MARGIN};" in plain
     board = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board=BOARDS.get("stm32f746"))
     text = (board / "arena_size.h").read_text()
-    assert "CMSIS-NN scratch for board stm32f746" in text and "--emulate" in text
+    assert "Sized for board stm32f746" in text and "CMSIS-NN scratch included" in text
+    assert "--emulate" in text
+    esp = _bundle(tmp_path, DATA / "hello_world_int8.tflite", board=BOARDS.get("esp32s3"))
+    assert "ESP-NN's own scratch is not predicted" in (esp / "arena_size.h").read_text()
     assert "No training preprocessing" in (board / "preprocess.h").read_text()
 
 

@@ -28,6 +28,16 @@ def test_sources_are_files_shipped_as_package_data(source):
     assert any(fnmatch.fnmatch(source.name, p) for p in package_data_patterns()), source.name
 
 
+def test_bundle_templates_are_package_data():
+    """Every file of firmware_eval/templates/ (the bundle's model API and project layouts) is
+    matched by a package_data pattern, as setuptools globs it (``*`` within one folder)."""
+    folder = bundle.TEMPLATES.parent
+    shipped = {p for pattern in package_data_patterns() for p in folder.glob(pattern)}
+    templates = [p for p in bundle.TEMPLATES.rglob("*") if p.is_file()]
+    assert len(templates) >= 10
+    assert [str(p.relative_to(folder)) for p in templates if p not in shipped] == []
+
+
 def is_program(text: str) -> bool:
     """C/C++ (an ``#include`` line) or Python that imports something."""
     if "#include" in text:
