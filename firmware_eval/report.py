@@ -22,7 +22,13 @@ from tinyexport.firmware_eval.arena_analysis import Analysis, analyse, arena_dic
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
 from tinyexport.firmware_eval.tflm_measurement import check_labels, measure, prepare_inputs, top1
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
-from tinyexport.firmware_eval.verdicts import RUNTIME_BASIS, board_verdicts, runtime_estimate, verdict_lines
+from tinyexport.firmware_eval.verdicts import (
+    RUNTIME_BASIS,
+    board_verdicts,
+    fit_exit_code,
+    runtime_estimate,
+    verdict_lines,
+)
 from tinyexport.json_record import to_record
 
 __all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_board_lines",
@@ -223,7 +229,8 @@ def run_tflite_report(target: str, *, boards: Sequence[Board] = (),
                       run_tflm: bool = False, images_path: str | None = None,
                       plot_path: str | None = None, as_json: bool = False,
                       emulate: Sequence[str] = ()) -> int:
-    """Print the report of the model ``target`` (``tinyreport FILE.tflite``); 1 if it has errors.
+    """Print the report of the model ``target`` (``tinyreport FILE.tflite``); 1 if it has errors,
+    3 (:data:`tinyexport.errors.EXIT_DOES_NOT_FIT`) if a board's verdict is DOES NOT FIT.
 
     Args:
         boards: board profiles for fit verdicts.
@@ -246,4 +253,4 @@ def run_tflite_report(target: str, *, boards: Sequence[Board] = (),
     if plot_path:
         plot_plan(analyse(load(target)), plot_path, report["boards"], Path(target).name)
     print(json.dumps(report, indent=2, default=list) if as_json else render(report))
-    return 1 if report.get("errors") else 0
+    return 1 if report.get("errors") else fit_exit_code(report["boards"])
