@@ -34,6 +34,8 @@ from tinyexport.export.stages import (
     quant_report,
     quantize,
     recalibrate,
+    shipped_op_histogram,
+    shipped_verdicts,
 )
 from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportState, Int8Model, Loaded
 from tinyexport.export.tensors import nchw_to_nhwc
@@ -119,7 +121,7 @@ def run_export(config: ExportConfig, out_tmp: Path,
                                          converted.data, rec)
     with timer.stage("int8 gate") as rec:
         verdict = gate(config, converted.numerics, evaluation, rec)
-    firmware_result = None
+    firmware_result, verdicts, static = None, (), converted.static
     if config.firmware:
         images, labels = ((batch.images_nhwc, batch.labels) if batch
                           else (converted.check_nhwc[:4], None))
@@ -129,9 +131,11 @@ def run_export(config: ExportConfig, out_tmp: Path,
         tflm = batch.tflm_top1(firmware_result) if batch else None
         if tflm:
             evaluation = replace(evaluation, tflm=tflm)
-    state = ExportState(config, loaded, calibration, classifier, converted.static,
+        verdicts = shipped_verdicts(config, out_tmp / "model_int8.tflite", firmware_result)
+        static = replace(static, op_histogram=shipped_op_histogram(out_tmp / "model_int8.tflite"))
+    state = ExportState(config, loaded, calibration, classifier, static,
                         converted.numerics, converted.layers, verdict, written_artifacts(out_tmp),
-                        evaluation, firmware_result)
+                        evaluation, firmware_result, verdicts)
     return ExportResult(out_tmp, build_provenance(state, timer.records), timer.records)
 
 
