@@ -2,7 +2,12 @@
 flash = the model file + an estimate of the runtime code (TFLM, kernels, C library; the one
 place it is estimated).
 Where the model ran in emulation on the board's core (:mod:`tinyexport.firmware_eval.emulate`),
-the measured flash and SRAM replace both.
+the measured flash and SRAM replace both. Before export (``tinyreport --model``) the graph is an
+:class:`AnalyticGraph`: SRAM = the analytic activation peak, flash = the predicted model file
+(:mod:`tinyexport.firmware_eval.model_flash`) + the same runtime estimate. Budgets are the
+board's regions minus its application reserve (a board file, ``--sram`` / ``--flash``:
+:func:`resolve_boards`); a DOES NOT FIT verdict names its reason and makes the CLIs exit 3
+(:func:`fit_exit_code`).
 
 :func:`board_verdict` is the one place a verdict is built (predicted, or measured when the board's
 core was emulated) and :func:`verdict_lines` the one place it is rendered, for ``tinyexport``,
