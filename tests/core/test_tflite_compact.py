@@ -12,7 +12,7 @@ import pytest
 
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
-from tinyexport.firmware_eval.measure import prepare_inputs
+from tinyexport.firmware_eval.tflm_measurement import prepare_inputs
 from tinyexport.tflite_graph.compact import compact_for_tflm, compact_portable
 from tinyexport.tflite_graph.edit import opcode_name, pack, unpack
 from tinyexport.tflite_graph.integrity import check_integrity
