@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from tinyexport.atomic import atomic_dir, write_json, write_text
-from tinyexport.errors import UserError
+from tinyexport.errors import StageError, UserError
 from tinyexport.export.config import ARTIFACTS, RANDOM_WEIGHTS_WARNING, UNOPTIMIZED, ExportConfig
 from tinyexport.export.gate import GateVerdict, judge_int8
 from tinyexport.export.output_files import scratch_dir, sha256
@@ -44,7 +45,7 @@ from tinyexport.json_record import to_record
 from tinyexport.quantize.check import Int8Numerics
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
-__all__ = ["PROBE_IMAGES", "export", "previous_export_problem", "gate", "run_export",
+__all__ = ["PROBE_IMAGES", "export", "keep_emulation_logs", "previous_export_problem", "gate", "run_export",
            "convert_to_int8", "written_artifacts", "recorded_data_readable", "check_user_paths"]
 
 _log = logging.getLogger(__name__)
@@ -56,10 +57,25 @@ def export(config: ExportConfig, progress: Callable[[str], None] | None = None) 
     """Run the export into a temporary folder; rename it onto ``config.out`` when complete."""
     check_user_paths(config)
     with atomic_dir(config.out, force=config.force, replaceable=previous_export_problem) as tmp:
-        result = run_export(config, tmp, progress)
+        try:
+            result = run_export(config, tmp, progress)
+        except (UserError, StageError) as exc:
+            raise keep_emulation_logs(exc, tmp, config.out) from None
         write_json(tmp / "export.json", result.provenance)
         write_text(tmp / "report.md", render_report(result.provenance))
     return replace(result, out=config.out)
+
+
+def keep_emulation_logs(exc: Exception, tmp: Path, out: Path) -> Exception:
+    """A failed ``--emulate`` names its build / QEMU log, inside the partial folder that the failed
+    export removes: copy the emulation folder beside ``out`` (``OUT.emulation-logs``) and name
+    that copy in the message instead. Other failures pass through unchanged."""
+    emulation = tmp / "emulation"
+    if not emulation.is_dir() or str(emulation) not in str(exc):
+        return exc
+    kept = out.with_name(out.name + ".emulation-logs")
+    shutil.copytree(emulation, kept, dirs_exist_ok=True)
+    return type(exc)(str(exc).replace(str(emulation), str(kept)))
 
 
 def previous_export_problem(folder: Path) -> str | None:

@@ -177,3 +177,22 @@ def test_bad_budget_is_one_line(tmp_path, capsys):
                       str(tmp_path / "o")], capsys)
     assert code == 2 and "--sram" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_emulation_names_logs_that_still_exist(tmp_path):
+    """`--emulate` failing inside the partial folder: the log it names is copied beside the
+    output folder (the partial folder is removed) and the message names the copy."""
+    from tinyexport.errors import UserError
+    from tinyexport.export.pipeline import keep_emulation_logs
+
+    partial = tmp_path / ".o.123.partial"
+    log = partial / "emulation" / "cortex-m4" / "build_firmware.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("arm-none-eabi-g++: error\n")
+    kept = keep_emulation_logs(UserError(f"build failed (see {log}):\nerror"), partial,
+                               tmp_path / "o")
+    assert isinstance(kept, UserError) and str(partial) not in str(kept)
+    copy = tmp_path / "o.emulation-logs" / "cortex-m4" / "build_firmware.log"
+    assert str(copy) in str(kept) and copy.read_text() == log.read_text()
+    other = UserError("unrelated")
+    assert keep_emulation_logs(other, partial, tmp_path / "o") is other
