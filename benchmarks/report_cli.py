@@ -15,9 +15,10 @@ import argparse
 import json
 import sys
 
-from tinyexport.boards import BOARDS, Board, Verdict, verdict
-from tinyexport.errors import UserError, run_cli
+from tinyexport.boards import BOARDS, Board, Verdict
+from tinyexport.errors import EXIT_DOES_NOT_FIT, UserError, run_cli
 from tinyexport.firmware_eval.emulate import CORES, emulation_problem
+from tinyexport.firmware_eval.model_flash import AnalyticGraph, ConstLayer, predict_model_flash
 from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.optimize_report import run_optimize_report
 from tinyexport.firmware_eval.report import (
@@ -26,11 +27,20 @@ from tinyexport.firmware_eval.report import (
     finish_plot,
     run_tflite_report,
 )
-from tinyexport.firmware_eval.verdicts import board_core, resolve_boards, verdict_lines
+from tinyexport.firmware_eval.verdicts import (
+    RUNTIME_BASIS,
+    add_budget_flags,
+    board_core,
+    board_verdicts,
+    fit_exit_code,
+    resolve_boards,
+    runtime_estimate,
+    verdict_lines,
+)
 from tinyexport.json_record import to_record
 from tinyexport.log import setup_logging
 from tinyexport.train.models import MODELS, check_bounds
-from tinyexport.train.models.profile import profile_zoo_model
+from tinyexport.train.models.profile import ModelProfile, profile_zoo_model
 from tinyexport.train.pretrained import describe, release_for
 from tinyexport.train.tinytl.report import render as render_train_memory
 from tinyexport.train.tinytl.report import train_memory_table
@@ -47,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
     parser.add_argument("--board", action="append", default=None,
                         help="board profile for a fits / does-not-fit verdict (repeatable; "
-                             "'all' for every board)")
+                             "'all' for every built-in board; or a board FILE.yaml with SRAM, "
+                             "flash and the application's reserve). A DOES NOT FIT verdict "
+                             f"exits {EXIT_DOES_NOT_FIT}")
+    add_budget_flags(parser)
     parser.add_argument("--boards", action="store_true",
                         help="list the board profiles (SRAM, flash, core) and exit")
     parser.add_argument("--pretrained", nargs="?", const="default",
@@ -91,23 +104,43 @@ def build_parser() -> argparse.ArgumentParser:
 # peak is 340,736 B, its TFLM arena 484,352 B = head 397,920 incl. an explicit PAD buffer + tail
 # 86,432; docs/guide/firmware.md, results).
 ANALYTIC_VERDICT_NOTE = (
-    "these verdicts compare the analytic activation peak only; TFLite Micro's arena also holds "
+    "SRAM here is the analytic activation peak only; TFLite Micro's arena also holds "
     "the persistent per-op data (the tail, ~15-25 % more on the zoo models), the explicit PAD "
     "buffers the converter adds before stride-2 convs, and 16-byte alignment (mcunet-in3: 340,736 "
-    "B analytic vs 484,352 B in TFLM). For the real figure export the model and run "
+    "B analytic vs 484,352 B in TFLM). Flash is the predicted exported file (weights, biases, "
+    "per-channel quantization, flatbuffer overhead) + the TFLM runtime code estimate, as for the "
+    "exported file. For the real figures export the model and run "
     "`tinyreport FILE.tflite --board B`")
 
 
+def analytic_graph(prof: ModelProfile) -> AnalyticGraph:
+    """What the exported graph of a profiled zoo model will hold: a conv per conv / linear layer
+    (bias: the folded BN, or the linear's own), an ADD per residual block (the depthwise that holds
+    the block input), a PAD per stride-2 conv."""
+    layers = [ConstLayer(layer.op, layer.params - (channels if layer.op == "linear" else 0),
+                         channels)
+              for layer in prof.layers
+              for channels in [layer.output_shape[-1 if layer.op == "linear" else 0]]]
+    stride2 = sum(1 for layer in prof.layers
+                  if len(layer.input_shape) == 3 and layer.output_shape[1] * 2 == layer.input_shape[1])
+    return AnalyticGraph(tuple(layers), sum(1 for layer in prof.layers if layer.held_elements),
+                         stride2, prof.peak_activation_bytes)
+
+
 def model_report(args: argparse.Namespace, boards: list[Board]) -> dict:
-    """Profile the model and attach board verdicts (analytic peak activation, int8 weight bytes)."""
+    """Profile the model and attach board verdicts (analytic peak activation; the predicted model
+    file + runtime estimate)."""
     prof = profile_zoo_model(args.model, resolution=args.resolution, num_classes=args.num_classes)
+    graph = analytic_graph(prof)
     report = prof.as_dict()
-    report["boards"] = [to_record(verdict(b, prof.peak_activation_bytes, prof.weight_bytes_int8))
-                        for b in boards]
+    report["model_file_bytes"] = to_record(predict_model_flash(graph))
+    report["runtime_code_bytes"] = {"value": runtime_estimate(graph), "basis": RUNTIME_BASIS}
+    report["boards"] = [to_record(v) for v in board_verdicts(graph, boards)]
     report["conventions"] = (
         "params include BN; MACs = conv+linear with BN folded (classifier included); peak "
         "activation = MCUNet 'Act' (layer in+out, block input held at residual depthwise, "
-        "input image counted, int8); weight_bytes_int8 = int8 weights + int32 bias per channel")
+        "input image counted, int8); weight_bytes_int8 = int8 weights + int32 bias per channel; "
+        "model_file_bytes = the predicted full-int8 .tflite of tinyexport (per-channel)")
     if report["boards"]:
         report["boards_note"] = ANALYTIC_VERDICT_NOTE
     if args.pretrained:
@@ -129,6 +162,8 @@ def render_model_report(report: dict) -> str:
         f"({_kib(report['peak_activation_bytes'])}, int8)  at {report['bottleneck']}",
         f"  int8 weight bytes    {report['weight_bytes_int8']:>14,} B  "
         f"({_kib(report['weight_bytes_int8'])})",
+        _model_file_line(report["model_file_bytes"]),
+        f"  runtime code (est.) {report['runtime_code_bytes']['value']:>14,} B  (TFLM + kernels + C library)",
         "",
         f"{'layer':<34} {'op':<7} {'input':>14} -> {'output':<14} {'MACs':>12} {'act B':>9}",
     ]
@@ -138,7 +173,8 @@ def render_model_report(report: dict) -> str:
         mark = " *" if layer["name"] == report["bottleneck"] else ""
         lines.append(f"{layer['name']:<34} {layer['op']:<7} {shape_in:>14} -> {shape_out:<14} "
                      f"{layer['macs']:>12,} {layer['activation_bytes']:>9,}{mark}")
-    lines += render_verdicts(report.get("boards", []), "peak activation", "int8 weights")
+    lines += render_verdicts(report.get("boards", []), "peak activation",
+                             "predicted model file + runtime code")
     if report.get("boards"):
         lines.append(f"  note: {ANALYTIC_VERDICT_NOTE}")
     released = report.get("released_weights")
@@ -148,6 +184,12 @@ def render_model_report(report: dict) -> str:
                   f"  cache: {released['cache_path']} "
                   f"({'present' if released['cached'] else 'not downloaded; tinyexport --pretrained fetches it'})"]
     return "\n".join(lines)
+
+
+def _model_file_line(parts: dict) -> str:
+    return (f"  model file (pred.)   {parts['total']:>14,} B  ({_kib(parts['total'])}: weights "
+            f"{parts['weights']:,} + biases {parts['biases']:,} + quantization "
+            f"{parts['quantization']:,} + overhead {parts['overhead']:,})")
 
 
 def render_verdicts(verdicts: list[dict], sram_what: str, flash_what: str) -> list[str]:
@@ -216,7 +258,7 @@ def _validate(args: argparse.Namespace) -> list[Board]:
                         "drop it for --model reports")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a FILE.png, got {args.plot!r}")
-    boards = resolve_boards(args.board)
+    boards = resolve_boards(args.board, args.sram, args.flash)
     if args.emulate:
         emulated_cores(args, boards)
     return boards
@@ -300,7 +342,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(render_model_report(report))
-    return 0
+    return fit_exit_code(report["boards"])
 
 
 def main(argv: list[str] | None = None) -> int:

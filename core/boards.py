@@ -1,19 +1,27 @@
 """Board profiles: SRAM and flash budgets of common TinyML microcontrollers.
 
-Figures from ``docs/boards.md`` §1. ``sram_bytes`` is the contiguous RAM a model's
-arena can use (e.g. the 512 KB AXI SRAM of the STM32H743, not its 1 MB total); ``flash_bytes`` is
-on-chip flash, or the usual on-board QSPI part where the chip has none (RP2040, ESP32-S3).
+The built-in profiles are data, ``core/boards.yaml`` (figures from ``docs/boards.md`` §1), in
+the format of a user's board file (:func:`read_board_file`), which may also set a reserve for the
+application (RTOS, buffers, stack): a verdict's budget is the region minus the reserve.
+``sram_bytes`` is the contiguous RAM a model's arena can use (e.g. the 512 KB AXI SRAM of the
+STM32H743, not its 1 MB total); ``flash_bytes`` is on-chip flash, or the usual on-board QSPI
+part where the chip has none (RP2040, ESP32-S3).
 ``isa`` selects the CMSIS-NN scratch rules of ``docs/tflm_memory.md`` §5.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
+from tinyexport.errors import UserError
 from tinyexport.json_record import OMIT_NONE
 from tinyexport.registry import Registry
 
-__all__ = ["KIB", "MIB", "Board", "Needs", "Verdict", "verdict"]
+__all__ = ["KIB", "MIB", "ISAS", "UNLIMITED", "BOARDS", "Board", "Needs", "Verdict", "verdict",
+           "parse_size", "board_from_mapping", "read_board_file", "is_board_file", "with_budgets",
+           "custom_board"]
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -21,6 +29,9 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Board:
+    """A board's memory regions and the part the application keeps (``reserve``): the model's
+    budget is the region minus the reserve (:attr:`sram_budget`, :attr:`flash_budget`)."""
+
     name: str
     mcu: str
     core: str
@@ -28,38 +39,116 @@ class Board:
     sram_bytes: int
     flash_bytes: int
     source: str
+    sram_reserve_bytes: int = 0  # RTOS, camera buffers, stack, .data/.bss of the application
+    flash_reserve_bytes: int = 0  # the application's own code and data
 
     def __post_init__(self) -> None:
         if self.sram_bytes <= 0 or self.flash_bytes <= 0:
-            raise ValueError(f"board {self.name}: SRAM and flash must be positive")
-        if self.isa not in {"dsp", "mve", "none", "xtensa"}:
-            raise ValueError(f"board {self.name}: unknown isa {self.isa!r}")
+            raise UserError(f"board {self.name}: SRAM and flash must be positive, got "
+                            f"{self.sram_bytes} and {self.flash_bytes} bytes")
+        if self.isa not in ISAS:
+            raise UserError(f"board {self.name}: unknown isa {self.isa!r} (known: "
+                            f"{', '.join(ISAS)})")
+        for what in ("sram", "flash"):
+            reserve, region = getattr(self, f"{what}_reserve_bytes"), getattr(self, f"{what}_bytes")
+            if not 0 <= reserve < region:
+                raise UserError(f"board {self.name}: the {what} reserve ({reserve:,} B) must be "
+                                f">= 0 and below the {what} region ({region:,} B)")
+
+    @property
+    def sram_budget(self) -> int:
+        return self.sram_bytes - self.sram_reserve_bytes
+
+    @property
+    def flash_budget(self) -> int:
+        return self.flash_bytes - self.flash_reserve_bytes
 
 
+ISAS = ("dsp", "mve", "none", "xtensa")
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": KIB, "k": KIB, "mb": 1000 ** 2, "mib": MIB, "m": MIB}
+
+
+def parse_size(value: str | int, what: str) -> int:
+    """Bytes from ``327680``, ``"320 KiB"``, ``"1MiB"`` or ``"1 MB"`` (KB/MB are decimal, K/KiB
+    and M/MiB binary)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?i?[bB]?)\s*", str(value))
+    unit = match.group(2).lower() if match else None
+    if unit not in _UNITS:
+        raise UserError(f"{what}: {value!r} is not a size; give bytes or e.g. '320 KiB', '1 MiB'")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+_FIELDS = ("name", "mcu", "core", "isa", "sram", "flash")
+
+
+def board_from_mapping(entry: dict, where: str) -> Board:
+    """A :class:`Board` from one entry of a board file (the format of ``core/boards.yaml``)."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: a board is a mapping with {', '.join(_FIELDS)}, got {entry!r}")
+    missing = [k for k in ("name", "sram", "flash") if k not in entry]
+    unknown = sorted(set(entry) - {*_FIELDS, "aliases", "source", "reserve"})
+    if missing or unknown:
+        raise UserError(f"{where}: board {entry.get('name', '?')!r} "
+                        + (f"lacks {', '.join(missing)}" if missing else
+                           f"has unknown keys {', '.join(unknown)}")
+                        + f" (keys: {', '.join(_FIELDS)}, aliases, source, reserve)")
+    reserve = entry.get("reserve") or {}
+    if not isinstance(reserve, dict) or set(reserve) - {"sram", "flash"}:
+        raise UserError(f"{where}: reserve of {entry['name']!r} must be a mapping with sram "
+                        f"and/or flash, got {reserve!r}")
+    name = str(entry["name"])
+    return Board(name, str(entry.get("mcu", name)), str(entry.get("core", "unknown core")),
+                 str(entry.get("isa", "dsp")), parse_size(entry["sram"], f"{where}: sram"),
+                 parse_size(entry["flash"], f"{where}: flash"), str(entry.get("source", where)),
+                 parse_size(reserve.get("sram", 0), f"{where}: reserve sram"),
+                 parse_size(reserve.get("flash", 0), f"{where}: reserve flash"))
+
+
+def read_board_file(path: str | Path) -> list[tuple[Board, tuple[str, ...]]]:
+    """The boards of a YAML board file (``boards:`` list, or one board mapping), with their
+    aliases."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"board file {str(path)!r}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"board file {str(path)!r} is not valid YAML: "
+                        f"{str(exc).splitlines()[0]}") from exc
+    entries = doc.get("boards") if isinstance(doc, dict) and "boards" in doc else [doc]
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"board file {str(path)!r} holds no board (see core/boards.yaml)")
+    return [(board_from_mapping(e, str(path)), tuple(str(a) for a in (e.get("aliases") or ())))
+            for e in entries]
+
+
+def is_board_file(request: str) -> bool:
+    return request.lower().endswith((".yaml", ".yml"))
+
+
+def with_budgets(board: Board, sram: int | None = None, flash: int | None = None) -> Board:
+    """``board`` with its SRAM / flash region replaced (``--sram`` / ``--flash``); the reserve
+    stays."""
+    return replace(board, sram_bytes=sram or board.sram_bytes,
+                   flash_bytes=flash or board.flash_bytes,
+                   source=board.source + ("; budgets from --sram / --flash" if sram or flash
+                                          else ""))
+
+
+def custom_board(sram: int | None, flash: int | None) -> Board:
+    """The board of bare ``--sram`` / ``--flash`` budgets (no --board): a missing one is
+    unlimited in effect (never the reason a model does not fit)."""
+    return Board("custom", "budgets from --sram / --flash", "unknown core", "dsp",
+                 sram or UNLIMITED, flash or UNLIMITED, "--sram / --flash")
+
+
+UNLIMITED = 2 ** 40
 BOARDS: Registry[Board] = Registry("board")
-
-
-def _add(board: Board, *aliases: str) -> None:
-    BOARDS.add(board.name, board, aliases)
-
-
-_add(Board("stm32f412", "STM32F412 (Nucleo-F412ZG)", "Cortex-M4F @ 100 MHz", "dsp",
-           256 * KIB, 1 * MIB, "RIOT board doc; MCUNet 256 kB/1 MB target (mcunet-in2)"), "f412")
-_add(Board("stm32f746", "STM32F746NG (DISCO-F746NG)", "Cortex-M7 @ 216 MHz", "dsp",
-           320 * KIB, 1 * MIB, "DS10916 (320 KB main SRAM); MCUNet default board"), "f746")
-_add(Board("stm32f765", "STM32F765", "Cortex-M7", "dsp",
-           512 * KIB, 1 * MIB, "MCUNet paper Table 4"), "f765")
-_add(Board("stm32h743", "STM32H743 (Nucleo-H743ZI)", "Cortex-M7 @ 480 MHz", "dsp",
-           512 * KIB, 2 * MIB, "DS12110; 512 KB contiguous AXI SRAM; MCUNet 512 kB/2 MB target"),
-     "h743")
-_add(Board("nrf52840", "nRF52840 (Arduino Nano 33 BLE Sense)", "Cortex-M4F @ 64 MHz", "dsp",
-           256 * KIB, 1 * MIB, "nRF52840 PS v1.11 §4.2"), "nano33ble")
-_add(Board("rp2040", "RP2040 (Raspberry Pi Pico)", "2x Cortex-M0+ @ 133 MHz", "none",
-           264 * KIB, 2 * MIB, "RP2040 datasheet; 2 MB QSPI flash on the Pico board"), "pico")
-_add(Board("esp32s3", "ESP32-S3 (DevKitC-1 N8)", "2x Xtensa LX7 @ 240 MHz", "xtensa",
-           512 * KIB, 8 * MIB, "ESP32-S3 datasheet; 8 MB external flash (N8)"), "esp32-s3")
-_add(Board("nucleo-l4r5zi", "STM32L4R5ZI (NUCLEO-L4R5ZI)", "Cortex-M4F @ 120 MHz", "dsp",
-           640 * KIB, 2 * MIB, "vendor figure; MLPerf Tiny reference platform"), "l4r5zi")
+for _board, _aliases in read_board_file(Path(__file__).with_name("boards.yaml")):
+    BOARDS.add(_board.name, _board, _aliases)
 
 
 @dataclass(frozen=True)
@@ -92,11 +181,16 @@ class Verdict:
     predicted: Needs | None = field(default=None, metadata=OMIT_NONE)
     latency_ms: float | None = field(default=None, metadata=OMIT_NONE)
     latency_basis: str | None = field(default=None, metadata=OMIT_NONE)
+    # Why it does not fit: "SRAM", "flash" or "SRAM and flash" (None when it fits).
+    short_of: str | None = field(init=False, default=None, metadata=OMIT_NONE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sram_margin", self.sram_budget - self.sram_needed)
         object.__setattr__(self, "flash_margin", self.flash_budget - self.flash_needed)
         object.__setattr__(self, "fits", self.sram_margin >= 0 and self.flash_margin >= 0)
+        short = [what for what, margin in (("SRAM", self.sram_margin),
+                                           ("flash", self.flash_margin)) if margin < 0]
+        object.__setattr__(self, "short_of", " and ".join(short) or None)
 
     @classmethod
     def from_record(cls, record: dict) -> Verdict:
@@ -110,5 +204,5 @@ class Verdict:
 
 def verdict(board: Board, sram_needed: int, flash_needed: int, isa: str | None = None) -> Verdict:
     """The verdict for ``board`` (a resolved profile: the registry was asked once, by the caller)."""
-    return Verdict(board.name, sram_needed, board.sram_bytes, flash_needed, board.flash_bytes,
+    return Verdict(board.name, sram_needed, board.sram_budget, flash_needed, board.flash_budget,
                    isa=isa)

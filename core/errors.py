@@ -16,6 +16,9 @@ _log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+# A requested board's verdict is DOES NOT FIT (tinyexport / tinyreport --board): everything is
+# still written and printed; CI fails on it without parsing the output.
+EXIT_DOES_NOT_FIT = 3
 
 
 class UserError(Exception):

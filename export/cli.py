@@ -14,13 +14,18 @@ import sys
 from pathlib import Path
 
 from tinyexport.boards import Verdict
-from tinyexport.errors import EXIT_FAILURE, UserError, run_cli
+from tinyexport.errors import EXIT_DOES_NOT_FIT, EXIT_FAILURE, UserError, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
 from tinyexport.export.pipeline import export, recorded_data_readable
-from tinyexport.export.provenance import layer_rows
+from tinyexport.export.provenance import layer_rows, verdict_records
 from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
-from tinyexport.firmware_eval.verdicts import verdict_lines
+from tinyexport.firmware_eval.verdicts import (
+    add_budget_flags,
+    fit_exit_code,
+    resolve_boards,
+    verdict_lines,
+)
 from tinyexport.log import setup_logging
 from tinyexport.quantize.layer_report import render_layer_table
 from tinyexport.train.checkpoint import describe_checkpoint
@@ -28,6 +33,12 @@ from tinyexport.train.models import MODELS, model_spec
 from tinyexport.train.pretrained import fetch, release_for
 
 _log = logging.getLogger(__name__)
+
+# Random weights give near-random logits, so int8 and fp32 disagree on the top class often and
+# the SQNR is low: that is no sign of a broken export (README "Two commands").
+RANDOM_WEIGHTS_LINE = ("RANDOM (no --checkpoint / --pretrained): the model is deployable as "
+                       "profiled, but its top-1 agreement and SQNR figures are not meaningful; "
+                       "pass --checkpoint FILE or --pretrained for a real model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,17 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "the search takes a few minutes on a zoo model")
     p.add_argument("--patch-max-mac-overhead", type=float, default=30.0, metavar="PERCENT",
                    help="most extra MACs (halo recomputation) a patch plan may cost (30)")
-    p.add_argument("--board", help="board profile, passed to firmware_eval")
+    p.add_argument("--board", action="append", default=None,
+                   help="board profile for the verdict (repeatable; 'all' for every built-in "
+                        "board; or a board FILE.yaml with SRAM, flash and the application's "
+                        "reserve). The first sets the CMSIS-NN scratch, the patch budget and the "
+                        f"--emulate core. A DOES NOT FIT verdict exits {EXIT_DOES_NOT_FIT} (every "
+                        "file still written)")
+    add_budget_flags(p)
     p.add_argument("--emulate", action="store_true",
                    help="build the C bundle with TFLM + CMSIS-NN for the --board's core "
                         "(Cortex-M4 / M7) and run it in QEMU: measured flash, SRAM, "
                         "instructions and outputs vs the host; the verdict uses the measurement")
-    p.add_argument("--out", type=Path, help="output folder (exports/<model>-r<res>-int8)")
+    p.add_argument("--out", type=Path,
+                   help="output folder (exports/<model>-r<res>-int8[-<board>...])")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random init (no checkpoint) and of the calibration crops: the "
                         "same command writes the same files (0)")
-    p.add_argument("--json", action="store_true", help="print export.json to stdout at the end")
+    p.add_argument("--json", action="store_true",
+                   help="print export.json to stdout at the end, and nothing else there (the "
+                        "progress and the summary go to stderr)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -137,7 +157,8 @@ def _config(args: argparse.Namespace):
                   " and ".join(w for w, v in (("calibration", calib_data), ("evaluation",
                                                                             eval_data)) if v is None))
         calib_data, eval_data, source = calib_data or recorded, eval_data or recorded, "checkpoint"
-    return ExportConfig(model=name, out=args.out or default_out(name, resolution),
+    boards = resolve_boards(args.board, args.sram, args.flash)
+    return ExportConfig(model=name, out=args.out or default_out(name, resolution, boards),
                         checkpoint=checkpoint, resolution=args.resolution,
                         num_classes=args.num_classes, calib_data=calib_data,
                         calib_images=args.calib_images, check_images=args.check_images,
@@ -147,7 +168,8 @@ def _config(args: argparse.Namespace):
                         per_channel=not args.per_tensor, head_as_conv=args.head_as_conv,
                         bn_recalibrate=args.bn_recalibrate,
                         onnxsim=args.onnxsim, force=args.force,
-                        firmware=args.firmware, board=args.board, emulate=args.emulate,
+                        firmware=args.firmware, board=boards[0] if boards else None,
+                        boards=tuple(boards), emulate=args.emulate,
                         reorder=args.reorder,
                         offline_plan=args.offline_plan, compact=args.compact, patch=args.patch,
                         patch_max_mac_overhead=args.patch_max_mac_overhead / 100.0,
@@ -162,6 +184,8 @@ def _summary(result) -> str:
              f"  model_int8.tflite  {int8_file['bytes']:,} B  input {q['input']['dtype']}"
              f"{q['input']['shape']} output {q['output']['dtype']}{q['output']['shape']}",
              "  ops: " + ", ".join(f"{k} {v}" for k, v in doc["op_histogram"].items())]
+    if doc["weights"] == "random":
+        lines.append(f"  weights: {RANDOM_WEIGHTS_LINE}")
     lines += _numerics_lines(doc)
     lines += _gate_lines(doc)
     lines += _firmware_lines(doc, result.out)
@@ -177,8 +201,8 @@ def _numerics_lines(doc: dict) -> list[str]:
         lines.append(f"  int8 vs fp32 TFLite on {int8_checks['images']} calibration images: top-1 "
                      f"agreement {int8_checks['top1_agreement']:.1%}, output SQNR "
                      f"{float(int8_checks['sqnr_db']):.1f} dB"
-                     + (" (random weights: shows how faithfully int8 tracks this net, not "
-                        "accuracy)" if doc["weights"] == "random" else ""))
+                     + (" (random weights: not meaningful, see above)"
+                        if doc["weights"] == "random" else ""))
     if doc.get("evaluation"):
         lines.append("  top-1 on " + doc["evaluation"]["data"]["spec"] + ": " + ", ".join(
             f"{k} {v:.2%}" for k, v in doc["evaluation"]["top1"].items()))
@@ -216,9 +240,8 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
         lines.append(f"  TFLite Micro problem: {problem}")
     for run in (firmware.get("emulation") or {}).values():
         lines += emulation_lines(run, indent="  ")
-    if firmware.get("board"):
-        lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(firmware["board"]),
-                                                        "tinyexport")]
+    for record in verdict_records(firmware):
+        lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(record), "tinyexport")]
     return lines
 
 
@@ -260,10 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def body() -> int:
-        result = export(_config(args), progress=print)
-        print(_summary(result))
+        # With --json, stdout holds the JSON document alone: progress and summary go to stderr.
+        human = sys.stderr if args.json else sys.stdout
+        result = export(_config(args), progress=lambda line: print(line, file=sys.stderr))
+        print(_summary(result), file=human)
         if args.quant_report:
-            print(render_layer_table(layer_rows(result.provenance)))
+            print(render_layer_table(layer_rows(result.provenance)), file=human)
         if args.json:
             print(json.dumps(result.provenance, indent=2))
         gate = result.provenance.get("gate") or {}
@@ -272,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"written to {result.out}/ for inspection (report.md lists the layers that "
                   "lose precision)", file=sys.stderr)
             return EXIT_FAILURE
-        return 0
+        return fit_exit_code(verdict_records(result.provenance.get("firmware") or {}))
 
     return run_cli(body)
 

@@ -52,8 +52,11 @@ class ExportConfig:
     compact: bool = True  # model compaction (tflite_graph/compact.py), verified in TFLM / LiteRT
     patch: str = "auto"  # auto: only when --board is given and the model does not fit it
     patch_max_mac_overhead: float = 0.30
-    # The resolved profile: a name (``--board``) is looked up once, here, and never again.
+    # The resolved profile: a name (``--board``) is looked up once, here, and never again. It
+    # sets the firmware stage's CMSIS-NN scratch, patch budget and emulated core; ``boards`` holds
+    # every requested board (``board`` first), each given a verdict.
     board: Board | None = None
+    boards: tuple[Board, ...] = ()
     emulate: bool = False  # run the bundle on the board's core in QEMU (firmware_eval/emulate.py)
     seed: int = 0
     min_agreement: float = MIN_TOP1_AGREEMENT
@@ -83,6 +86,10 @@ class ExportConfig:
         OptimizeOptions(patch=self.patch, max_mac_overhead=self.patch_max_mac_overhead)
         if isinstance(self.board, str):  # unknown: one line with close names, before any work
             object.__setattr__(self, "board", BOARDS.get(self.board))
+        if self.board is not None and not self.boards:
+            object.__setattr__(self, "boards", (self.board,))
+        if self.boards and self.board != self.boards[0]:
+            raise ValueError("ExportConfig: board must be the first of boards")
         if self.emulate:
             self._check_emulate()
 
@@ -97,5 +104,11 @@ class ExportConfig:
                             f"emulated core; emulation covers {', '.join(CORES)}")
 
 
-def default_out(model: str, resolution: int) -> Path:
-    return Path("exports") / f"{model}-r{resolution}-int8"
+def default_out(model: str, resolution: int, boards: tuple[Board, ...] | list[Board] = ()
+                ) -> Path:
+    """``exports/<model>-r<res>-int8[-<board>...]``: the boards in the name, so exports of one
+    model for several boards (the README's order) do not collide; more than three boards are
+    counted instead of listed."""
+    names = [b.name for b in boards]
+    suffix = "".join(f"-{n}" for n in names) if len(names) <= 3 else f"-{len(names)}-boards"
+    return Path("exports") / f"{model}-r{resolution}-int8{suffix}"

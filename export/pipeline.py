@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from tinyexport.atomic import atomic_dir, write_json, write_text
-from tinyexport.errors import UserError
+from tinyexport.errors import StageError, UserError
 from tinyexport.export.config import (
     ARTIFACTS,
     RANDOM_WEIGHTS_WARNING,
@@ -40,6 +41,8 @@ from tinyexport.export.stages import (
     quant_report,
     quantize,
     recalibrate,
+    shipped_op_histogram,
+    shipped_verdicts,
 )
 from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportState, Int8Model, Loaded
 from tinyexport.export.tensors import nchw_to_nhwc
@@ -48,7 +51,7 @@ from tinyexport.json_record import to_record
 from tinyexport.quantize.check import Int8Numerics
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
-__all__ = ["PROBE_IMAGES", "export", "previous_export_problem", "gate", "run_export",
+__all__ = ["PROBE_IMAGES", "export", "keep_emulation_logs", "previous_export_problem", "gate", "run_export",
            "convert_to_int8", "written_artifacts", "recorded_data_readable", "check_user_paths"]
 
 _log = logging.getLogger(__name__)
@@ -60,10 +63,25 @@ def export(config: ExportConfig, progress: Callable[[str], None] | None = None) 
     """Run the export into a temporary folder; rename it onto ``config.out`` when complete."""
     check_user_paths(config)
     with atomic_dir(config.out, force=config.force, replaceable=previous_export_problem) as tmp:
-        result = run_export(config, tmp, progress)
+        try:
+            result = run_export(config, tmp, progress)
+        except (UserError, StageError) as exc:
+            raise keep_emulation_logs(exc, tmp, config.out) from None
         write_json(tmp / "export.json", result.provenance)
         write_text(tmp / "report.md", render_report(result.provenance))
     return replace(result, out=config.out)
+
+
+def keep_emulation_logs(exc: Exception, tmp: Path, out: Path) -> Exception:
+    """A failed ``--emulate`` names its build / QEMU log, inside the partial folder that the failed
+    export removes: copy the emulation folder beside ``out`` (``OUT.emulation-logs``) and name
+    that copy in the message instead. Other failures pass through unchanged."""
+    emulation = tmp / "emulation"
+    if not emulation.is_dir() or str(emulation) not in str(exc):
+        return exc
+    kept = out.with_name(out.name + ".emulation-logs")
+    shutil.copytree(emulation, kept, dirs_exist_ok=True)
+    return type(exc)(str(exc).replace(str(emulation), str(kept)))
 
 
 def previous_export_problem(folder: Path) -> str | None:
@@ -125,7 +143,7 @@ def run_export(config: ExportConfig, out_tmp: Path,
                                          converted.data, rec)
     with timer.stage("int8 gate") as rec:
         verdict = gate(config, converted.numerics, evaluation, rec)
-    firmware_result = None
+    firmware_result, verdicts, static = None, (), converted.static
     if config.firmware:
         images, labels = ((batch.images_nhwc, batch.labels) if batch
                           else (converted.check_nhwc[:4], None))
@@ -135,9 +153,11 @@ def run_export(config: ExportConfig, out_tmp: Path,
         tflm = batch.tflm_top1(firmware_result) if batch else None
         if tflm:
             evaluation = replace(evaluation, tflm=tflm)
-    state = ExportState(config, loaded, calibration, classifier, converted.static,
+        verdicts = shipped_verdicts(config, out_tmp / "model_int8.tflite", firmware_result)
+        static = replace(static, op_histogram=shipped_op_histogram(out_tmp / "model_int8.tflite"))
+    state = ExportState(config, loaded, calibration, classifier, static,
                         converted.numerics, converted.layers, verdict, written_artifacts(out_tmp),
-                        evaluation, firmware_result)
+                        evaluation, firmware_result, verdicts)
     return ExportResult(out_tmp, build_provenance(state, timer.records), timer.records)
 
 

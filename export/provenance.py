@@ -12,7 +12,7 @@ from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
 
-__all__ = ["build_provenance", "layer_rows", "render_report"]
+__all__ = ["build_provenance", "layer_rows", "render_report", "verdict_records"]
 
 
 def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
@@ -40,10 +40,26 @@ def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
         "evaluation": state.evaluation,
         "gate": state.gate,
         "quant_report": state.layers,
-        "firmware": state.firmware or {"status": "skipped: disabled"},
+        "firmware": _firmware_record(state),
         "total_seconds": round(sum(s.seconds for s in stages), 3),
     }
     return to_record(doc)
+
+
+def _firmware_record(state: ExportState) -> dict:
+    """export.json's ``firmware``: the stage's result, with ``boards`` (every requested board's
+    verdict) when more than one board was asked for."""
+    if state.firmware is None:
+        return {"status": "skipped: disabled"}
+    record = to_record(state.firmware)
+    if len(state.verdicts) > 1:
+        record["boards"] = to_record(list(state.verdicts))
+    return record
+
+
+def verdict_records(firmware: dict) -> list[dict]:
+    """The board verdicts of export.json's ``firmware`` record (one per requested board)."""
+    return firmware.get("boards") or ([firmware["board"]] if firmware.get("board") else [])
 
 
 def _firmware_lines(firmware: dict) -> list[str]:
@@ -59,8 +75,8 @@ def _firmware_lines(firmware: dict) -> list[str]:
                      + (f"applied, -{step['saved']:,} B ({step['reason']})" if step["applied"]
                         else f"not applied ({step['reason']})"))
     lines += compaction_lines(firmware.get("compaction"), indent="- ")
-    if firmware.get("board"):
-        lines += verdict_lines(Verdict.from_record(firmware["board"]), "report.md")
+    for record in verdict_records(firmware):
+        lines += verdict_lines(Verdict.from_record(record), "report.md")
     return lines
 
 

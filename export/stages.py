@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinyexport.boards import Verdict
 from tinyexport.errors import StageError
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.convert import onnx_to_tflite
@@ -25,12 +27,14 @@ from tinyexport.export.tensors import check_finite, nchw_to_nhwc
 from tinyexport.export.to_onnx import run_onnxruntime, to_onnx
 from tinyexport.firmware_eval.evaluate import FirmwareResult, evaluate_firmware
 from tinyexport.firmware_eval.optimize import OptimizeOptions
+from tinyexport.firmware_eval.verdicts import board_verdicts
 from tinyexport.json_record import to_record
 from tinyexport.log import native_output_to_debug_log
 from tinyexport.quantize.check import check_int8_model, compare_int8_to_float, run_tflite
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
 from tinyexport.quantize.layer_report import LayerError, layer_errors
 from tinyexport.quantize.ptq import float_tflite_from_saved_model, quantize_int8
+from tinyexport.tflite_graph.reader import read_graph
 from tinyexport.train.bn_recalibration import reestimate_bn
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.data import Preprocessing, build_dataset, mcunet_zoo_preprocessing, parse_data_spec, take_images
@@ -296,6 +300,21 @@ def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: P
     record.details.update({k: v for k, v in to_record(result).items()
                            if not isinstance(v, (dict, list))})
     return result
+
+
+def shipped_verdicts(config: ExportConfig, int8_path: Path, firmware: FirmwareResult
+                     ) -> tuple[Verdict, ...]:
+    """The verdict of every requested board on the shipped model (the firmware stage's own for the
+    first; measured where a board's core ran in emulation)."""
+    if len(config.boards) <= 1:
+        return (firmware.board,) if firmware.board else ()
+    return tuple(board_verdicts(read_graph(int8_path), config.boards, firmware.emulation))
+
+
+def shipped_op_histogram(int8_path: Path) -> dict[str, int]:
+    """Operator counts of the model the export ships (after the memory optimiser, whose patch
+    plans add STRIDED_SLICE / CONCATENATION), most frequent first."""
+    return dict(Counter(op.opcode for op in read_graph(int8_path).ops).most_common())
 
 
 def optimize_options(config: ExportConfig) -> OptimizeOptions | None:

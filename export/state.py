@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from tinyexport.boards import Verdict
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.gate import GateVerdict
 from tinyexport.export.stage_timer import StageRecord
@@ -102,6 +103,7 @@ class ExportState:
     artifacts: dict[str, Artifact]
     evaluation: Evaluation | None = None
     firmware: FirmwareResult | None = None
+    verdicts: tuple[Verdict, ...] = ()  # one per requested board, of the shipped model
 
     @property
     def warnings(self) -> list[str]:

@@ -199,10 +199,11 @@ def _predicted_figures(path: Path, graph, analysis) -> dict:
 
 
 def _optimized_figures(graph, analysis) -> dict:
-    """The figures an applied optimisation changes (the op list and the linear planner's figure
-    keep describing the model as exported)."""
+    """The figures an applied optimisation changes, the op list included: it describes the model
+    shipped (a patch plan adds STRIDED_SLICE / CONCATENATION); the linear planner's figure keeps
+    describing the model as exported."""
     pred = analysis.prediction
-    return {"model_bytes": graph.model_bytes, "arena": arena_dict(pred),
+    return {"model_bytes": graph.model_bytes, "ops": graph.opcodes, "arena": arena_dict(pred),
             "min_arena": pred.min_arena, "lower_bound": pred.lower_bound}
 
 

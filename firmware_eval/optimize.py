@@ -63,8 +63,8 @@ class OptimizeOptions:
         already set (or no board is given)."""
         if board is None or self.budget is not None:
             return self
-        return replace(self, budget=board.sram_bytes, isa=board.isa,
-                       flash_budget=board.flash_bytes)
+        return replace(self, budget=board.sram_budget, isa=board.isa,
+                       flash_budget=board.flash_budget)
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from pathlib import Path
 
-from tinyexport.atomic import atomic_path, write_bytes
+from tinyexport.atomic import write_bytes
 from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import tflm_runner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.evaluate import verify_rewrite
 from tinyexport.firmware_eval.optimize import Optimized, OptimizeOptions, needed, optimize
+from tinyexport.firmware_eval.report import draw_board_lines, finish_plot
 from tinyexport.firmware_eval.tflm_measurement import measure_arena_size, prepare_inputs
 from tinyexport.firmware_eval.tflm_readiness import load_verified, runtime_blockers
-from tinyexport.firmware_eval.verdicts import board_verdicts, verdict_lines
+from tinyexport.firmware_eval.verdicts import board_verdicts, fit_exit_code, verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.tflite_graph.reader import parse_graph
 
@@ -135,14 +137,16 @@ def _verification_lines(check: dict | None) -> list[str]:
 
 
 def _frontier_lines(frontier: list[dict]) -> list[str]:
+    # The plan label goes last and whole: cut to a column, two plans that differ only at the end
+    # (the patched branch's last op, the patch grid) looked identical.
     if not frontier:
         return []
     lines = ["  patch plans on the frontier (no other plan has a lower arena at no more MACs):",
-             f"    {'plan':<44} {'head':>9} {'tail':>9} {'total':>9} {'+MACs':>7} {'flash':>8}"]
+             f"    {'head':>9} {'tail':>9} {'total':>9} {'+MACs':>7} {'flash':>8}  plan"]
     for row in frontier:
-        lines.append(f"    {row['plan'][:44]:<44} {row['head']:>9,} {row['tail']:>9,} "
-                     f"{row['total']:>9,} {row['mac_overhead_percent']:>6.1f}% "
-                     f"{row['flash_delta']:>+8,}" + ("  <- chosen" if row["chosen"] else ""))
+        lines.append(f"    {row['head']:>9,} {row['tail']:>9,} {row['total']:>9,} "
+                     f"{row['mac_overhead_percent']:>6.1f}% {row['flash_delta']:>+8,}  "
+                     f"{row['plan']}" + ("  <- chosen" if row["chosen"] else ""))
     return lines
 
 
@@ -162,27 +166,22 @@ def plot_optimize(report: dict, path: str) -> None:
     for r in rows:
         if r["chosen"]:
             ax.plot([r["mac_overhead_percent"]], [r["total"] / 1024], "*", ms=14, color="red",
-                    label=f"chosen: {r['plan'][:40]}")
-    for v in report["boards"]:
-        ax.axhline(v["sram_budget"] / 1024, ls="--", lw=1, label=f"{v['board']} SRAM")
+                    label="chosen: " + "\n".join(textwrap.wrap(r["plan"], 40)))
+    draw_board_lines(ax, report["boards"])
     ax.set_xlabel("extra MACs (%)")
     ax.set_ylabel("TFLM arena, predicted (KiB)")
     ax.set_title(f"patch plans: {Path(report['model']).name}")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    _log.info("wrote plot %s", path)
+    finish_plot(fig, ax, path)  # the legend outside the axes, kept whole in the PNG
 
 
 def run_optimize_report(target: str, options: OptimizeOptions, boards: list[Board],
                         out: str | None, plot_path: str | None, as_json: bool) -> int:
-    """Entry point of ``tinyreport FILE.tflite --optimize`` / ``--patch``; 1 if not confirmed."""
+    """Entry point of ``tinyreport FILE.tflite --optimize`` / ``--patch``; 1 if not confirmed,
+    3 (:data:`tinyexport.errors.EXIT_DOES_NOT_FIT`) if a board's verdict is DOES NOT FIT."""
     report = optimize_report(target, options, boards, out)
     if plot_path and report["frontier"]:
         plot_optimize(report, plot_path)
     print(json.dumps(report, indent=2, default=list) if as_json else render(report))
     check = report.get("verification")
-    return 1 if check is not None and not check["confirmed"] else 0
+    return 1 if check is not None and not check["confirmed"] else fit_exit_code(report["boards"])
 

@@ -18,12 +18,20 @@ import numpy as np
 from tinyexport.atomic import atomic_path
 from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval.arena_analysis import Analysis, analyse, arena_dict
+from tinyexport.firmware_eval import planner
+from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
 from tinyexport.firmware_eval.tflm_measurement import check_labels, measure, prepare_inputs, top1
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
-from tinyexport.firmware_eval.verdicts import RUNTIME_BASIS, board_verdicts, runtime_estimate, verdict_lines
+from tinyexport.firmware_eval.verdicts import (
+    RUNTIME_BASIS,
+    board_verdicts,
+    fit_exit_code,
+    runtime_estimate,
+    verdict_lines,
+)
 from tinyexport.json_record import to_record
+from tinyexport.tflite_graph.reader import Graph
 
 __all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_board_lines",
            "finish_plot", "plot_plan", "run_tflite_report"]
@@ -176,10 +184,12 @@ def finish_plot(fig, ax, out: str) -> None:
     _log.info("wrote plot %s", out)
 
 
-def plot_plan(analysis: Analysis, out: str, boards: Sequence[dict] = (),
-              title: str = "model") -> PlotSummary:
-    """Arena need per op: the persistent tail as a constant band, the activations (and scratch)
-    live at each op stacked on it, the peak op annotated, a line per board at its SRAM.
+def plot_plan(graph: Graph, out: str, boards: Sequence[dict] = (), title: str = "model"
+              ) -> PlotSummary:
+    """The arena as TFLM lays it out: each planned buffer a box spanning the ops it lives through
+    (x, op index) at its offset in the arena (y), activations blue and scratch orange; the
+    persistent tail as a band above the head; the peak op annotated, a line per board at its
+    SRAM.
 
     Args:
         boards: board verdicts (:func:`board_verdicts`), one SRAM line each.
@@ -188,32 +198,40 @@ def plot_plan(analysis: Analysis, out: str, boards: Sequence[dict] = (),
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
+    analysis = analyse(graph)
     pred = analysis.prediction
     rows = pred.ops
-    live = np.array([r.live_bytes for r in rows], float) / 1024
-    scratch = np.array([r.scratch_bytes for r in rows], float) / 1024
-    tail, x = pred.tail / 1024, np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(8.0, len(rows) * 0.22), 4.8))
-    ax.bar(x, [tail] * len(rows), color="0.75", width=0.9, label=f"tail (persistent) "
-           f"{pred.tail:,} B")
-    ax.bar(x, live, bottom=tail, color="tab:blue", width=0.9, label="activations live at the op")
-    ax.bar(x, scratch, bottom=tail + live, color="tab:orange", width=0.9, label="scratch")
-    peak = int(np.argmax(live + scratch)) if len(rows) else 0
-    peak_label = f"#{rows[peak].index} {rows[peak].opcode}" if len(rows) else "-"
-    peak_bytes = int(pred.tail + (rows[peak].live_bytes + rows[peak].scratch_bytes
-                                  if len(rows) else 0))
-    ax.annotate(f"peak {peak_label}\n{peak_bytes:,} B", (peak, peak_bytes / 1024),
-                xytext=(0, 12), textcoords="offset points", ha="center", fontsize=8,
+    buffers = planner.buffers_for(graph, pred.scratch, graph.offline_offsets)
+    fig, ax = plt.subplots(figsize=(max(8.0, len(rows) * 0.22), 5.2))
+    for buf, offset in zip(buffers, pred.offsets, strict=True):
+        scratch = buf.key.startswith("s")
+        ax.add_patch(Rectangle((buf.first - 0.45, offset / 1024), buf.last - buf.first + 0.9,
+                               buf.size / 1024, facecolor="tab:orange" if scratch else "tab:blue",
+                               edgecolor="white", linewidth=0.6, alpha=0.85))
+    ax.add_patch(Rectangle((-0.5, pred.head / 1024), max(len(rows), 1), pred.tail / 1024,
+                           facecolor="0.8", edgecolor="0.5", linewidth=0.6))
+    # legend entries for the patches (drawn above without labels, one per buffer)
+    ax.bar([0], [0], color="tab:blue", label="activation buffer (op span × arena offset)")
+    ax.bar([0], [0], color="tab:orange", label="scratch buffer")
+    ax.bar([0], [0], color="0.8", label=f"tail (persistent) {pred.tail:,} B")
+    live = [r.live_bytes + r.scratch_bytes for r in rows]
+    peak = int(np.argmax(live)) if rows else 0
+    peak_label = f"#{rows[peak].index} {rows[peak].opcode}" if rows else "-"
+    peak_bytes = int(pred.tail + (live[peak] if rows else 0))
+    ax.annotate(f"peak {peak_label}\n{live[peak] if rows else 0:,} B live", (peak, pred.head / 1024),
+                xytext=(0, 14), textcoords="offset points", ha="center", fontsize=8,
                 arrowprops={"arrowstyle": "->"})
     lines = draw_board_lines(ax, boards)
     ax.axhline(analysis.arena_needed / 1024, color="black", ls=":", lw=1,
                label=f"arena needed {analysis.arena_needed:,} B")
-    top = max([analysis.arena_needed, peak_bytes] + [b for _, b in lines]) / 1024
+    top = max([analysis.arena_needed, pred.head + pred.tail] + [b for _, b in lines]) / 1024
+    ax.set_xlim(-0.5, max(len(rows), 1) - 0.5)
     ax.set_ylim(0, top * 1.15)
     ax.set_xlabel("op index (execution order)")
-    ax.set_ylabel("TFLM arena (KiB)")
-    ax.set_title(f"{title}: arena {analysis.arena_needed:,} B, peak at "
+    ax.set_ylabel("arena offset (KiB)")
+    ax.set_title(f"{title}: TFLM memory plan, head {pred.head:,} + tail {pred.tail:,} B; peak at "
                  f"{peak_label}")
     finish_plot(fig, ax, out)
     return PlotSummary(out, peak_label, peak_bytes, lines)
@@ -223,7 +241,8 @@ def run_tflite_report(target: str, *, boards: Sequence[Board] = (),
                       run_tflm: bool = False, images_path: str | None = None,
                       plot_path: str | None = None, as_json: bool = False,
                       emulate: Sequence[str] = ()) -> int:
-    """Print the report of the model ``target`` (``tinyreport FILE.tflite``); 1 if it has errors.
+    """Print the report of the model ``target`` (``tinyreport FILE.tflite``); 1 if it has errors,
+    3 (:data:`tinyexport.errors.EXIT_DOES_NOT_FIT`) if a board's verdict is DOES NOT FIT.
 
     Args:
         boards: board profiles for fit verdicts.
@@ -244,6 +263,6 @@ def run_tflite_report(target: str, *, boards: Sequence[Board] = (),
             check_labels(load(target), labels, len(images))
     report = build_report(target, boards, run_tflm, images, labels, emulate=emulate)
     if plot_path:
-        plot_plan(analyse(load(target)), plot_path, report["boards"], Path(target).name)
+        plot_plan(load(target), plot_path, report["boards"], Path(target).name)
     print(json.dumps(report, indent=2, default=list) if as_json else render(report))
-    return 1 if report.get("errors") else 0
+    return 1 if report.get("errors") else fit_exit_code(report["boards"])

@@ -2,7 +2,12 @@
 flash = the model file + an estimate of the runtime code (TFLM, kernels, C library; the one
 place it is estimated).
 Where the model ran in emulation on the board's core (:mod:`tinyexport.firmware_eval.emulate`),
-the measured flash and SRAM replace both.
+the measured flash and SRAM replace both. Before export (``tinyreport --model``) the graph is an
+:class:`AnalyticGraph`: SRAM = the analytic activation peak, flash = the predicted model file
+(:mod:`tinyexport.firmware_eval.model_flash`) + the same runtime estimate. Budgets are the
+board's regions minus its application reserve (a board file, ``--sram`` / ``--flash``:
+:func:`resolve_boards`); a DOES NOT FIT verdict names its reason and makes the CLIs exit 3
+(:func:`fit_exit_code`).
 
 :func:`board_verdict` is the one place a verdict is built (predicted, or measured when the board's
 core was emulated) and :func:`verdict_lines` the one place it is rendered, for ``tinyexport``,
@@ -15,13 +20,27 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from tinyexport.boards import BOARDS, Board, Needs, Verdict, verdict
+from tinyexport.boards import (
+    BOARDS,
+    Board,
+    Needs,
+    Verdict,
+    custom_board,
+    is_board_file,
+    parse_size,
+    read_board_file,
+    verdict,
+    with_budgets,
+)
+from tinyexport.errors import EXIT_DOES_NOT_FIT, UserError
 from tinyexport.firmware_eval.arena import predict
+from tinyexport.firmware_eval.model_flash import AnalyticGraph, predict_model_flash
 from tinyexport.tflite_graph.reader import Graph
 
 __all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERNEL_BYTES",
            "RUNTIME_HEAVY_OP_BYTES", "RUNTIME_PER_OP_BYTES", "HEAVY_OPS", "RUNTIME_BASIS",
-           "runtime_estimate", "resolve_boards", "predicted_verdict", "board_verdict",
+           "runtime_estimate", "resolve_boards", "fit_exit_code", "add_budget_flags",
+           "ANALYTIC_COMPACTION", "predicted_verdict", "board_verdict",
            "board_verdicts", "measured_verdict", "board_core", "board_clock_hz",
            "CYCLES_PER_INSTRUCTION", "LATENCY_BASIS", "latency_ms", "latency_text", "budget_line",
            "VERDICT_LAYOUTS", "verdict_lines"]
@@ -47,7 +66,7 @@ RUNTIME_BASIS = ("estimate: 22,000 B TFLM framework + 39,500 B C runtime + 8,000
                  "--emulate measures it")
 
 
-def runtime_estimate(graph: Graph) -> int:
+def runtime_estimate(graph: Graph | AnalyticGraph) -> int:
     """Estimated TFLM runtime code bytes (framework + kernels of the model's op types)."""
     kernels = sum(RUNTIME_HEAVY_OP_BYTES if op in HEAVY_OPS else RUNTIME_PER_OP_BYTES
                   for op in graph.opcodes)
@@ -55,30 +74,73 @@ def runtime_estimate(graph: Graph) -> int:
             + kernels)
 
 
-def resolve_boards(requested: str | Sequence[str] | None) -> list[Board]:
-    """The board profiles of a request: none, one name, several, or ``all`` (every board).
+def resolve_boards(requested: str | Sequence[str] | None, sram: str | int | None = None,
+                   flash: str | int | None = None) -> list[Board]:
+    """The board profiles of a request: none, names, ``all`` (every built-in board) or board
+    files (``.yaml``, :func:`tinyexport.boards.read_board_file`), with the ``--sram`` /
+    ``--flash`` budgets in place of their regions; bare budgets make one ``custom`` board.
 
     Raises:
-        UserError: an unknown board (with the known names and close matches).
+        UserError: an unknown board (with the known names and close matches), a bad board file.
     """
-    if not requested:
-        return []
-    names = [requested] if isinstance(requested, str) else list(requested)
+    sram, flash = (_budget(value, flag) for value, flag in ((sram, "--sram"), (flash, "--flash")))
+    names = [requested] if isinstance(requested, str) else list(requested or ())
     if any(n.lower() == "all" for n in names):
-        names = BOARDS.names()
-    return [BOARDS.get(n) for n in names]
+        names = [n for n in names if is_board_file(n)] + BOARDS.names()
+    boards = [board for n in names
+              for board in ([b for b, _ in read_board_file(n)] if is_board_file(n)
+                            else [BOARDS.get(n)])]
+    if not boards:
+        return [custom_board(sram, flash)] if sram or flash else []
+    return list({b.name: with_budgets(b, sram, flash) for b in boards}.values())
 
 
-def predicted_verdict(graph: Graph, board: Board) -> Verdict:
+def add_budget_flags(parser) -> None:
+    """``--sram`` / ``--flash``: the user's budgets, for every verdict (``tinyexport``,
+    ``tinyreport``)."""
+    for what, example in (("sram", "256KiB"), ("flash", "1MiB")):
+        parser.add_argument(f"--{what}", metavar="SIZE",
+                            help=f"{what} budget for the model (bytes or e.g. {example}): replaces "
+                                 f"each --board's {what} region; without --board, the verdict is "
+                                 "for a 'custom' board with these budgets")
+
+
+def _budget(value: str | int | None, flag: str) -> int | None:
+    size = None if value is None else parse_size(value, flag)
+    if size is not None and size <= 0:
+        raise UserError(f"{flag} must be a positive size, got {value!r}")
+    return size
+
+
+def fit_exit_code(verdicts: Sequence[Verdict | Mapping]) -> int:
+    """The exit code of a run with board verdicts (objects or their records):
+    :data:`tinyexport.errors.EXIT_DOES_NOT_FIT` when a requested board's verdict is DOES NOT
+    FIT, else 0."""
+    fits = [v["fits"] if isinstance(v, Mapping) else v.fits for v in verdicts]
+    return EXIT_DOES_NOT_FIT if not all(fits) else 0
+
+
+def predicted_verdict(graph: Graph | AnalyticGraph, board: Board) -> Verdict:
     """SRAM = predicted arena with the board's CMSIS-NN scratch, flash = model file + runtime
-    estimate."""
+    estimate. For an :class:`AnalyticGraph` (a zoo model before export): SRAM = the analytic
+    activation peak, flash = the predicted model file (:func:`predict_model_flash`) + the same
+    runtime estimate."""
+    if isinstance(graph, AnalyticGraph):
+        model_bytes = predict_model_flash(graph, compaction=ANALYTIC_COMPACTION).total
+        return verdict(board, graph.peak_activation_bytes, model_bytes + runtime_estimate(graph),
+                       isa=board.isa)
     pred = predict(graph, board.isa)
     sram = max(pred.total, pred.min_arena)  # TFLM cannot allocate below either
     return verdict(board, sram, graph.model_bytes + runtime_estimate(graph), isa=board.isa)
 
 
-def board_verdict(graph: Graph, board: Board, emulated: Mapping[str, dict] | None = None
-                  ) -> Verdict:
+# The file the analytic verdict predicts: the export's model_int8.tflite as written today. When
+# the export ships the TFLM-compacted model (compact_for_tflm), this becomes "tflm".
+ANALYTIC_COMPACTION: str | None = None
+
+
+def board_verdict(graph: Graph | AnalyticGraph, board: Board,
+                  emulated: Mapping[str, dict] | None = None) -> Verdict:
     """The final verdict for ``board``: measured where its core ran in emulation (``emulated``:
     core -> ``EmulationResult.summary()``), else predicted."""
     predicted = predicted_verdict(graph, board)
@@ -86,7 +148,7 @@ def board_verdict(graph: Graph, board: Board, emulated: Mapping[str, dict] | Non
     return predicted if run is None else measured_verdict(predicted, board, run)
 
 
-def board_verdicts(graph: Graph, boards: Sequence[Board],
+def board_verdicts(graph: Graph | AnalyticGraph, boards: Sequence[Board],
                    emulated: Mapping[str, dict] | None = None) -> list[Verdict]:
     """:func:`board_verdict` for each board."""
     return [board_verdict(graph, board, emulated) for board in boards]
@@ -150,30 +212,37 @@ def budget_line(v: Verdict, width: int = 0) -> str:
 
 
 def _fits_word(v: Verdict) -> str:
-    return "fits" if v.fits else "DOES NOT FIT"
+    """``fits``, or ``DOES NOT FIT (SRAM)`` / ``(flash)`` / ``(SRAM and flash)``: the reason
+    named, so a line with both figures does not leave the user to compare margins."""
+    return "fits" if v.fits else f"DOES NOT FIT ({v.short_of})"
+
+
+# A predicted SRAM need is the TFLM arena (with CMSIS-NN scratch) alone; the firmware's stack,
+# .data and .bss come on top (the README's model: 88,140 B predicted, 92,520 B measured in QEMU).
+PREDICTED_BASIS = "predicted; SRAM = the TFLM arena only, without the firmware's stack, .data " \
+                  "and .bss (--emulate measures them)"
 
 
 def _export_lines(v: Verdict) -> list[str]:
-    lines = [f"{v.board}: {_fits_word(v)} — {budget_line(v)} ({v.basis or 'predicted'})"]
+    lines = [f"{v.board}: {_fits_word(v)} — {budget_line(v)} ({v.basis or PREDICTED_BASIS})"]
     if v.latency_ms is not None:
         lines.append(f"{v.board} latency: {latency_text(v)}")
     return lines
 
 
 def _tflite_report_lines(v: Verdict) -> list[str]:
-    return [f"{v.board:14s} {_fits_word(v):12s} SRAM {v.sram_needed:,}/{v.sram_budget:,} (margin "
+    return [f"{v.board:14s} {_fits_word(v):20s} SRAM {v.sram_needed:,}/{v.sram_budget:,} (margin "
             f"{v.sram_margin:,}), flash {v.flash_needed:,}/{v.flash_budget:,} (margin "
-            f"{v.flash_margin:,}) — {v.basis or 'predicted'}"
+            f"{v.flash_margin:,}) — {v.basis or PREDICTED_BASIS}"
             + (f"; {latency_text(v)}" if v.latency_ms is not None else "")]
 
 
 def _model_report_lines(v: Verdict) -> list[str]:
-    return [f"{v.board:<14} {_fits_word(v):<13} {budget_line(v, 9)}"]
+    return [f"{v.board:<14} {_fits_word(v):<20} {budget_line(v, 9)}"]
 
 
 def _optimize_report_lines(v: Verdict) -> list[str]:
-    return [f"{v.board:<14} {_fits_word(v):<13} SRAM {v.sram_needed:,} / {v.sram_budget:,} B "
-            f"(margin {v.sram_margin:+,})"]
+    return [f"{v.board:<14} {_fits_word(v):<20} {budget_line(v)}"]
 
 
 def _benchmark_table_cell(v: Verdict) -> list[str]:

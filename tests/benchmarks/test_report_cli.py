@@ -28,12 +28,55 @@ def test_resolution_and_classes_change_figures(capsys):
 
 
 def test_human_output_and_board_verdict(capsys):
-    assert main(["--model", "mcunet-in2", "--board", "stm32f412", "--board", "stm32h743"]) == 0
+    # a requested board that does not fit: exit 3 (EXIT_DOES_NOT_FIT), the report still printed
+    assert main(["--model", "mcunet-in2", "--board", "stm32f412", "--board", "stm32h743"]) == 3
     out = capsys.readouterr().out
     assert "peak activation" in out and "332,800 B" in out and "blocks.2.depthwise.conv" in out
-    # 332,800 B of activations exceed the F412's 256 KiB and fit the H743's 512 KiB
-    assert "stm32f412      DOES NOT FIT" in out and "margin -70,656" in out
+    # 332,800 B of activations exceed the F412's 256 KiB and fit the H743's 512 KiB; the
+    # predicted file (~990 KB) + runtime code is over the F412's 1 MiB flash as well
+    assert "stm32f412      DOES NOT FIT (SRAM and flash)" in out and "margin -70,656" in out
     assert "stm32h743      fits" in out
+
+
+def test_exit_code_names_the_reason_flash(capsys):
+    # mcunet-in3 fits the F765's 512 KiB SRAM; its exported file + runtime does not fit 1 MiB
+    # flash (the .tflite verdict says the same: tests/firmware_eval/test_model_flash.py)
+    assert main(["--model", "mcunet", "--board", "stm32f765", "--json"]) == 3
+    verdict = json.loads(capsys.readouterr().out)["boards"][0]
+    assert verdict["short_of"] == "flash" and verdict["sram_margin"] > 0
+    assert main(["--model", "mcunet", "--board", "stm32h743"]) == 0
+
+
+def test_budgets_from_flags_and_board_file(capsys, tmp_path):
+    assert main(["--model", "mcunet", "--sram", "400KiB", "--flash", "2MiB", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)["boards"][0]
+    assert (verdict["board"], verdict["sram_budget"], verdict["flash_budget"]) == (
+        "custom", 400 * 1024, 2 * 1024 * 1024)
+    # --flash replaces the board's region: the F765 with 2 MiB of flash fits
+    assert main(["--model", "mcunet", "--board", "f765", "--flash", "2MiB"]) == 0
+    capsys.readouterr()
+    board = tmp_path / "my_board.yaml"
+    board.write_text("name: cam-board\ncore: Cortex-M7 @ 400 MHz\nsram: 512 KiB\n"
+                     "flash: 2 MiB\nreserve:\n  sram: 200 KiB\n  flash: 64 KiB\n")
+    assert main(["--model", "mcunet", "--board", str(board), "--json"]) == 3
+    verdict = json.loads(capsys.readouterr().out)["boards"][0]
+    assert verdict["sram_budget"] == (512 - 200) * 1024 and verdict["short_of"] == "SRAM"
+    assert verdict["flash_budget"] == 2 * 1024 * 1024 - 64 * 1024
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: b\nsram: 10 parsecs\nflash: 1MiB\n", "is not a size"),
+    ("name: b\nflash: 1MiB\n", "lacks sram"),
+    ("name: b\nsram: 1KiB\nflash: 1MiB\nreserve: {sram: 2KiB}\n", "reserve"),
+    ("name: b\nsram: 1KiB\nflash: 1MiB\nram: 3\n", "unknown keys ram"),
+    ("{{{", "not valid YAML"),
+])
+def test_bad_board_file_is_one_line(capsys, tmp_path, text, fragment):
+    board = tmp_path / "b.yaml"
+    board.write_text(text)
+    assert main(["--model", "mcunet-in0", "--board", str(board)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_board_verdict_in_json(capsys):
@@ -45,7 +88,7 @@ def test_board_verdict_in_json(capsys):
 
 def test_plot_writes_png(tmp_path):
     path = tmp_path / "act.png"
-    assert main(["--model", "mcunet-in0", "--board", "stm32f746", "--plot", str(path)]) == 0
+    assert main(["--model", "mcunet-in0", "--board", "stm32h743", "--plot", str(path)]) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -57,6 +100,8 @@ def test_plot_writes_png(tmp_path):
     (["--model", "mcunet", "--num-classes", "0"], "--num-classes: num_classes must be in 2..100,000, got 0"),
     ([], "nothing to report"),
     (["--model", "mcunet", "--plot", "out.jpg"], "PNG"),
+    (["--model", "mcunet", "--sram", "lots"], "--sram: 'lots' is not a size"),
+    (["--model", "mcunet", "--board", "missing.yaml"], "board file 'missing.yaml'"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, argv, fragment):
     assert main(argv) == 2

@@ -148,3 +148,51 @@ def test_emulate_requests_are_checked_before_any_work(tmp_path, capsys, monkeypa
     code, err = _run([*out, "--emulate", "--board", "f746"], capsys)
     assert code != 0 and "fetch-sources" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_board_requests_resolve_before_any_work(tmp_path):
+    """--board all / several / a board file, with --sram / --flash, and the default folder that
+    names the boards (the README's order: one model for two boards must not collide)."""
+    from tinyexport.export.cli import _config, build_parser
+
+    def config(*argv):
+        return _config(build_parser().parse_args(["--model", "mcunet", *argv]))
+
+    f746 = config("--board", "stm32f746")
+    assert str(f746.out) == "exports/mcunet-in3-r176-int8-stm32f746" and f746.board.name == "stm32f746"
+    assert config().out != f746.out != config("--board", "stm32h743").out
+    two = config("--board", "f746", "--board", "rp2040", "--flash", "900KB")
+    assert [b.name for b in two.boards] == ["stm32f746", "rp2040"] and two.board is two.boards[0]
+    assert {b.flash_bytes for b in two.boards} == {900_000}
+    every = config("--board", "all")
+    assert len(every.boards) == 8 and str(every.out).endswith("-int8-8-boards")
+    board_file = tmp_path / "cam.yaml"
+    board_file.write_text("name: cam\nsram: 512KiB\nflash: 2MiB\nreserve: {sram: 100KiB}\n")
+    cam = config("--board", str(board_file))
+    assert cam.board.name == "cam" and cam.board.sram_budget == 412 * 1024
+
+
+def test_bad_budget_is_one_line(tmp_path, capsys):
+    code, err = _run(["--model", "mcunet", "--board", "f746", "--sram", "-5", "--out",
+                      str(tmp_path / "o")], capsys)
+    assert code == 2 and "--sram" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_emulation_names_logs_that_still_exist(tmp_path):
+    """`--emulate` failing inside the partial folder: the log it names is copied beside the
+    output folder (the partial folder is removed) and the message names the copy."""
+    from tinyexport.errors import UserError
+    from tinyexport.export.pipeline import keep_emulation_logs
+
+    partial = tmp_path / ".o.123.partial"
+    log = partial / "emulation" / "cortex-m4" / "build_firmware.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("arm-none-eabi-g++: error\n")
+    kept = keep_emulation_logs(UserError(f"build failed (see {log}):\nerror"), partial,
+                               tmp_path / "o")
+    assert isinstance(kept, UserError) and str(partial) not in str(kept)
+    copy = tmp_path / "o.emulation-logs" / "cortex-m4" / "build_firmware.log"
+    assert str(copy) in str(kept) and copy.read_text() == log.read_text()
+    other = UserError("unrelated")
+    assert keep_emulation_logs(other, partial, tmp_path / "o") is other

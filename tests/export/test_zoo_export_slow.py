@@ -4,8 +4,13 @@ import json
 
 import pytest
 
+from tinyexport.benchmarks.report_cli import analytic_graph
+from tinyexport.benchmarks.report_cli import main as tinyreport
 from tinyexport.export.cli import main
+from tinyexport.firmware_eval.model_flash import FLASH_TOLERANCE, predict_model_flash
+from tinyexport.tflite_graph.compact import compact_for_tflm
 from tinyexport.train.models import list_models
+from tinyexport.train.models.profile import profile_zoo_model
 
 
 @pytest.mark.slow
@@ -23,3 +28,31 @@ def test_zoo_model_exports(name, tmp_path):
     assert "FULLY_CONNECTED" not in doc["op_histogram"]
     if name == "mcunet-in3":
         assert (out / "model_int8.tflite").stat().st_size < 1_100_000
+    _check_predicted_flash(name, out / "model_int8.tflite")
+
+
+def _check_predicted_flash(name, path):
+    """tinyreport --model predicts this file (and its TFLM-compacted form) within the stated
+    tolerance (firmware_eval/model_flash.py)."""
+    graph = analytic_graph(profile_zoo_model(name))
+    data = path.read_bytes()
+    assert abs(predict_model_flash(graph).total - len(data)) <= FLASH_TOLERANCE * len(data)
+    compacted = len(compact_for_tflm(data).data)
+    predicted = predict_model_flash(graph, compaction="tflm").total
+    assert abs(predicted - compacted) <= FLASH_TOLERANCE * compacted
+
+
+@pytest.mark.slow
+def test_model_and_file_verdicts_agree(tmp_path, capsys):
+    """The issue's case: `tinyreport --model mcunet --board stm32f765` and `tinyreport` on the
+    exported file give the same verdict (DOES NOT FIT, for flash) and the same exit code."""
+    out = tmp_path / "mcunet"
+    assert main(["--model", "mcunet", "--int8", "--calib-images", "16", "--check-images", "8",
+                 "--no-firmware", "--out", str(out)]) == 0
+    capsys.readouterr()
+    codes, verdicts = [], []
+    for target in (["--model", "mcunet"], [str(out / "model_int8.tflite")]):
+        codes.append(tinyreport([*target, "--board", "stm32f765", "--json"]))
+        verdicts.append(json.loads(capsys.readouterr().out)["boards"][0])
+    assert codes == [3, 3]
+    assert [(v["fits"], v["short_of"]) for v in verdicts] == [(False, "flash")] * 2

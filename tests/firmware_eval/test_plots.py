@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 from tinyexport.benchmarks.report_cli import plot_model_report
-from tinyexport.firmware_eval.arena_analysis import analyse
 from tinyexport.firmware_eval.report import build_report, plot_plan
 from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.verdicts import resolve_boards
@@ -19,7 +18,7 @@ def test_plot_plan_has_board_lines_and_names_the_peak(tmp_path, caplog):
     report = build_report(str(path), resolve_boards(["stm32f746", "nrf52840"]), verify=False)
     out = tmp_path / "plan.png"
     with caplog.at_level(logging.INFO):
-        summary = plot_plan(analyse(load(path)), str(out), report["boards"], path.name)
+        summary = plot_plan(load(path), str(out), report["boards"], path.name)
     assert out.read_bytes()[:8] == PNG_MAGIC
     assert [name for name, _ in summary.board_lines] == ["stm32f746", "nrf52840"]
     assert [b for _, b in summary.board_lines] == [v["sram_budget"] for v in report["boards"]]

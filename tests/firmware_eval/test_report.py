@@ -105,3 +105,22 @@ def test_zoo_export_prediction_matches_tflm(model, tmp_path, capsys):
     # whose int8 rounding differs between the two runtimes: every output is bit-identical
     assert "FULLY_CONNECTED" not in {op["op"] for op in rep["ops"]}
     assert rep["bit_exact"]["equal"], rep["bit_exact"]
+
+
+def test_optimize_report_names_the_reason_and_shows_whole_plan_labels():
+    """`--optimize`: a verdict that fails on flash says so (with both figures), and two frontier
+    plans whose labels differ only at the end stay distinguishable."""
+    from tinyexport.boards import BOARDS, verdict
+    from tinyexport.firmware_eval.optimize_report import _frontier_lines
+    from tinyexport.firmware_eval.verdicts import verdict_lines
+
+    v = verdict(BOARDS.get("stm32f746"), 301_052, 1_164_036)
+    (line,) = verdict_lines(v, "tinyreport-optimize")
+    assert "DOES NOT FIT (flash)" in line and "flash 1,164,036 / 1,048,576 B" in line
+    assert "SRAM 301,052 / 327,680 B (margin +26,628)" in line
+    label = "patch 3x3 over ops #0..#12 (first_conv .. blocks.3.project), branch to op #"
+    rows = [{"plan": label + end, "head": 1, "tail": 2, "total": 3, "mac_overhead_percent": 1.0,
+             "flash_delta": 4, "chosen": end == "13"} for end in ("13", "14")]
+    lines = _frontier_lines(rows)
+    assert any(line.endswith(label + "13  <- chosen") for line in lines)
+    assert any(line.endswith(label + "14") for line in lines)
