@@ -107,9 +107,9 @@ ANALYTIC_VERDICT_NOTE = (
     "SRAM here is the analytic activation peak only; TFLite Micro's arena also holds "
     "the persistent per-op data (the tail, ~15-25 % more on the zoo models), the explicit PAD "
     "buffers the converter adds before stride-2 convs, and 16-byte alignment (mcunet-in3: 340,736 "
-    "B analytic vs 484,352 B in TFLM). Flash is the predicted exported file (weights, biases, "
-    "per-channel quantization, flatbuffer overhead) + the TFLM runtime code estimate, as for the "
-    "exported file. For the real figures export the model and run "
+    "B analytic vs 484,352 B in TFLM). Flash is the predicted model the export's firmware links "
+    "(TFLM-compacted: weights, biases, per-channel scales, flatbuffer overhead) + the TFLM runtime "
+    "code estimate, as for the exported file. For the real figures export the model and run "
     "`tinyreport FILE.tflite --board B`")
 
 

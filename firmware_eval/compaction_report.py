@@ -15,7 +15,8 @@ def compaction_lines(record: dict | None, indent: str = "") -> list[str]:
     portable, tflm = record["portable"], record["tflm"]
     lines = [f"{indent}model compaction: {record['bytes_before']:,} B -> portable "
              f"{portable['bytes_after']:,} B ({_verdict(portable, 'LiteRT and TFLM')}) -> "
-             f"TFLM-only {tflm['bytes_after']:,} B ({_verdict(tflm, 'TFLM')}); the firmware "
+             f"TFLM-only {tflm['bytes_after']:,} B ({_verdict(tflm, 'TFLM and LiteRT')}); the "
+             f"firmware "
              f"links {Path(record['firmware_model']).name} ({record['firmware_model_bytes']:,} B)"]
     steps = [*portable["steps"], *tflm["steps"]]
     if steps:

@@ -39,21 +39,19 @@ __all__ = ["verify_rewrite", "optimize_verified", "compact_verified", "FirmwareR
            "evaluate_firmware"]
 
 
-def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray,
-                   litert: bool = True) -> dict:
+def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray) -> dict:
     """Run a rewrite of the model at ``original`` in TFLM (measured arena) and in LiteRT's
     reference kernels on ``x``. ``confirmed`` when, in both runtimes, every output equals the
     original model's bit for bit (``base_outputs``: the original's TFLM outputs) and nothing
     failed. (TFLM and LiteRT may differ by an LSB on some FULLY_CONNECTED outputs of a model;
-    a rewrite must change neither.) ``litert=False`` for a TFLM-only model (LiteRT refuses it):
-    TFLM alone decides."""
+    a rewrite must change neither.)"""
     with tempfile.TemporaryDirectory(dir=original.parent, prefix=".rewrite-") as work:
         candidate = Path(work) / "candidate.tflite"
         candidate.write_bytes(data)
         graph = load(candidate)
         pred = analyse(graph).prediction
-        run = measure(candidate, graph, x, pred.total, pred.min_arena, litert)
-        reference_same = _same_reference(original, candidate, x) if litert else None
+        run = measure(candidate, graph, x, pred.total, pred.min_arena)
+        reference_same = _same_reference(original, candidate, x)
     outputs = run.pop("outputs", None)
     same = outputs is not None and np.array_equal(outputs, base_outputs)
     return {"inputs": int(len(x)), "outputs_equal_to_original": bool(same),
@@ -61,7 +59,7 @@ def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.
             "tflm_equals_litert_reference": run.get("bit_exact", {}),
             "measured": run.get("measured"), "predicted": arena_dict(pred),
             "errors": run.get("errors"),
-            "confirmed": bool(same and reference_same is not False and not run.get("errors"))}
+            "confirmed": bool(same and reference_same and not run.get("errors"))}
 
 
 def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
@@ -102,7 +100,8 @@ def compact_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray) -> dic
     """Model compaction (:mod:`tinyexport.tflite_graph.compact`, docs/tflm_memory.md §13), each
     level kept only when verified: the portable removals rewrite ``path`` in place when TFLM and
     LiteRT's reference kernels both give the original outputs bit for bit; the TFLM-only ones
-    are written beside it as ``<name>_tflm.tflite`` (the firmware's model array) when TFLM does.
+    are written beside it as ``<name>_tflm.tflite`` (the firmware's model array) when TFLM and
+    LiteRT (on the file's LiteRT form, :func:`~tinyexport.tflite_graph.compact.litert_form`) do.
     Returns the record for export.json (bytes saved per step, each verification)."""
     original = path.read_bytes()
     x, base_outputs = _with_seeded_inputs(path, x, base_outputs)
@@ -114,7 +113,7 @@ def compact_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray) -> dic
         write_bytes(path, portable.data)
     tflm = compact_for_tflm(path.read_bytes())
     record["tflm"] = _compaction_record(tflm)
-    check = verify_rewrite(path, tflm.data, x, base_outputs, litert=False)
+    check = verify_rewrite(path, tflm.data, x, base_outputs)  # LiteRT runs its LiteRT form
     record["tflm"]["verification"] = check
     firmware = path.with_name(path.stem + "_tflm.tflite")
     if check["confirmed"]:

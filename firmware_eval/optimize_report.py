@@ -23,7 +23,12 @@ from tinyexport.firmware_eval.optimize import Optimized, OptimizeOptions, needed
 from tinyexport.firmware_eval.report import draw_board_lines, finish_plot
 from tinyexport.firmware_eval.tflm_measurement import measure_arena_size, prepare_inputs
 from tinyexport.firmware_eval.tflm_readiness import load_verified, runtime_blockers
-from tinyexport.firmware_eval.verdicts import board_verdicts, fit_exit_code, verdict_lines
+from tinyexport.firmware_eval.verdicts import (
+    board_verdicts,
+    firmware_graph,
+    fit_exit_code,
+    verdict_lines,
+)
 from tinyexport.json_record import to_record
 from tinyexport.tflite_graph.reader import parse_graph
 
@@ -53,8 +58,9 @@ def optimize_report(target: str, options: OptimizeOptions, boards: list[Board],
     if result.changed:
         report["verification"] = _verify(path, graph, result.data, inputs)
     confirmed = result.changed and report["verification"]["confirmed"]
+    final = result.data if confirmed else path.read_bytes()
     report["boards"] = [to_record(v) for v in board_verdicts(
-        parse_graph(result.data if confirmed else path.read_bytes()), boards)]
+        firmware_graph(final, parse_graph(final)), boards)]
     if out:
         report["written"] = _write(out, result.data if confirmed else None, result)
     return report

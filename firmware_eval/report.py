@@ -26,6 +26,7 @@ from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime
 from tinyexport.firmware_eval.verdicts import (
     RUNTIME_BASIS,
     board_verdicts,
+    firmware_graph,
     fit_exit_code,
     runtime_estimate,
     verdict_lines,
@@ -56,6 +57,13 @@ def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
             raise UserError(f"--images {path!r} has arrays {data.files}; it needs 'images' "
                             "(NHWC) and optionally 'labels' (class ids)")
         return data["images"], (data["labels"] if "labels" in data.files else None)
+
+
+def _firmware_model_text(report: dict) -> str:
+    linked, size = report.get("firmware_model_bytes"), report["model_bytes"]
+    if linked is None or linked == size:
+        return f"{size:,} B"
+    return f"{linked:,} B as the firmware links it (TFLM-compacted; the file is {size:,} B)"
 
 
 def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = False,
@@ -92,7 +100,10 @@ def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = Fal
         report["runtime_code_bytes"] = {
             "value": first["flash_bytes"] - first["flash"]["model"],
             "basis": f"measured: {first['core']} firmware in QEMU, model array excluded"}
-    report["boards"] = [to_record(v) for v in board_verdicts(graph, boards, report.get("emulated"))]
+    firmware = firmware_graph(Path(path).read_bytes(), graph)
+    report["firmware_model_bytes"] = firmware.model_bytes
+    report["boards"] = [to_record(v) for v in board_verdicts(firmware, boards,
+                                                             report.get("emulated"))]
     blockers = runtime_blockers(graph)
     if blockers and not do_measure:
         report["errors"] = [f"TFLM would fail: {b}" for b in blockers]
@@ -138,7 +149,7 @@ def render(report: dict) -> str:
               f"{report['linear_planner']:,} B",
               f"head: TFLM greedy {p['greedy_head']:,} B, our plan {p['our_head']:,} B "
               f"({p['our_ordering']}{', optimal' if p['our_optimal'] else ''})",
-              f"flash: model {report['model_bytes']:,} B + runtime "
+              f"flash: model {_firmware_model_text(report)} + runtime "
               f"{'' if 'emulated' in report else '~'}{report['runtime_code_bytes']['value']:,} B "
               f"({report['runtime_code_bytes']['basis']})"]
     for run in (report.get("emulated") or {}).values():

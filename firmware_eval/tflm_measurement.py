@@ -78,10 +78,9 @@ def measure_arena_size(graph: Graph, predicted: int) -> int:
 
 
 def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
-            predicted_min: int | None = None, litert: bool = True) -> dict:
+            predicted_min: int | None = None) -> dict:
     """Run TFLM (arena, min arena, outputs) and LiteRT reference kernels (bit-exactness).
-    ``predicted_min``: :attr:`arena.ArenaPrediction.min_arena`, quoted in the #2738 error.
-    ``litert=False``: a TFLM-only model (docs/tflm_memory.md §13), which LiteRT refuses."""
+    ``predicted_min``: :attr:`arena.ArenaPrediction.min_arena`, quoted in the #2738 error."""
     out: dict = {"errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
     if out["errors"]:
         return out
@@ -106,8 +105,6 @@ def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
         predicted_ok = found.min_arena is not None and (predicted_min or 0) >= found.min_arena
         out.setdefault("notes", []).append(text) if predicted_ok else out["errors"].append(text)
     out["outputs"] = run.outputs
-    if not litert:
-        return out
     try:
         ref = tflm_runner.run_litert_ref(path, x)
         out["bit_exact"] = bit_exactness(ref, run.outputs)

@@ -35,12 +35,13 @@ from tinyexport.boards import (
 from tinyexport.errors import EXIT_DOES_NOT_FIT, UserError
 from tinyexport.firmware_eval.arena import predict
 from tinyexport.firmware_eval.model_flash import AnalyticGraph, predict_model_flash
+from tinyexport.tflite_graph.compact import compact_for_tflm
 from tinyexport.tflite_graph.reader import Graph
 
 __all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERNEL_BYTES",
            "RUNTIME_HEAVY_OP_BYTES", "RUNTIME_PER_OP_BYTES", "HEAVY_OPS", "RUNTIME_BASIS",
            "runtime_estimate", "resolve_boards", "fit_exit_code", "add_budget_flags",
-           "ANALYTIC_COMPACTION", "predicted_verdict", "board_verdict",
+           "ANALYTIC_COMPACTION", "firmware_graph", "predicted_verdict", "board_verdict",
            "board_verdicts", "measured_verdict", "board_core", "board_clock_hz",
            "CYCLES_PER_INSTRUCTION", "LATENCY_BASIS", "latency_ms", "latency_text", "budget_line",
            "VERDICT_LAYOUTS", "verdict_lines"]
@@ -134,9 +135,18 @@ def predicted_verdict(graph: Graph | AnalyticGraph, board: Board) -> Verdict:
     return verdict(board, sram, graph.model_bytes + runtime_estimate(graph), isa=board.isa)
 
 
-# The file the analytic verdict predicts: the export's model_int8.tflite as written today. When
-# the export ships the TFLM-compacted model (compact_for_tflm), this becomes "tflm".
-ANALYTIC_COMPACTION: str | None = None
+# The model the analytic verdict predicts: the one the export's firmware links, TFLM-compacted
+# (model_int8_tflm.tflite, docs/tflm_memory.md §13), as the verdicts on files count it
+# (report.firmware_graph).
+ANALYTIC_COMPACTION: str | None = "tflm"
+
+
+def firmware_graph(data: bytes, graph: Graph) -> Graph:
+    """``graph`` with the flash of the model array tinyexport's firmware links: the TFLM-compacted
+    model (docs/tflm_memory.md §13; the export verifies it bit for bit), so a verdict on any file
+    agrees with the export's and with ``--model``'s."""
+    compacted = len(compact_for_tflm(data).data)
+    return replace(graph, model_bytes=min(compacted, graph.model_bytes))
 
 
 def board_verdict(graph: Graph | AnalyticGraph, board: Board,

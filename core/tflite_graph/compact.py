@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyexport.tflite_graph.edit import drop_unused_buffers, opcode_name, pack, unpack
+from tinyexport.tflite_graph.reader import parse_graph
 from tinyexport.tflite_graph.writer import OFFLINE_KEY
 
 # Ops whose int32 bias quantization TFLM and LiteRT never read when the filter is per-channel.
@@ -68,6 +69,21 @@ def compact_portable(data: bytes) -> Compacted:
 def compact_for_tflm(data: bytes) -> Compacted:
     """The portable removals, then the TFLM-only ones; LiteRT no longer loads the result."""
     return _apply(data, _PORTABLE_STEPS + _TFLM_STEPS)
+
+
+def litert_form(data: bytes) -> bytes:
+    """``data`` as LiteRT loads it: TFLM's one-element zero points of per-channel tensors expanded
+    to one per scale (the same values TFLM fills in, micro_allocator.cc). The same bytes when the
+    model has none, so LiteRT can run, verify and give the golden outputs of a TFLM-only model."""
+    if not any(len(t.quant.zero_points) == 1 < len(t.quant.scales)
+               for t in parse_graph(data).tensors):
+        return data
+    model = unpack(data)
+    for tensor in model.subgraphs[0].tensors:
+        q = tensor.quantization
+        if q is not None and _length(q.zeroPoint) == 1 < _length(q.scale):
+            q.zeroPoint = np.full(len(q.scale), int(q.zeroPoint[0]), dtype=np.int64)
+    return pack(model)
 
 
 def _apply(data: bytes, steps: tuple) -> Compacted:

@@ -7,10 +7,14 @@ the interpreter is used through its public API only (invoke, tensor details, ``g
 
 from __future__ import annotations
 
+from tinyexport.tflite_graph.compact import litert_form
+
 
 def make_interpreter(model_bytes: bytes, reference_kernels: bool = False,
                      preserve_all_tensors: bool = False, delegates: bool = True):
-    """A LiteRT interpreter on ``model_bytes``, tensors allocated.
+    """A LiteRT interpreter on ``model_bytes``, tensors allocated. A TFLM-only model (one zero
+    point for N per-channel scales, docs/tflm_memory.md §13) is loaded in its LiteRT form
+    (:func:`tinyexport.tflite_graph.compact.litert_form`): same arithmetic, which LiteRT accepts.
 
     Args:
         reference_kernels: LiteRT's ``BUILTIN_REF`` kernels, TFLM's arithmetic (docs/toolchain.md §8).
@@ -24,7 +28,7 @@ def make_interpreter(model_bytes: bytes, reference_kernels: bool = False,
     else:
         resolver = (OpResolverType.AUTO if delegates
                     else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver,
+    interpreter = Interpreter(model_content=litert_form(model_bytes), experimental_op_resolver_type=resolver,
                               experimental_preserve_all_tensors=preserve_all_tensors)
     interpreter.allocate_tensors()
     return interpreter

@@ -45,7 +45,8 @@ def _check_predicted_flash(name, path):
 @pytest.mark.slow
 def test_model_and_file_verdicts_agree(tmp_path, capsys):
     """The issue's case: `tinyreport --model mcunet --board stm32f765` and `tinyreport` on the
-    exported file give the same verdict (DOES NOT FIT, for flash) and the same exit code."""
+    exported file give the same verdict and exit code. Both count the TFLM-compacted model the
+    firmware links, which fits the F765's 1 MiB of flash (the file as written would not)."""
     out = tmp_path / "mcunet"
     assert main(["--model", "mcunet", "--int8", "--calib-images", "16", "--check-images", "8",
                  "--no-firmware", "--out", str(out)]) == 0
@@ -54,5 +55,5 @@ def test_model_and_file_verdicts_agree(tmp_path, capsys):
     for target in (["--model", "mcunet"], [str(out / "model_int8.tflite")]):
         codes.append(tinyreport([*target, "--board", "stm32f765", "--json"]))
         verdicts.append(json.loads(capsys.readouterr().out)["boards"][0])
-    assert codes == [3, 3]
-    assert [(v["fits"], v["short_of"]) for v in verdicts] == [(False, "flash")] * 2
+    assert codes == [0, 0]
+    assert [v["fits"] for v in verdicts] == [True, True]
