@@ -35,7 +35,7 @@ from tinyexport.boards import (
 from tinyexport.errors import EXIT_DOES_NOT_FIT, UserError
 from tinyexport.firmware_eval.arena import predict
 from tinyexport.firmware_eval.model_flash import AnalyticGraph, predict_model_flash
-from tinyexport.tflite_graph.compact import compact_for_tflm
+from tinyexport.tflite_graph.compact import UNREADABLE_FLATBUFFER, compact_for_tflm
 from tinyexport.tflite_graph.reader import Graph
 
 __all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERNEL_BYTES",
@@ -145,7 +145,10 @@ def firmware_graph(data: bytes, graph: Graph) -> Graph:
     """``graph`` with the flash of the model array tinyexport's firmware links: the TFLM-compacted
     model (docs/tflm_memory.md §13; the export verifies it bit for bit), so a verdict on any file
     agrees with the export's and with ``--model``'s."""
-    compacted = len(compact_for_tflm(data).data)
+    try:
+        compacted = len(compact_for_tflm(data).data)
+    except UNREADABLE_FLATBUFFER:  # a damaged file the object API cannot unpack: as it is
+        return graph
     return replace(graph, model_bytes=min(compacted, graph.model_bytes))
 
 

@@ -22,11 +22,13 @@ LiteRT for the portable file) before it replaces anything.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from tinyexport.errors import UserError
 from tinyexport.tflite_graph.edit import drop_unused_buffers, opcode_name, pack, unpack
 from tinyexport.tflite_graph.reader import parse_graph
 from tinyexport.tflite_graph.writer import OFFLINE_KEY
@@ -36,6 +38,11 @@ _PER_CHANNEL_BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 # Metadata TFLM reads by name (micro_allocation_info.cc; COMPRESSION_METADATA only under
 # USE_TFLM_COMPRESSION, which the converter never writes for us): everything else goes.
 _METADATA_READ = (OFFLINE_KEY, "COMPRESSION_METADATA")
+
+
+# What the flatbuffer object API raises on a damaged file (offsets past the end, bad vectors).
+UNREADABLE_FLATBUFFER = (struct.error, IndexError, KeyError, AttributeError, ValueError, TypeError,
+                         OverflowError, UnicodeDecodeError, MemoryError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,11 @@ def litert_form(data: bytes) -> bytes:
     """``data`` as LiteRT loads it: TFLM's one-element zero points of per-channel tensors expanded
     to one per scale (the same values TFLM fills in, micro_allocator.cc). The same bytes when the
     model has none, so LiteRT can run, verify and give the golden outputs of a TFLM-only model."""
-    if not any(len(t.quant.zero_points) == 1 < len(t.quant.scales)
-               for t in parse_graph(data).tensors):
+    try:
+        tensors = parse_graph(data).tensors
+    except (UserError, *UNREADABLE_FLATBUFFER):
+        return data  # not readable here: LiteRT's own verifier says what is wrong with it
+    if not any(len(t.quant.zero_points) == 1 < len(t.quant.scales) for t in tensors):
         return data
     model = unpack(data)
     for tensor in model.subgraphs[0].tensors:
