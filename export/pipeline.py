@@ -148,8 +148,9 @@ def run_export(config: ExportConfig, out_tmp: Path,
         images, labels = ((batch.images_nhwc, batch.labels) if batch
                           else (converted.check_nhwc[:4], None))
         with timer.stage("firmware check") as rec:
-            firmware_result = firmware_stage(config, loaded, out_tmp / "model_int8.tflite",
-                                             out_tmp, images, rec, labels)
+            firmware_result = firmware_stage(
+                config, loaded, out_tmp / "model_int8.tflite", out_tmp, images, rec, labels,
+                calibration.names_for(_num_classes(loaded)))
         tflm = batch.tflm_top1(firmware_result) if batch else None
         if tflm:
             evaluation = replace(evaluation, tflm=tflm)
@@ -184,6 +185,10 @@ def convert_to_int8(config: ExportConfig, loaded: Loaded, fused: nn.Module, cali
         with timer.stage("per-layer quant report") as rec:  # always: it explains a failed gate
             layers = quant_report(saved, int8, calib_nhwc, fused, rec)
     return Int8Model(int8, check_nhwc, static, numerics, layers)
+
+
+def _num_classes(loaded: Loaded) -> int | None:
+    return getattr(getattr(loaded.model, "spec", None), "num_classes", None)
 
 
 def written_artifacts(out_tmp: Path) -> dict[str, Artifact]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,9 @@ def load_images(spec: str | None, split: str, pre, count: int, train_style: bool
     skipped = getattr(getattr(dataset, "skipped", None), "count", 0)
     if skipped:
         _log.warning("warning: skipped %d unreadable image(s) in %s", skipped, spec)
-    return images, labels, DataInfo(named, skipped or None, len(images), split,
-                                    len(getattr(dataset, "classes", [])), warning)
+    classes = [str(c) for c in getattr(dataset, "classes", None) or []]
+    return images, labels, DataInfo(named, skipped or None, len(images), split, len(classes),
+                                    warning, tuple(classes))
 
 
 def _wants_recalibration(config: ExportConfig, meta: dict) -> bool:
@@ -285,7 +287,8 @@ def quant_report(saved_model: Path, int8: bytes, calib_nhwc: np.ndarray, model: 
 
 
 def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: Path,
-                   images_nhwc: np.ndarray, record, labels: np.ndarray | None = None) -> FirmwareResult:
+                   images_nhwc: np.ndarray, record, labels: np.ndarray | None = None,
+                   class_names: Sequence[str] | None = None) -> FirmwareResult:
     """Firmware stage: arena prediction, TFLM run, C bundle (with the preprocessing as constants),
     with ``--emulate`` the bundle run on the board's core in QEMU (ELF, map and logs kept in
     ``out/emulation/<core>``), and the final board verdict. ``labels`` (of ``images_nhwc``):
@@ -295,7 +298,7 @@ def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: P
                                images=images_nhwc, labels=labels,
                                preprocessing=loaded.preprocessing.as_dict(),
                                emulate_into=out / "emulation" if config.emulate else None,
-                               compact=config.compact)
+                               compact=config.compact, class_names=class_names)
     result = result.relative_to(out)
     record.details.update({k: v for k, v in to_record(result).items()
                            if not isinstance(v, (dict, list))})

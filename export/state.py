@@ -49,6 +49,14 @@ class DataInfo:
     split: str = ""
     classes: int = 0
     warning: str | None = field(default=None, metadata=OMIT_NONE)
+    class_names: tuple[str, ...] = field(default=(), metadata=NOT_RECORDED)  # for labels.h
+
+    def names_for(self, outputs: int) -> tuple[str, ...] | None:
+        """The data's class names when they label a model with ``outputs`` classes (synthetic
+        data has none worth naming)."""
+        if self.warning or len(self.class_names) != outputs:
+            return None
+        return self.class_names
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -227,7 +228,8 @@ def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict:
 def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions | None = None,
                       board: Board | None = None, images=None, labels=None, run_tflm=True,
                       preprocessing: dict | None = None,
-                      emulate_into: Path | None = None, compact: bool = False) -> FirmwareResult:
+                      emulate_into: Path | None = None, compact: bool = False,
+                      class_names: Sequence[str] | None = None) -> FirmwareResult:
     """Analyse, run in TFLM, (optionally) optimise the arena, write the bundle, (optionally) run
     it on the board's core in QEMU, give the final board verdict.
 
@@ -243,6 +245,7 @@ def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions
             written to the bundle's ``preprocess.h``.
         emulate_into: with a board, build the bundle for its core and run it in QEMU, keeping
             the builds in this folder; the verdict is then the measured one.
+        class_names: the output classes' names, for the bundle's ``labels.h``.
         compact: compact the model once TFLM has run it (:func:`compact_verified`): the
             portable file replaces ``tflite_path``, the TFLM-only one goes into the bundle and
             the flash figures.
@@ -278,7 +281,7 @@ def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions
         graph = load(firmware_path)  # flash: the model array the firmware links
     os.makedirs(out_dir, exist_ok=True)
     result = replace(result, bundle=_bundle(Path(out_dir), firmware_path, graph, analysis, board,
-                                            preprocessing))
+                                            preprocessing, class_names))
     if board is None:
         return result
     if emulate_into is not None:
@@ -287,7 +290,7 @@ def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions
 
 
 def _bundle(out_dir: Path, path: Path, graph, analysis, board: Board | None,
-            preprocessing: dict | None) -> list[str]:
+            preprocessing: dict | None, class_names: Sequence[str] | None = None) -> list[str]:
     """Write the C bundle; with a board, its arena includes the predicted CMSIS-NN scratch and
     says which reference-kernel arena it came from."""
     # The arena must also hold CommitStaticMemoryPlan's temp section (arena.planning_peak).
@@ -296,4 +299,4 @@ def _bundle(out_dir: Path, path: Path, graph, analysis, board: Board | None,
                        max(pred.total, pred.min_arena) if board else None,
                        board.core if board else None)
     return write_bundle(out_dir, path.read_bytes(), graph, analysis.arena_needed, basis,
-                        preprocessing, name=path.stem)
+                        preprocessing, class_names=class_names, name=path.stem)

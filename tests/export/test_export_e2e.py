@@ -104,6 +104,17 @@ def test_firmware_record_names_final_files(digits_export):
         assert doc["firmware"]["bit_exact"]["equal"]  # TFLM == LiteRT reference kernels
 
 
+def test_compacted_model_and_class_names_reach_the_bundle(digits_export):
+    out, doc, _ = digits_export
+    compaction = doc["firmware"]["compaction"]
+    assert compaction["portable"]["applied"] and compaction["tflm"]["applied"]
+    assert doc["artifacts"]["model_int8_tflm.tflite"]["bytes"] == compaction["firmware_model_bytes"]
+    assert doc["artifacts"]["model_int8_tflm.tflite"]["bytes"] < \
+        doc["artifacts"]["model_int8.tflite"]["bytes"]
+    labels = (out / "firmware" / "labels.h").read_text()
+    assert "the export's class names" in labels  # digits' own names, "0".."9"
+
+
 _TFLM_CHILD = """
 import sys, numpy as np
 from tflite_micro.python.tflite_micro import runtime
