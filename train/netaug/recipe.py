@@ -15,7 +15,7 @@ in ``train/configs/``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from tinyexport.config import from_mapping, load_yaml
@@ -126,12 +126,6 @@ class Recipe:
 
     def effective_warmup(self) -> int:
         return min(self.warmup_epochs, self.epochs - 1)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["width_mult_list"] = list(self.width_mult_list) if self.width_mult_list else None
-        d["expand_list"] = list(self.expand_list)
-        return d
 
 
 def default_config_path(model: str, data: str) -> Path | None:

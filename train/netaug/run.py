@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tinyexport.atomic import torch_save, write_text
 from tinyexport.config import git_sha, package_versions
 from tinyexport.errors import UserError
+from tinyexport.json_record import to_record
 from tinyexport.train.bn_recalibration import reestimate_bn
 from tinyexport.train.checkpoint import describe_checkpoint, make_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
@@ -204,7 +205,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe, steps_per_epoch: int):
 
 
 def _write_config(out_dir: Path, recipe: Recipe, config: TrainConfig, extra: dict) -> None:
-    doc = {"recipe": recipe.as_dict(), "run": asdict(config), **extra,
+    doc = {"recipe": to_record(recipe), "run": asdict(config), **extra,
            "versions": package_versions(("torch", "numpy")), "git_sha": git_sha()}
     write_text(out_dir / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
 
@@ -240,7 +241,7 @@ def run_training(recipe: Recipe, config: TrainConfig) -> RunResult:
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     calib = bn_batches(train_set, recipe) if recipe.effective_reestimate_bn() else []
     evaluate = _evaluate_fn(recipe, val_loader, calib, config)
-    meta = {"recipe": recipe.as_dict(), "netaug": recipe.netaug}
+    meta = {"recipe": to_record(recipe), "netaug": recipe.netaug}
     if recipe.netaug:
         task = NetAugTask(criterion, netaug_schedule(recipe), recipe.seed, evaluate)
     else:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 
 from tinyexport.errors import UserError, run_cli
+from tinyexport.json_record import to_record
 from tinyexport.log import setup_logging
 from tinyexport.train._cli import (
     add_limits,
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                "--val-data": parse_data_spec(config.val_data).path if config.val_data else None}
     with claim_out_dir(config.out_dir, resume=False, sources=sources):
         result = run_transfer(dataclasses.replace(config, workers=workers))
-    print(json.dumps(result.as_dict(), indent=2))
+    print(json.dumps(to_record(result), indent=2))
     return 0
 
 

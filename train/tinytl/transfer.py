@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tinyexport.atomic import torch_save, write_json
 from tinyexport.errors import StageError, UserError
+from tinyexport.json_record import to_record
 from tinyexport.safe_io import short_repr
 from tinyexport.train.checkpoint import read_payload
 from tinyexport.train.checkpoint_loader import model_from_checkpoint
@@ -135,9 +136,6 @@ class TransferResult:
     frozen_unchanged: bool
     checkpoint: str
     epochs: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- model
@@ -343,5 +341,5 @@ def run_transfer(config: TransferConfig) -> TransferResult:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     res = TransferResult(config.method, top1, trainable, True, str(out / "transfer.pt"),
                          r["epochs"])
-    write_json(out / "result.json", {**res.as_dict(), "config": asdict(config)})
+    write_json(out / "result.json", {**to_record(res), "config": asdict(config)})
     return res
