@@ -83,10 +83,6 @@ def _train_job(seed: int, netaug: bool, lr: float, args, root: Path) -> dict:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     return _train(seed, netaug, lr, args, _run_dir(root, netaug, lr, seed))
-
-
-def _export_job(run_dir: Path, args) -> dict:
-    return _export(run_dir, args)
 def _export(run_dir: Path, args) -> dict:
     out = run_dir / "export"
     cmd = [sys.executable, "-m", "tinyexport.export", "--model", "mbv2-tiny", "--checkpoint",

@@ -18,7 +18,8 @@ def compaction_lines(record: dict | None, indent: str = "") -> list[str]:
              f"TFLM-only {tflm['bytes_after']:,} B ({_verdict(tflm, 'TFLM and LiteRT')}); the "
              f"firmware "
              f"links {Path(record['firmware_model']).name} ({record['firmware_model_bytes']:,} B)"]
-    steps = [*portable["steps"], *tflm["steps"]]
+    # a failed portable level is redone inside the TFLM-only one: its steps are listed there
+    steps = [*(portable["steps"] if portable.get("applied") else []), *tflm["steps"]]
     if steps:
         lines.append(f"{indent}  saved: " + ", ".join(f"{s['name']} -{s['saved_bytes']:,} B"
                                                       for s in steps))

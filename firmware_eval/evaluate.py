@@ -107,23 +107,18 @@ def compact_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray) -> dic
     original = path.read_bytes()
     x, base_outputs = _with_seeded_inputs(path, x, base_outputs)
     portable = compact_portable(original)
-    record = {"bytes_before": len(original), "portable": _compaction_record(portable)}
-    check = verify_rewrite(path, portable.data, x, base_outputs)
-    record["portable"]["verification"] = check
-    if check["confirmed"]:
-        write_bytes(path, portable.data)
-    tflm = compact_for_tflm(path.read_bytes())
-    record["tflm"] = _compaction_record(tflm)
-    check = verify_rewrite(path, tflm.data, x, base_outputs)  # LiteRT runs its LiteRT form
-    record["tflm"]["verification"] = check
+    record = {"bytes_before": len(original),
+              "portable": _verified_level(path, portable, x, base_outputs)}
+    kept = portable.data if record["portable"]["applied"] else original
+    if kept is not original:
+        write_bytes(path, kept)
+    tflm = compact_for_tflm(kept)  # after a portable level that failed: every step again
+    record["tflm"] = _verified_level(path, tflm, x, base_outputs)
     firmware = path.with_name(path.stem + "_tflm.tflite")
-    if check["confirmed"]:
+    if record["tflm"]["applied"]:
         write_bytes(firmware, tflm.data)
-    record["portable"]["applied"] = record["portable"]["verification"]["confirmed"]
-    record["tflm"]["applied"] = check["confirmed"]
-    record["firmware_model"] = str(firmware if check["confirmed"] else path)
-    record["firmware_model_bytes"] = len(tflm.data) if check["confirmed"] else len(
-        path.read_bytes())
+    record["firmware_model"] = str(firmware if record["tflm"]["applied"] else path)
+    record["firmware_model_bytes"] = len(tflm.data if record["tflm"]["applied"] else kept)
     return record
 
 
@@ -140,9 +135,14 @@ def _with_seeded_inputs(path: Path, x: np.ndarray, outputs: np.ndarray
     return np.concatenate([x, extra]), np.concatenate([outputs, more])
 
 
-def _compaction_record(compacted: Compacted) -> dict:
+def _verified_level(path: Path, compacted: Compacted, x: np.ndarray,
+                    base_outputs: np.ndarray) -> dict:
+    """One compaction level's record: bytes, steps, its verification and whether it applies
+    (LiteRT runs a TFLM-only model in its LiteRT form)."""
+    check = verify_rewrite(path, compacted.data, x, base_outputs)
     return {"bytes_after": compacted.bytes_after,
-            "steps": [to_record(step) for step in compacted.steps]}
+            "steps": [to_record(step) for step in compacted.steps],
+            "verification": check, "applied": check["confirmed"]}
 
 
 def _optimization(path: Path, x: np.ndarray, outputs: np.ndarray | None,

@@ -65,7 +65,7 @@ if [[ $NETAUG_ACCURACY == 1 ]]; then
     PROTOCOL=(--device cuda --profile accuracy --no-int8 --jobs 4 --budget-s 420)
     PROTOCOL_LIMIT=780
   else
-    PROTOCOL=(--device cpu --profile accuracy --no-int8 --jobs 2 --budget-s 60 --epochs 2
+    PROTOCOL=(--device cpu --profile accuracy --no-int8 --jobs 2 --epochs 2
               --train-images 256 --eval-images 128 --batch-size 32)
     PROTOCOL_LIMIT=300
   fi

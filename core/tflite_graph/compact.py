@@ -97,9 +97,10 @@ def litert_form(data: bytes) -> bytes:
 
 
 def _apply(data: bytes, steps: tuple) -> Compacted:
-    done, current = [], data
+    """The steps on one unpacked copy of ``data``, packed after each step that changed anything
+    (its bytes saved are measured on the packed file)."""
+    done, current, model = [], data, unpack(data)
     for name, step, why in steps:
-        model = unpack(current)
         tensors = step(model)
         if not tensors:
             continue
