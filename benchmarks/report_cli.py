@@ -40,10 +40,10 @@ from tinyexport.firmware_eval.verdicts import (
 from tinyexport.json_record import to_record
 from tinyexport.log import setup_logging
 from tinyexport.train.models import MODELS, check_bounds
-from tinyexport.train.models.profile import ModelProfile, profile_zoo_model
+from tinyexport.train.models.profile import ModelProfile, profile_record, profile_zoo_model
 from tinyexport.train.pretrained import describe, release_for
 from tinyexport.train.tinytl.report import render as render_train_memory
-from tinyexport.train.tinytl.report import train_memory_table
+from tinyexport.train.tinytl.report import train_memory_record, train_memory_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +132,7 @@ def model_report(args: argparse.Namespace, boards: list[Board]) -> dict:
     file + runtime estimate)."""
     prof = profile_zoo_model(args.model, resolution=args.resolution, num_classes=args.num_classes)
     graph = analytic_graph(prof)
-    report = prof.as_dict()
+    report = profile_record(prof)
     report["model_file_bytes"] = to_record(predict_model_flash(graph))
     report["runtime_code_bytes"] = {"value": runtime_estimate(graph), "basis": RUNTIME_BASIS}
     report["boards"] = [to_record(v) for v in board_verdicts(graph, boards)]
@@ -332,7 +332,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.train_memory:
         table = train_memory_table(args.model, args.resolution, args.num_classes, args.batch_size,
                                    args.measure)
-        print(json.dumps(table.as_dict(), indent=2) if args.json else render_train_memory(table))
+        print(json.dumps(train_memory_record(table), indent=2) if args.json else render_train_memory(table))
         return 0
     report = model_report(args, boards)
     if args.plot:

@@ -27,7 +27,7 @@ from tinyexport.benchmarks.robustness_harness import (
     shell,
 )
 from tinyexport.procs import die_with_parent
-from tinyexport.train.checkpoint import make_payload, save_checkpoint
+from tinyexport.train.checkpoint_format import make_payload, save_checkpoint
 from tinyexport.train.models import build_model
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from tinyexport.firmware_eval.verdicts import (
 )
 from tinyexport.log import setup_logging
 from tinyexport.quantize.layer_report import render_layer_table
-from tinyexport.train.checkpoint import describe_checkpoint
+from tinyexport.train.checkpoint_format import describe_checkpoint
 from tinyexport.train.models import MODELS, model_spec
 from tinyexport.train.pretrained import fetch, release_for
 

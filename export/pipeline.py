@@ -48,7 +48,7 @@ from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportSt
 from tinyexport.export.tensors import nchw_to_nhwc
 from tinyexport.firmware_eval.emulate import emulation_problem
 from tinyexport.json_record import to_record
-from tinyexport.quantize.check import Int8Numerics
+from tinyexport.quantize.int8_checks import Int8Numerics
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
 __all__ = ["PROBE_IMAGES", "export", "keep_emulation_logs", "previous_export_problem", "gate", "run_export",

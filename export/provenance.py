@@ -11,6 +11,7 @@ from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
+from tinyexport.train.data import preprocessing_record
 
 __all__ = ["build_provenance", "layer_rows", "render_report", "verdict_records"]
 
@@ -27,7 +28,7 @@ def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
         "weights": "trained" if config.checkpoint else "random",
         "warnings": ([RANDOM_WEIGHTS_WARNING] if config.checkpoint is None else [])
         + state.warnings,
-        "preprocessing": loaded.preprocessing.as_dict(),
+        "preprocessing": preprocessing_record(loaded.preprocessing),
         "calibration": state.calibration,
         "data_source": config.data_source,
         "classifier": state.classifier,

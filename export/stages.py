@@ -31,14 +31,21 @@ from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.verdicts import board_verdicts
 from tinyexport.json_record import to_record
 from tinyexport.log import native_output_to_debug_log
-from tinyexport.quantize.check import check_int8_model, compare_int8_to_float, run_tflite
+from tinyexport.quantize.int8_checks import check_int8_model, compare_int8_to_float, run_tflite
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
 from tinyexport.quantize.layer_report import LayerError, layer_errors
 from tinyexport.quantize.ptq import float_tflite_from_saved_model, quantize_int8
 from tinyexport.tflite_graph.reader import read_graph
 from tinyexport.train.bn_recalibration import reestimate_bn
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
-from tinyexport.train.data import Preprocessing, build_dataset, mcunet_zoo_preprocessing, parse_data_spec, take_images
+from tinyexport.train.data import (
+    Preprocessing,
+    build_dataset,
+    mcunet_zoo_preprocessing,
+    parse_data_spec,
+    preprocessing_record,
+    take_images,
+)
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import build_model
 
 _log = logging.getLogger(__name__)
@@ -296,7 +303,7 @@ def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: P
     result = evaluate_firmware(int8_path, out / "firmware",
                                optimize_options=optimize_options(config), board=config.board,
                                images=images_nhwc, labels=labels,
-                               preprocessing=loaded.preprocessing.as_dict(),
+                               preprocessing=preprocessing_record(loaded.preprocessing),
                                emulate_into=out / "emulation" if config.emulate else None,
                                compact=config.compact, class_names=class_names)
     result = result.relative_to(out)

@@ -20,7 +20,7 @@ from tinyexport.export.gate import GateVerdict
 from tinyexport.export.stage_timer import StageRecord
 from tinyexport.firmware_eval.evaluate import FirmwareResult
 from tinyexport.json_record import NOT_RECORDED, OMIT_NONE
-from tinyexport.quantize.check import Int8Check, Int8Numerics
+from tinyexport.quantize.int8_checks import Int8Check, Int8Numerics
 from tinyexport.quantize.layer_report import LayerError
 from tinyexport.train.data import Preprocessing
 
@@ -34,7 +34,7 @@ class Loaded:
     and preprocessing."""
 
     model: nn.Module
-    meta: dict  # the checkpoint's own description (tinyexport.train.checkpoint_loader)
+    meta: dict  # the checkpoint's own description (tinyexport.train.model_from_checkpoint)
     resolution: int
     preprocessing: Preprocessing
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyexport.quantize.check import dequantize, quantize_input, sqnr_db
+from tinyexport.quantize.int8_checks import dequantize, quantize_input, sqnr_db
 from tinyexport.tflite_graph.interpreter import make_interpreter
 from tinyexport.tflite_graph.reader import parse_graph
 

@@ -28,8 +28,9 @@ COMPONENTS = {
     "tinyexport.train": "training",
     "tinyexport.train.models": "models",
     "tinyexport.train.data": "models",
+    "tinyexport.train.data_readers": "models",
     "tinyexport.train.tv_compat": "models",
-    "tinyexport.train.checkpoint": "models",
+    "tinyexport.train.checkpoint_format": "models",
     "tinyexport.train.bn_recalibration": "models",
     "tinyexport.quantize": "quantize",
     "tinyexport.firmware_eval": "firmware_eval",
@@ -300,8 +301,8 @@ def test_checker_finds_a_cycle_and_an_upward_import():
 
 @pytest.mark.parametrize("module, expected", [
     ("tinyexport.errors", "core"), ("tinyexport.tflite_graph.reader", "tflite_graph"),
-    ("tinyexport.train.models.zoo", "models"), ("tinyexport.train.checkpoint", "models"),
-    ("tinyexport.train.checkpoint_loader", "training"), ("tinyexport.train.netaug.task", "training"),
+    ("tinyexport.train.models.zoo", "models"), ("tinyexport.train.checkpoint_format", "models"),
+    ("tinyexport.train.model_from_checkpoint", "training"), ("tinyexport.train.netaug.task", "training"),
     ("tinyexport.train.cli", "cli"), ("tinyexport.export.stages", "export"),
 ])
 def test_component_of(module, expected):

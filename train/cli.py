@@ -25,7 +25,7 @@ import torch
 from tinyexport.distributed import cleanup, init_distributed
 from tinyexport.errors import UserError, run_cli
 from tinyexport.log import setup_logging
-from tinyexport.train._cli import OUT_HELP, add_limits, add_resources, apply_cpu_plan, warn_renamed
+from tinyexport.train.cli_options import OUT_HELP, add_limits, add_resources, apply_cpu_plan, warn_renamed
 from tinyexport.train.data import parse_data_spec
 from tinyexport.train.netaug.recipe import resolve_recipe
 from tinyexport.train.netaug.run import run_training

@@ -3,7 +3,7 @@
 Where they come from (the authors' own release links):
 - the MCUNet model zoo (``mit-han-lab/mcunet`` ``model_zoo.py``: ``<net_name>.pth`` under the lab's
   release server; a ``{"state_dict": ...}`` in the zoo's key names, loaded through
-  :func:`tinyexport.train.checkpoint.mcunet_key_map`; docs/mcunet.md §1);
+  :func:`tinyexport.train.checkpoint_format.mcunet_key_map`; docs/mcunet.md §1);
 - the NetAug README (``mit-han-lab/tinyml`` ``netaug/``: one Google-Drive ``.pth`` per model in the
   base-model key names, loaded through ``netaug_key_map``; docs/netaug.md §1.8).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tinyexport.errors import UserError
 from tinyexport.registry import Registry
-from tinyexport.train.checkpoint import read_payload
+from tinyexport.train.checkpoint_format import read_payload
 from tinyexport.train.models import MODELS
 
 _log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ def test_unknown_model(tmp_path, capsys):
 
 
 def test_checkpoint_of_another_architecture(tmp_path, capsys):
-    from tinyexport.train.checkpoint import save_checkpoint
+    from tinyexport.train.checkpoint_format import save_checkpoint
     from tinyexport.train.models import build_model
 
     path = tmp_path / "other.pt"
@@ -34,7 +34,7 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
 
 
 def test_nan_weights(tmp_path, capsys):
-    from tinyexport.train.checkpoint import save_checkpoint
+    from tinyexport.train.checkpoint_format import save_checkpoint
     from tinyexport.train.models import build_model
 
     model = build_model("mbv2-tiny", num_classes=10, resolution=32)

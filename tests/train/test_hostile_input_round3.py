@@ -24,7 +24,7 @@ import tinyexport.train.netaug.run as run_module
 import tinyexport.train.tinytl.transfer as transfer_module
 from tinyexport.atomic import folder_lock
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import make_payload, read_payload
+from tinyexport.train.checkpoint_format import make_payload, read_payload
 from tinyexport.train.cli import main
 from tinyexport.train.data import Preprocessing, build_dataset, load_arrays, parse_data_spec
 from tinyexport.train.models import build_model
