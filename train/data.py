@@ -72,7 +72,6 @@ class Preprocessing:
         return math.ceil(self.resolution / self.crop_ratio)
 
 
-
 def preprocessing_record(pre: Preprocessing) -> dict:
     """``pre`` as export.json and the C bundle read it: its fields, the eval resize and the input
     layout and training augmentation it implies."""

@@ -49,7 +49,6 @@ class MemoryBreakdown:
         return self.total_bytes / MB
 
 
-
 def breakdown_record(row: MemoryBreakdown) -> dict:
     """``row`` in MB, rounded for reading (``tinyreport --train-memory --json``)."""
     return {"method": row.method, "batch_size": row.batch_size,

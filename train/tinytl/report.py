@@ -29,7 +29,6 @@ class TrainMemoryTable:
     measured_how: str | None = field(default=None, metadata=OMIT_NONE)
 
 
-
 RULES = ("docs/tinytl.md §6: batch x per-sample peak activation + 4 B/trainable + 1 B/frozen param; "
          "no gradient / optimizer state")
 
