@@ -121,8 +121,7 @@ def run_export(config: ExportConfig, out_tmp: Path,
     timer = StageTimer(progress)
     with timer.stage("load model") as rec:
         loaded = load_model(config)
-        rec.details.update(model=loaded.meta.get("model"), resolution=loaded.resolution,
-                           kind=loaded.meta.get("kind"))
+        rec.details.update(model=loaded.model_name, resolution=loaded.resolution, kind=loaded.kind)
         if config.checkpoint is None:
             _log.warning("warning: %s", RANDOM_WEIGHTS_WARNING)
     calib, _, calibration = load_images(config.calib_data, "train", loaded.preprocessing,

@@ -21,7 +21,7 @@ def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
     config, loaded, static = state.config, state.loaded, state.static
     doc = {
         "tool": "tinyexport", "git_sha": git_sha(), "package_versions": package_versions(),
-        "model": loaded.meta.get("model"), "resolution": loaded.resolution,
+        "model": loaded.model_name, "resolution": loaded.resolution,
         "checkpoint": str(config.checkpoint) if config.checkpoint else None,
         "checkpoint_meta": loaded.meta,
         "weights_source": config.weights_source,

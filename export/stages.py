@@ -97,7 +97,7 @@ def load_images(spec: str | None, split: str, pre, count: int, train_style: bool
                                     warning, tuple(classes))
 
 
-def _wants_recalibration(config: ExportConfig, meta: dict) -> bool:
+def _wants_recalibration(config: ExportConfig, kind: str | None) -> bool:
     """Explicit flag, else on for NetAug supernets (docs/netaug.md §1.7) and for random weights: a
     he_fout-initialised net's activations shrink layer after layer (mcunet-in3's logits reach
     ~4e-9), so int8 checks and arena figures say nothing until BN statistics come from real
@@ -105,25 +105,25 @@ def _wants_recalibration(config: ExportConfig, meta: dict) -> bool:
     """
     if config.bn_recalibrate is not None:
         return config.bn_recalibrate
-    return meta.get("kind") in ("netaug-supernet", "random")
+    return kind in ("netaug-supernet", "random")
 
 
 def recalibrate(config: ExportConfig, loaded: Loaded, record) -> nn.Module:
     """Stage 2: BN re-estimation on train-style calibration images (docs/netaug.md §1.7)."""
 
-    if not _wants_recalibration(config, loaded.meta):
+    if not _wants_recalibration(config, loaded.kind):
         record.status = "skipped"
         record.details["reason"] = ("off (pass --bn-recalibrate; default on for NetAug supernets "
                                     "and random weights)")
         return loaded.model
     count = config.calib_images
-    if loaded.meta.get("kind") == "random":  # statistics only need to be realistic, not exact
+    if loaded.kind == "random":  # statistics only need to be realistic, not exact
         count = min(count, RANDOM_RECAL_IMAGES)
     images, _, info = load_images(config.calib_data, "train", loaded.preprocessing, count, True,
                                   config.seed, warn=False)
     batches = list(torch.split(images, 50))
     record.details.update(images=len(images), batches=len(batches), data=info.spec,
-                          why=loaded.meta.get("kind"))
+                          why=loaded.kind)
     return reestimate_bn(loaded.model, batches)
 
 

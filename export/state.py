@@ -34,9 +34,21 @@ class Loaded:
     and preprocessing."""
 
     model: nn.Module
-    meta: dict  # the checkpoint's own description (tinyexport.train.model_from_checkpoint)
+    # The checkpoint's own description (tinyexport.train.model_from_checkpoint), recorded as it is
+    # in export.json; the stages read it through the properties below, not by key.
+    meta: dict
     resolution: int
     preprocessing: Preprocessing
+
+    @property
+    def kind(self) -> str | None:
+        """What the weights are: a checkpoint kind (``base``, ``netaug-supernet``, ``tinytl``...)
+        or ``random``."""
+        return self.meta.get("kind")
+
+    @property
+    def model_name(self) -> str | None:
+        return self.meta.get("model")
 
 
 @dataclass(frozen=True)
