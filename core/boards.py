@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from tinyexport.config import load_yaml
 from tinyexport.errors import UserError
 from tinyexport.json_record import OMIT_NONE
 from tinyexport.registry import Registry
@@ -109,15 +110,7 @@ def board_from_mapping(entry: dict, where: str) -> Board:
 def read_board_file(path: str | Path) -> list[tuple[Board, tuple[str, ...]]]:
     """The boards of a YAML board file (``boards:`` list, or one board mapping), with their
     aliases."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"board file {str(path)!r}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"board file {str(path)!r} is not valid YAML: "
-                        f"{str(exc).splitlines()[0]}") from exc
+    doc = load_yaml(path, "board file")
     entries = doc.get("boards") if isinstance(doc, dict) and "boards" in doc else [doc]
     if not isinstance(entries, list) or not entries:
         raise UserError(f"board file {str(path)!r} holds no board (see core/boards.yaml)")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tinyexport.boards import Verdict
-from tinyexport.errors import EXIT_DOES_NOT_FIT, EXIT_FAILURE, UserError, run_cli
+from tinyexport.errors import EXIT_DOES_NOT_FIT, EXIT_FAILURE, UserError, printable, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
 from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows, verdict_records
@@ -27,6 +27,7 @@ from tinyexport.firmware_eval.verdicts import (
     verdict_lines,
 )
 from tinyexport.log import setup_logging
+from tinyexport.quantize.check import db_text
 from tinyexport.quantize.layer_report import render_layer_table
 from tinyexport.train.checkpoint import describe_checkpoint
 from tinyexport.train.models import MODELS, model_spec
@@ -200,7 +201,7 @@ def _numerics_lines(doc: dict) -> list[str]:
     if "top1_agreement" in int8_checks:
         lines.append(f"  int8 vs fp32 TFLite on {int8_checks['images']} calibration images: top-1 "
                      f"agreement {int8_checks['top1_agreement']:.1%}, output SQNR "
-                     f"{float(int8_checks['sqnr_db']):.1f} dB"
+                     f"{db_text(int8_checks['sqnr_db'])} dB"
                      + (" (random weights: not meaningful, see above)"
                         if doc["weights"] == "random" else ""))
     if doc.get("evaluation"):
@@ -271,7 +272,8 @@ def _gate_lines(doc: dict) -> list[str]:
     if gate["passed"] is False and doc.get("quant_report"):
         worst = doc["quant_report"][:3]
         lines.append("  layers losing most precision: " + ", ".join(
-            f"{r.get('module') or r['tensor']} ({r['sqnr_db']:.1f} dB)" for r in worst))
+            f"{printable(r.get('module') or r['tensor'])} ({db_text(r['sqnr_db'])} dB)"
+            for r in worst))
     return lines
 
 

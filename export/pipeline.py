@@ -49,6 +49,8 @@ from tinyexport.export.tensors import nchw_to_nhwc
 from tinyexport.firmware_eval.emulate import emulation_problem
 from tinyexport.json_record import to_record
 from tinyexport.quantize.check import Int8Numerics
+from tinyexport.safe_io import check_regular
+from tinyexport.train.checkpoint import MAX_CHECKPOINT_BYTES
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
 __all__ = ["PROBE_IMAGES", "export", "keep_emulation_logs", "previous_export_problem", "gate", "run_export",
@@ -210,6 +212,24 @@ def recorded_data_readable(spec: str) -> bool:
         return False
 
 
+def _check_sources_outside_out(config: ExportConfig) -> None:
+    """An export replaces its --out folder as a whole: a source inside it (the checkpoint, a
+    data folder) would be moved away under the run that reads it."""
+    out = Path(config.out).resolve()
+    sources = [("--checkpoint", config.checkpoint)] + [
+        (flag, spec) for flag, spec in (("--calib-data", config.calib_data),
+                                        ("--eval-data", config.eval_data))
+        if spec and Path(spec).exists()]
+    for flag, source in sources:
+        if source is None:
+            continue
+        real = Path(source).resolve()
+        if real == out or out in real.parents:
+            raise UserError(f"{flag} {str(source)!r} is inside --out {str(config.out)!r}, which "
+                            "the export writes as a whole; choose another --out or move "
+                            f"{str(source)!r} out of it first")
+
+
 def check_user_paths(config: ExportConfig) -> None:
     """Fail before any work on paths and data that cannot be right (a bad --eval-data must not
     wait for the whole conversion to fail)."""
@@ -221,8 +241,9 @@ def check_user_paths(config: ExportConfig) -> None:
     if checkpoint is not None and Path(checkpoint).is_dir():
         raise UserError(f"--checkpoint {str(checkpoint)!r} is a folder; pass the checkpoint file "
                         "in it (e.g. best.pt, target.pt or transfer.pt)")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise UserError(f"checkpoint {str(checkpoint)!r} does not exist")
+    if checkpoint is not None:
+        check_regular(checkpoint, "checkpoint", MAX_CHECKPOINT_BYTES)
+    _check_sources_outside_out(config)
     for flag, spec, split in (("--calib-data", config.calib_data, "train"),
                               ("--eval-data", config.eval_data, "val")):
         if spec is None:
