@@ -126,7 +126,7 @@ MAX_ARCHIVE_MEMBERS = 16  # an images file holds 'images' and 'labels'
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def load_arrays(path: str | os.PathLike, what: str,
+def read_array_file(path: str | os.PathLike, what: str,
                 max_bytes: int = MAX_ARRAY_FILE_BYTES) -> dict[str, np.ndarray]:
     """The arrays of a ``.npy`` (one, named ``""``) or ``.npz`` file, without pickles.
 

@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+from tinyexport.atomic import out_folder_problem
 from tinyexport.boards import Verdict
 from tinyexport.errors import EXIT_DOES_NOT_FIT, EXIT_FAILURE, UserError, printable, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build the C bundle with TFLM + CMSIS-NN for the --board's core "
                         "(Cortex-M4 / M7) and run it in QEMU: measured flash, SRAM, "
                         "instructions and outputs vs the host; the verdict uses the measurement")
-    p.add_argument("--out", type=Path,
+    p.add_argument("--out",
                    help="output folder (exports/<model>-r<res>-int8[-<board>...])")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--seed", type=int, default=0,
@@ -142,6 +143,17 @@ def _pretrained_checkpoint(args: argparse.Namespace) -> tuple[Path | None, str |
     return fetch(release), f"{release.source} release ({release.url}; published top-1 {release.top1})"
 
 
+def _out(text: str | None) -> Path | None:
+    """``--out`` as given, refused when it is empty, the root or the current folder (one error
+    naming the value as typed: ``--out ''`` is not ``--out .``)."""
+    if text is None:
+        return None
+    problem = out_folder_problem(text)
+    if problem:
+        raise UserError(problem)
+    return Path(text)
+
+
 def _config(args: argparse.Namespace):
     checkpoint, weights_source = _pretrained_checkpoint(args)
     described = describe_checkpoint(checkpoint) if checkpoint else {}
@@ -159,7 +171,7 @@ def _config(args: argparse.Namespace):
                                                                             eval_data)) if v is None))
         calib_data, eval_data, source = calib_data or recorded, eval_data or recorded, "checkpoint"
     boards = resolve_boards(args.board, args.sram, args.flash)
-    return ExportConfig(model=name, out=args.out or default_out(name, resolution, boards),
+    return ExportConfig(model=name, out=_out(args.out) or default_out(name, resolution, boards),
                         checkpoint=checkpoint, resolution=args.resolution,
                         num_classes=args.num_classes, calib_data=calib_data,
                         calib_images=args.calib_images, check_images=args.check_images,

@@ -33,7 +33,7 @@ from tinyexport.firmware_eval.verdicts import (
     verdict_lines,
 )
 from tinyexport.json_record import to_record
-from tinyexport.safe_io import check_finite, load_arrays, short_repr
+from tinyexport.safe_io import check_finite, read_array_file, short_repr
 from tinyexport.tflite_graph.reader import Graph
 
 __all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_board_lines",
@@ -48,9 +48,9 @@ MAX_IMAGES = 10_000  # --images: TFLM runs each (reference kernels: ~0.1 s a zoo
 def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(images, labels or None) from ``.npy`` (images only) or ``.npz`` (``images`` [+ ``labels``]):
     NHWC, int8 (used as they are) or float (quantized with the model's input scale / zero point).
-    Read through :func:`tinyexport.safe_io.load_arrays` (sizes bounded before allocation); at most
+    Read through :func:`tinyexport.safe_io.read_array_file` (sizes bounded before allocation); at most
     :data:`MAX_IMAGES` images, float images finite."""
-    arrays = load_arrays(path, "--images file")
+    arrays = read_array_file(path, "--images file")
     if "" in arrays:
         images, labels = arrays[""], None
     elif "images" not in arrays:
