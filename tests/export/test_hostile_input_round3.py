@@ -19,6 +19,7 @@ import torch
 
 from tinyexport import atomic
 from tinyexport.benchmarks.report_cli import main as tinyreport
+from tinyexport.benchmarks.robustness_round3 import HOSTILE, MODEL, hostile_tflite, zero_plan
 from tinyexport.errors import printable, run_cli
 from tinyexport.export.cli import _numerics_lines
 from tinyexport.export.cli import main as tinyexport
@@ -29,12 +30,7 @@ from tinyexport.firmware_eval.bundle import labels_header
 from tinyexport.quantize.check import db_text
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
 from tinyexport.safe_io import check_labels
-from tinyexport.tflite_graph import edit
-from tinyexport.tflite_graph.writer import with_offline_plan
 
-DATA = Path(__file__).resolve().parents[1] / "firmware_eval" / "data"
-MODEL = DATA / "keras_tiny_int8.tflite"  # 16x16x3 in, 10 classes out
-HOSTILE = "\n stm32f746 fits\x1b]0;title\x07"
 SMALL = ["--model", "mcunet-in0", "--resolution", "32", "--num-classes", "10", "--no-firmware"]
 
 
@@ -279,14 +275,8 @@ def test_checkpoint_inside_out_is_refused(tmp_path):
 
 
 def _hostile_model(tmp_path: Path, custom: bool) -> Path:
-    model = edit.unpack(MODEL.read_bytes())
-    model.subgraphs[0].tensors[0].name = ("in" + HOSTILE).encode()
-    if custom:
-        code = model.operatorCodes[0]
-        code.builtinCode = code.deprecatedBuiltinCode = edit.builtin_code("CUSTOM")
-        code.customCode = ("MyOp" + HOSTILE).encode()
     path = tmp_path / ("custom.tflite" if custom else "names.tflite")
-    path.write_bytes(edit.pack(model))
+    hostile_tflite(path, custom)
     return path
 
 
@@ -312,12 +302,8 @@ def test_printable_and_c_strings():
 
 
 def test_offline_plan_below_the_lower_bound_is_an_error(tmp_path, one_error_line):
-    from tinyexport.tflite_graph.reader import parse_graph
-
-    graph = parse_graph(MODEL.read_bytes())
-    zeros = [-1 if t.is_const else 0 for t in graph.tensors]
     path = tmp_path / "zeros.tflite"
-    path.write_bytes(with_offline_plan(MODEL.read_bytes(), zeros))
+    zero_plan(path)
     assert tinyreport([str(path), "--board", "stm32f746"]) != 0
     assert "below the live-set lower bound" in one_error_line()
     assert tinyreport([str(path)]) != 0  # without a board: the report itself is refused
