@@ -13,7 +13,7 @@ Four groups of cases, each case ending in exactly one outcome column (see :data:
 4. ``tinyexport`` and ``tinytrain`` SIGKILLed at seeded random points, then rerun / resumed;
 5. issue 23's third round on the export / report side, a family per class (5.1-5.9: bombs,
    special files, checkpoint metadata, lying data, --force, names from files, contradictory
-   reports, signals, unhelpful errors), each fixture generated at run time, every CLI under
+   reports, signals, unhelpful errors), each fixture generated at run time, every refusal under
    ``ulimit -v 3000000``.
 
 The mutants run in worker processes (:mod:`robustness_harness`: one process runs many cases
@@ -85,8 +85,8 @@ DESCRIPTIONS = {
           "finishes. "
           "correct: the final checkpoint's model and optimizer tensors equal an uninterrupted "
           "run's bit for bit.",
-    **{k: f"Issue 23, {v}: generated fixtures through the real CLIs under `ulimit -v 3000000` "
-          "(robustness_round3.py). correct: exit 0 where the input is fine and every name from "
+    **{k: f"Issue 23, {v}: generated fixtures through the real CLIs, the refusals under `ulimit "
+          "-v 3000000` (robustness_round3.py). correct: exit 0 where the input is fine and every name from "
           "the file printed escaped (5.6), a previous export's foreign files moved to "
           "OUT.backup-N and a symlinked --out written through (5.5); every other case must be "
           "one `error:` line" for k, v in FAMILIES.items()},
