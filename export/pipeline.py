@@ -252,3 +252,9 @@ def check_user_paths(config: ExportConfig) -> None:
         if len(dataset) == 0:
             raise UserError(f"{flag} {spec!r} holds no images for the {split} split")
         take_images(dataset, min(PROBE_IMAGES, len(dataset)), seed=0)  # unreadable: fails now
+        classes = len(getattr(dataset, "classes", None) or ())
+        outputs = config.num_classes or 1000  # a random-weight model's (a checkpoint's: later)
+        if flag == "--eval-data" and config.checkpoint is None and classes > outputs:
+            raise UserError(f"--eval-data {spec!r} has {classes} classes, more than the model's "
+                            f"{outputs} outputs: its labels {outputs}..{classes - 1} can never be "
+                            "predicted; pass --num-classes or data of the model's classes")

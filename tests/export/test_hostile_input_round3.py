@@ -221,6 +221,14 @@ def test_images_and_labels_that_lie_are_refused(tmp_path, one_error_line, images
     assert reason in one_error_line()
 
 
+def test_eval_data_with_more_classes_than_outputs_is_refused_before_work(tmp_path, one_error_line):
+    argv = ["--model", "mcunet-in0", "--resolution", "32", "--num-classes", "5", "--no-firmware",
+            "--eval-data", "digits", "--out", str(tmp_path / "o")]
+    assert tinyexport(argv) == 2
+    assert "has 10 classes, more than the model's 5 outputs" in one_error_line()
+    assert not (tmp_path / "o").exists()
+
+
 def test_eval_labels_beyond_the_model_outputs_are_refused():
     with pytest.raises(Exception, match="label 7 .* outside 0..4 for 5 classes"):
         check_labels(np.array([0, 7]), 5, "--eval-data 'digits' for a model with 5 outputs")
