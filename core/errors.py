@@ -110,6 +110,11 @@ def run_cli(body: Callable[[], int]) -> int:
     except (UserError, StageError) as exc:
         print(f"error: {printable(exc, MAX_MESSAGE)}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError:  # an allocation refused (a memory limit such as ulimit -v): one line
+        print("error: out of memory: the run needed more memory than this process may use "
+              "(ulimit -v, a container limit); raise the limit or ask for less (fewer or smaller "
+              "images)", file=sys.stderr)
+        return EXIT_FAILURE
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         print(f"error: {printable(exc, MAX_MESSAGE)}", file=sys.stderr)
         return EXIT_USAGE

@@ -135,6 +135,14 @@ def test_huge_data_requests_are_refused(tmp_path, one_error_line, args, reason):
     assert not (tmp_path / "o").exists()
 
 
+def test_memory_error_is_one_line(one_error_line):
+    def body() -> int:
+        raise MemoryError
+
+    assert run_cli(body) == 1
+    assert "out of memory" in one_error_line()
+
+
 # --- 2. special files ------------------------------------------------------------------------
 
 
