@@ -23,6 +23,7 @@ from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
 from tinyexport.firmware_eval.verdicts import (
     add_budget_flags,
+    check_consistent,
     fit_exit_code,
     resolve_boards,
     verdict_lines,
@@ -311,7 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"written to {result.out}/ for inspection (report.md lists the layers that "
                   "lose precision)", file=sys.stderr)
             return EXIT_FAILURE
-        return fit_exit_code(verdict_records(result.provenance.get("firmware") or {}))
+        firmware = result.provenance.get("firmware") or {}
+        try:  # a board verdict is void when TFLM does not compute what LiteRT does
+            check_consistent(bit_exact=firmware.get("bit_exact"))
+        except UserError as exc:
+            print(f"error: {printable(exc, 2000)}; everything is written to {result.out}/ for "
+                  "inspection", file=sys.stderr)
+            return EXIT_FAILURE
+        return fit_exit_code(verdict_records(firmware))
 
     return run_cli(body)
 

@@ -136,7 +136,8 @@ def predicted_verdict(graph: Graph | AnalyticGraph, board: Board) -> Verdict:
     return verdict(board, sram, graph.model_bytes + runtime_estimate(graph), isa=board.isa)
 
 
-def check_consistent(head: int, lower_bound: int, bit_exact: Mapping | None = None) -> None:
+def check_consistent(head: int = 0, lower_bound: int = 0, bit_exact: Mapping | None = None
+                     ) -> None:
     """No verdict from figures that contradict each other: an arena head below the live-set lower
     bound (an offline plan in the file that stacks live tensors on each other) or TFLM outputs
     that differ from LiteRT's reference kernels (``bit_exact`` of a measurement) by more than the

@@ -326,6 +326,17 @@ def test_offline_plan_below_the_lower_bound_is_an_error(tmp_path, one_error_line
     assert "below the live-set lower bound" in one_error_line()
 
 
+def test_outputs_differing_from_the_reference_void_the_verdict():
+    from tinyexport.errors import UserError
+    from tinyexport.firmware_eval.verdicts import check_consistent
+
+    check_consistent(bit_exact={"equal": False, "mismatches": 2, "values": 40, "max_abs_diff": 1})
+    with pytest.raises(UserError, match="40/40 values .*first at op #3 CONV_2D"):
+        check_consistent(bit_exact={"equal": False, "mismatches": 40, "values": 40,
+                                    "max_abs_diff": 90,
+                                    "first_difference": {"op": 3, "opcode": "CONV_2D"}})
+
+
 # --- 8. signals --------------------------------------------------------------------------------
 
 
