@@ -91,6 +91,12 @@ def succeeds_escaped(run: WorkerRun) -> tuple[str, str] | None:
     return None
 
 
+def does_not_fit_escaped(run: WorkerRun) -> tuple[str, str] | None:
+    if run.rc == 3 and not run.timed_out and "Traceback" not in run.stderr:
+        return "correct", "DOES NOT FIT (exit 3), the board's name escaped"
+    return None
+
+
 # --- fixtures ---------------------------------------------------------------------------------
 
 
@@ -200,6 +206,8 @@ def argument_cases(root: Path) -> list[tuple[str, ArgCase]]:
     hostile_tflite(f["custom.tflite"], custom=True)
     hostile_tflite(f["names.tflite"], custom=False)
     zero_plan(f["zeros.tflite"])
+    (root / "evil_board.yaml").write_text('name: "evil\\n stm32f746 fits\\e]0;t\\a"\n'
+                                          "sram: 1\nflash: 1\n")
     ckpt = _checkpoints(root)
     images = {
         "NaN images": (np.full((2, 16, 16, 3), np.nan, np.float32), None),
@@ -251,6 +259,10 @@ def argument_cases(root: Path) -> list[tuple[str, ArgCase]]:
         ("5.6", ArgCase("tinyreport FILE --board with hostile tensor names",
                         ["tinyreport", str(f["names.tflite"]), "--board", "stm32f746"], 60,
                         judge=no_control_characters(succeeds_escaped))),
+        ("5.6", ArgCase("tinyreport --model --board FILE.yaml whose board name holds ESC / BEL",
+                        ["tinyreport", "--model", "mcunet-in0", "--board",
+                         str(root / "evil_board.yaml")], 60,
+                        judge=no_control_characters(does_not_fit_escaped))),
         ("5.6", ArgCase("tinyreport FILE --json with hostile names",
                         ["tinyreport", str(f["custom.tflite"]), "--json"], 60,
                         judge=no_control_characters())),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from tinyexport.config import load_yaml
-from tinyexport.errors import UserError
+from tinyexport.errors import UserError, printable
 from tinyexport.json_record import OMIT_NONE
 from tinyexport.registry import Registry
 
@@ -99,10 +99,12 @@ def board_from_mapping(entry: dict, where: str) -> Board:
     if not isinstance(reserve, dict) or set(reserve) - {"sram", "flash"}:
         raise UserError(f"{where}: reserve of {entry['name']!r} must be a mapping with sram "
                         f"and/or flash, got {reserve!r}")
-    name = str(entry["name"])
-    return Board(name, str(entry.get("mcu", name)), str(entry.get("core", "unknown core")),
-                 str(entry.get("isa", "dsp")), parse_size(entry["sram"], f"{where}: sram"),
-                 parse_size(entry["flash"], f"{where}: flash"), str(entry.get("source", where)),
+    name = printable(entry["name"])  # names from a user's file reach every verdict line
+    return Board(name, printable(entry.get("mcu", name)),
+                 printable(entry.get("core", "unknown core")), str(entry.get("isa", "dsp")),
+                 parse_size(entry["sram"], f"{where}: sram"),
+                 parse_size(entry["flash"], f"{where}: flash"),
+                 printable(entry.get("source", where)),
                  parse_size(reserve.get("sram", 0), f"{where}: reserve sram"),
                  parse_size(reserve.get("flash", 0), f"{where}: reserve flash"))
 

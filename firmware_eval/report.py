@@ -17,7 +17,7 @@ import numpy as np
 
 from tinyexport.atomic import atomic_path
 from tinyexport.boards import Board, Verdict
-from tinyexport.errors import UserError
+from tinyexport.errors import UserError, printable
 from tinyexport.firmware_eval import planner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
@@ -163,8 +163,8 @@ def render(report: dict) -> str:
         lines += emulation_lines(run)
     for v in report["boards"]:
         lines += verdict_lines(Verdict.from_record(v), "tinyreport-tflite")
-    lines += [f"note: {n}" for n in report.get("notes", [])]
-    lines += [f"error: {e}" for e in report.get("errors", [])]
+    lines += [f"note: {printable(n, 2000)}" for n in report.get("notes", [])]
+    lines += [f"error: {printable(e, 2000)}" for e in report.get("errors", [])]
     return "\n".join(lines)
 
 

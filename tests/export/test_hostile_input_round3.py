@@ -306,6 +306,14 @@ def test_names_from_a_model_file_are_printed_escaped(tmp_path, capsys, one_error
         ln.startswith(" stm32f746 fits") for ln in out.splitlines())
 
 
+def test_board_names_from_a_board_file_are_printed_escaped(tmp_path, capsys):
+    board = tmp_path / "board.yaml"
+    board.write_text('name: "evil\\n stm32f746 fits\\e]0;t\\a"\nsram: 1\nflash: 1\n')
+    assert tinyreport(["--model", "mcunet-in0", "--board", str(board)]) == 3
+    out = capsys.readouterr().out
+    assert "evil\\x0a stm32f746 fits\\x1b]0;t\\x07" in out and "\x1b" not in out
+
+
 def test_printable_and_c_strings():
     assert printable(HOSTILE) == "\\x0a stm32f746 fits\\x1b]0;title\\x07"
     assert printable("a\u2028b\u200bc") == "a\\u2028b\\u200bc" and printable("é ü") == "é ü"
