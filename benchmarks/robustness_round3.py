@@ -271,13 +271,15 @@ def argument_cases(root: Path) -> list[tuple[str, ArgCase]]:
         ("5.7", ArgCase("tinyreport all-zeros offline plan --measure",
                         ["tinyreport", str(f["zeros.tflite"]), "--measure"], 120)),
     ]
-    cases += [("5.9", ArgCase(f"tinyexport {' '.join(map(repr, extra))}",
+    cases += [("5.9", ArgCase("tinyexport " + " ".join(repr(a if len(a) < 40 else a[:12] + "...")
+                                                       for a in extra),
                               ["tinyexport", *SMALL_EXPORT, *extra], 60)) for extra in (
         ["--out", "."], ["--out", ""], ["--out", "/"], ["--out", ".."],
         ["--out", out, "--seed", str(2 ** 70)], ["--out", out, "--seed", "-1"],
         ["--out", out, "--min-agreement", "nan"], ["--out", out, "--max-top1-drop", "inf"],
         ["--out", out, "--patch-max-mac-overhead", "1e30"], ["--out", out, "--resolution", str(10 ** 9)],
-        ["--out", out, "--num-classes", "0"], ["--out", out, "--check-images", "-3"])]
+        ["--out", out, "--num-classes", "0"], ["--out", out, "--check-images", "-3"],
+        ["--out", out, "--sram", "9" * 400], ["--out", out, "--flash", "0"])]
     return cases
 
 

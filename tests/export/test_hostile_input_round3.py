@@ -379,6 +379,8 @@ def test_onnx2tf_child_gets_a_private_tmpdir(tmp_path):
     (["--seed", str(2 ** 70)], "--seed must be an integer in 0..4294967295"),
     (["--min-agreement", "nan"], "--min-agreement must be a fraction"),
     (["--patch-max-mac-overhead", "1e30"], "--patch-max-mac-overhead"),
+    (["--sram", "9" * 400], "is outside 1 B..1 TiB"),
+    (["--flash", "0"], "is outside 1 B..1 TiB"),
 ])
 def test_out_and_numbers_out_of_range_are_one_line(tmp_path, one_error_line, monkeypatch, args,
                                                    reason):
