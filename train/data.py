@@ -120,6 +120,9 @@ def parse_data_spec(text: str) -> DataSpec:
                             "cifar-10-batches-py); nothing is downloaded")
         return DataSpec("cifar10", rest)
     if head == "digits":
+        if rest:  # nothing after digits is read: saying so beats ignoring it
+            raise UserError(f"data {short_repr(text)}: digits is scikit-learn's built-in set and "
+                            "takes no :DIR; pass digits, or ./DIR for a folder of your own")
         return DataSpec("digits")
     if head == "synthetic":
         try:

@@ -128,6 +128,7 @@ def test_yaml_alias_bomb_board_file_is_refused(tmp_path, one_error_line):
     (["--calib-data", "synthetic:1000000000000"], "synthetic:N needs N in 1..100000"),
     (["--calib-images", str(10 ** 12)], "--calib-images must be in 1..100000"),
     (["--eval-images", "-1"], "--eval-images must be in 1..100000"),
+    (["--calib-data", "digits:/etc"], "digits is scikit-learn's built-in set and takes no :DIR"),
 ])
 def test_huge_data_requests_are_refused(tmp_path, one_error_line, args, reason):
     assert tinyexport(SMALL + ["--out", str(tmp_path / "o"), *args]) == 2
