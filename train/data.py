@@ -109,9 +109,10 @@ def parse_data_spec(text: str) -> DataSpec:
     text = str(text).strip()
     head, _, rest = text.partition(":")
     head = head.lower()
-    if head in BUILTIN_NAMES and Path(text).exists():
-        _warn_once(f"data {text!r}: using the built-in {head} data set, not the folder {text!r} "
-                   f"in {os.getcwd()!r}; to use that folder pass ./{text}")
+    if head in BUILTIN_NAMES and Path(text).exists():  # ambiguous: neither is guessed
+        raise UserError(f"data {text!r} names both the built-in {head} data set and the folder "
+                        f"{text!r} in {os.getcwd()!r}; pass ./{text} for the folder or {head}: "
+                        "for the built-in set")
     if head in ("fashion-mnist", "fashion_mnist", "fmnist"):
         return DataSpec("fashion-mnist", rest or str(FASHION_MNIST_DIR))
     if head == "cifar10":
