@@ -252,6 +252,10 @@ def argument_cases(root: Path) -> list[tuple[str, ArgCase]]:
               for name, path in ckpt.items()]
     cases += [("5.4", ArgCase(f"tinyreport --measure --images {name}",
                               [*report, str(root / f"{name}.npz")], 120)) for name in images]
+    (root / "digits" / "a").mkdir(parents=True, exist_ok=True)  # the cases run in root
+    cases += [("5.4", ArgCase(f"tinyexport {flag} digits beside a ./digits folder",
+                              [*export, flag, "digits"], 60))
+              for flag in ("--calib-data", "--eval-data")]
     cases += [
         ("5.6", ArgCase("tinyreport FILE with a custom op named '\\n stm32f746 fits\\x1b]0;..'",
                         ["tinyreport", str(f["custom.tflite"])], 60,

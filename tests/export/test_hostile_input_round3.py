@@ -238,6 +238,14 @@ def test_eval_data_with_more_classes_than_outputs_is_refused_before_work(tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+def test_a_digits_folder_next_to_the_builtin_name_is_an_error(tmp_path, one_error_line,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits" / "a").mkdir(parents=True)
+    assert tinyexport(SMALL + ["--calib-data", "digits", "--out", str(tmp_path / "o")]) == 2
+    assert "pass ./digits for the folder or digits: for the built-in set" in one_error_line()
+
+
 def test_eval_labels_beyond_the_model_outputs_are_refused():
     with pytest.raises(Exception, match="label 7 .* outside 0..4 for 5 classes"):
         check_labels(np.array([0, 7]), 5, "--eval-data 'digits' for a model with 5 outputs")
