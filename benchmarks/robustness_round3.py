@@ -237,6 +237,7 @@ def argument_cases(root: Path) -> list[tuple[str, ArgCase]]:
         ("5.1", ArgCase("tinyexport --eval-data synthetic:10^12",
                         [*export, "--eval-data", "synthetic:1000000000000"], 60)),
         ("5.1", ArgCase("tinyexport --calib-images 10^12", [*export, "--calib-images", str(10 ** 12)], 60)),
+        ("5.1", ArgCase("tinyexport with valid arguments under the 3 GB limit", export, 120)),
         ("5.2", ArgCase("tinyreport FIFO.tflite", ["tinyreport", str(f["fifo.tflite"])], 30)),
         ("5.2", ArgCase("tinyreport /dev/zero as .tflite", ["tinyreport", str(f["zero.tflite"])], 30)),
         ("5.2", ArgCase("tinyreport FOLDER.tflite", ["tinyreport", str(f["dir.tflite"])], 30)),

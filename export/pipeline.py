@@ -64,6 +64,7 @@ PROBE_IMAGES = 8  # decoded before any work, so a folder of corrupt images fails
 def export(config: ExportConfig, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Run the export into a temporary folder; rename it onto ``config.out`` when complete."""
     check_user_paths(config)
+    check_address_space()
     with atomic_dir(config.out, force=config.force, replaceable=previous_export_problem) as tmp:
         try:
             result = run_export(config, tmp, progress)
@@ -72,6 +73,26 @@ def export(config: ExportConfig, progress: Callable[[str], None] | None = None) 
         write_json(tmp / "export.json", result.provenance)
         write_text(tmp / "report.md", render_report(result.provenance))
     return replace(result, out=config.out)
+
+
+# TensorFlow's converter runs in this process (int8 PTQ) and reserves address space far beyond the
+# memory it uses: below ~6 GB of `ulimit -v` it aborts natively (SIGABRT / exit 127, no message);
+# an mcunet-in0 export at 32 px completes at 6,000,000 KiB and aborts at 3,000,000 KiB.
+MIN_ADDRESS_SPACE = 6_000_000 * 1024
+
+
+def check_address_space() -> None:
+    """Refuse, before any work, an address-space limit (``ulimit -v``) under which TensorFlow's
+    converter would abort without a message."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft < MIN_ADDRESS_SPACE:
+        raise UserError(f"this process may use {soft / 2 ** 30:.1f} GiB of address space (ulimit "
+                        f"-v {soft // 1024}); the export runs TensorFlow's converter, which "
+                        f"reserves more and aborts below about {MIN_ADDRESS_SPACE / 2 ** 30:.1f} "
+                        f"GiB; raise it (ulimit -v {MIN_ADDRESS_SPACE // 1024} or more) or "
+                        "remove the limit")
 
 
 def keep_emulation_logs(exc: Exception, tmp: Path, out: Path) -> Exception:

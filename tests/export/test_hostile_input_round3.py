@@ -136,6 +136,23 @@ def test_huge_data_requests_are_refused(tmp_path, one_error_line, args, reason):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_export_under_a_3gb_address_space_limit_says_so_before_work(tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3_000_000 * 1024,) * 2)
+
+    done = subprocess.run([sys.executable, "-m", "tinyexport.export", *SMALL, "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limit)
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-2000:]
+    assert "ulimit -v 3000000" in errors[0] and "raise it" in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_memory_error_is_one_line(one_error_line):
     def body() -> int:
         raise MemoryError
