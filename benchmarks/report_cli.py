@@ -230,6 +230,9 @@ def plot_model_report(report: dict, path: str) -> PlotSummary:
     return PlotSummary(path, report["bottleneck"], peak_bytes, lines)
 
 
+MAX_BATCH = 4096  # --train-memory --measure runs one real step at this batch
+
+
 def _validate(args: argparse.Namespace) -> list[Board]:
     """Every request checked before any work; returns the --board profiles (the one place the
     board registry is asked)."""
@@ -251,8 +254,9 @@ def _validate(args: argparse.Namespace) -> list[Board]:
     if args.model:
         MODELS.canonical(args.model)
     check_bounds(resolution=args.resolution, num_classes=args.num_classes)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise UserError(f"--batch-size must be in 1..{MAX_BATCH}, got {args.batch_size}; "
+                        "the TinyTL table compares methods at a microcontroller's batch (8)")
     if args.images and not args.target:
         raise UserError("--images is for a .tflite target with --measure (TFLM runs them); "
                         "drop it for --model reports")

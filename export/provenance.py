@@ -10,6 +10,7 @@ from tinyexport.export.state import ExportState
 from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
+from tinyexport.quantize.int8_checks import db_text
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
 from tinyexport.train.data import preprocessing_record
 
@@ -141,7 +142,7 @@ def _check_lines(doc: dict) -> list[str]:
         lines.append(f"- int8: TFLM ops only, no TRANSPOSE / float compute, int8 I/O: "
                      f"{'pass' if int8['static']['passed'] else 'FAIL'}; vs fp32 on {int8['images']} "
                      f"images: top-1 agreement {int8['top1_agreement']:.1%}, SQNR "
-                     f"{float(int8['sqnr_db']):.1f} dB; LiteRT reference kernels ran "
+                     f"{db_text(int8['sqnr_db'])} dB; LiteRT reference kernels ran "
                      f"(max {int8['max_lsb_diff_ref_vs_default']} LSB vs default kernels)")
     if doc.get("evaluation"):
         top1 = doc["evaluation"]["top1"]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tinyexport.boards import Verdict
-from tinyexport.errors import StageError
+from tinyexport.errors import StageError, printable
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.convert import onnx_to_tflite
 from tinyexport.export.fuse import fuse_and_check
@@ -35,6 +35,7 @@ from tinyexport.quantize.int8_checks import check_int8_model, compare_int8_to_fl
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
 from tinyexport.quantize.layer_report import LayerError, layer_errors
 from tinyexport.quantize.ptq import float_tflite_from_saved_model, quantize_int8
+from tinyexport.safe_io import check_labels
 from tinyexport.tflite_graph.reader import read_graph
 from tinyexport.train.bn_recalibration import reestimate_bn
 from tinyexport.train.data import (
@@ -92,7 +93,7 @@ def load_images(spec: str | None, split: str, pre, count: int, train_style: bool
     skipped = getattr(getattr(dataset, "skipped", None), "count", 0)
     if skipped:
         _log.warning("warning: skipped %d unreadable image(s) in %s", skipped, spec)
-    classes = [str(c) for c in getattr(dataset, "classes", None) or []]
+    classes = [printable(c) for c in getattr(dataset, "classes", None) or []]
     return images, labels, DataInfo(named, skipped or None, len(images), split, len(classes),
                                     warning, tuple(classes))
 
@@ -264,6 +265,8 @@ def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: 
     labels = labels.numpy()
     with torch.no_grad():
         torch_out = torch.cat([fused(b) for b in torch.split(images, 64)]).numpy()
+    check_labels(labels, torch_out.shape[1], f"--eval-data {info.spec!r} for a model with "
+                 f"{torch_out.shape[1]} outputs")
     ort_out = run_onnxruntime(onnx_path, images.numpy())
     int8_out, _ = run_tflite(int8, nchw_to_nhwc(images))
     top1 = {name: float((out.argmax(1) == labels).mean())

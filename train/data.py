@@ -31,10 +31,9 @@ from torch.utils.data import Dataset
 
 from tinyexport.errors import UserError
 from tinyexport.json_record import to_record
-from tinyexport.safe_io import file_kind, short_repr
+from tinyexport.safe_io import check_labels, file_kind, short_repr
 from tinyexport.train.data_readers import (
     UNREADABLE_IMAGE,
-    check_labels,
     load_cifar10,
     load_digits_split,
     load_fashion_mnist,
@@ -101,9 +100,10 @@ def parse_data_spec(text: str) -> DataSpec:
     text = str(text).strip()
     head, _, rest = text.partition(":")
     head = head.lower()
-    if head in BUILTIN_NAMES and Path(text).exists():
-        _warn_once(f"data {text!r}: using the built-in {head} data set, not the folder {text!r} "
-                   f"in {os.getcwd()!r}; to use that folder pass ./{text}")
+    if head in BUILTIN_NAMES and Path(text).exists():  # ambiguous: neither is guessed
+        raise UserError(f"data {text!r} names both the built-in {head} data set and the folder "
+                        f"{text!r} in {os.getcwd()!r}; pass ./{text} for the folder or {head}: "
+                        "for the built-in set")
     if head in ("fashion-mnist", "fashion_mnist", "fmnist"):
         return DataSpec("fashion-mnist", rest or str(FASHION_MNIST_DIR))
     if head == "cifar10":
@@ -112,6 +112,9 @@ def parse_data_spec(text: str) -> DataSpec:
                             "cifar-10-batches-py); nothing is downloaded")
         return DataSpec("cifar10", rest)
     if head == "digits":
+        if rest:  # nothing after digits is read: saying so beats ignoring it
+            raise UserError(f"data {short_repr(text)}: digits is scikit-learn's built-in set and "
+                            "takes no :DIR; pass digits, or ./DIR for a folder of your own")
         return DataSpec("digits")
     if head == "synthetic":
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyexport.errors import UserError
-from tinyexport.safe_io import GiB, MiB, open_regular, read_exactly, short_repr
+from tinyexport.safe_io import GiB, MiB, check_labels, open_regular, read_exactly, short_repr
 
 # Limits every reader checks before allocating (docs/guide/training.md, "Bad input"): far above
 # any real data set of ours (ImageNet's largest JPEG is ~15 MB and 10k px; a CIFAR-10 batch 31 MB;
@@ -81,15 +81,6 @@ def check_image_size(width: int, height: int, where: str) -> None:
         raise UserError(f"{where}: {width}x{height} px images are outside the limits (1.."
                         f"{MAX_IMAGE_SIDE} px a side, {MAX_IMAGE_PIXELS} px an image); shrink or "
                         "remove them")
-
-
-def check_labels(labels: np.ndarray, classes: int, source: str) -> None:
-    """Every label in ``0..classes-1``; the first that is not is an error naming ``source``."""
-    bad = np.flatnonzero((labels < 0) | (labels >= classes))
-    if len(bad):
-        raise UserError(f"{source}: label {int(labels[bad[0]])} (at index {int(bad[0])}, "
-                        f"{len(bad)} such) is outside 0..{classes - 1} for {classes} classes; "
-                        "fix the labels or the file")
 
 
 def _idx_file(folder: Path, stem: str) -> Path:

@@ -16,7 +16,6 @@ and offline the error says how to place the file by hand.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -25,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyexport.atomic import file_sha256
 from tinyexport.errors import UserError
 from tinyexport.registry import Registry
 from tinyexport.train.checkpoint_format import read_payload
@@ -128,7 +128,7 @@ def _download(url: str, path: Path, release: Release) -> None:
         with os.fdopen(fd, "wb") as out:
             _copy_limited(url, out, release)
         read_payload(tmp)  # a real checkpoint (not an HTML error page), loadable safely
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         if release.sha256 and digest != release.sha256:
             raise UserError(f"the download of {url} has SHA-256 {digest}, expected "
                             f"{release.sha256}; the file changed or was corrupted — not used")
@@ -163,9 +163,9 @@ def _check_hash(path: Path, release: Release) -> None:
     record = _hash_record(path)
     expected = release.sha256 or (record.read_text().strip() if record.is_file() else None)
     if expected is None:
-        record.write_text(_sha256(path) + "\n")  # placed by hand: trust it and remember it
+        record.write_text(file_sha256(path) + "\n")  # placed by hand: trust it and remember it
         return
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != expected:
         raise UserError(f"cached weights {str(path)!r} have SHA-256 {digest}, expected "
                         f"{expected}; delete the file to download it again")
@@ -173,14 +173,6 @@ def _check_hash(path: Path, release: Release) -> None:
 
 def _hash_record(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe(release: Release) -> dict:
