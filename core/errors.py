@@ -140,7 +140,9 @@ def terminating_signals() -> Iterator[None]:
     def stop(signum, _frame):
         raise Terminated(signum)
 
-    previous = {s: signal.signal(s, stop) for s in TERMINATING}
+    # A signal the user chose to ignore (``nohup`` ignores SIGHUP) stays ignored.
+    previous = {s: signal.signal(s, stop) for s in TERMINATING
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyexport import atomic
+from tinyexport import atomic, errors
 from tinyexport.benchmarks.report_cli import main as tinyreport
 from tinyexport.benchmarks.robustness_round3 import HOSTILE, MODEL, hostile_tflite, zero_plan
 from tinyexport.errors import printable, run_cli
@@ -377,6 +377,7 @@ def test_outputs_differing_from_the_reference_void_the_verdict():
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_like_ctrl_c_and_clean_up(tmp_path, one_error_line, sig):
     out = tmp_path / "export"
+    before = signal.signal(sig, signal.SIG_DFL)  # under nohup SIGHUP arrives ignored
 
     def body() -> int:
         with atomic.atomic_dir(out) as tmp:
@@ -387,7 +388,18 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_clean_up(tmp_path, one_error_li
     assert run_cli(body) == 128 + sig
     assert f"stopped by {signal.Signals(sig).name}" in one_error_line()
     assert list(tmp_path.iterdir()) == []  # no .export.*.partial, no .export.lock
-    assert signal.getsignal(sig) is signal.SIG_DFL or callable(signal.getsignal(sig))
+    restored = signal.signal(sig, before)
+    assert restored is signal.SIG_DFL  # the handler run_cli installed is gone again
+
+
+def test_an_ignored_hangup_stays_ignored():
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with errors.terminating_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # nohup's promise: nothing happens
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def test_onnx2tf_child_gets_a_private_tmpdir(tmp_path):
