@@ -142,6 +142,7 @@ def _verified_level(path: Path, compacted: Compacted, x: np.ndarray,
     check = verify_rewrite(path, compacted.data, x, base_outputs)
     return {"bytes_after": compacted.bytes_after,
             "steps": [to_record(step) for step in compacted.steps],
+            "kept": [to_record(item) for item in compacted.kept],
             "verification": check, "applied": check["confirmed"]}
 
 
