@@ -25,13 +25,11 @@ from pathlib import Path
 from tinyexport.atomic import write_bytes
 from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import tflm_runner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.compaction_report import compaction_lines
-from tinyexport.firmware_eval.evaluate import compact_verified, verify_rewrite
+from tinyexport.firmware_eval.evaluate import compact_verified, seeded_baseline, verify_rewrite
 from tinyexport.firmware_eval.optimize import Optimized, OptimizeOptions, needed, optimize
 from tinyexport.firmware_eval.report import draw_board_lines, finish_plot
-from tinyexport.firmware_eval.tflm_measurement import measure_arena_size, prepare_inputs
 from tinyexport.firmware_eval.tflm_readiness import load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import (
     board_verdicts,
@@ -66,7 +64,7 @@ def optimize_report(target: str, options: OptimizeOptions, boards: list[Board],
               "before": _figures(original, options.isa)}
     report["after"] = _figures(result.data, options.isa)
     report["frontier"] = _frontier(result)
-    x, base = _baseline(path, graph, inputs)
+    x, base = seeded_baseline(path, inputs, graph)
     if result.changed:
         report["verification"] = verify_rewrite(path, result.data, x, base)
     confirmed = result.changed and report["verification"]["confirmed"]
@@ -108,15 +106,6 @@ def _frontier(result: Optimized) -> list[dict]:
              "min_arena": r.min_arena, "mac_overhead_percent": round(r.mac_overhead, 2),
              "flash_delta": r.flash_delta, "chosen": chosen is not None and r.plan == chosen.plan}
             for r in result.search.frontier]
-
-
-def _baseline(path: Path, graph, inputs: int):
-    """``inputs`` seeded inputs and the original model's TFLM outputs on them: what every rewrite
-    (optimiser, compaction) must reproduce bit for bit."""
-    x = prepare_inputs(graph, None, count=inputs)
-    pred = analyse(graph).prediction
-    base = tflm_runner.run_tflm(path, x, arena_size=measure_arena_size(graph, pred.total))
-    return x, base.outputs
 
 
 def _compact(data: bytes, x, base) -> tuple[dict, dict[str, bytes]]:
