@@ -304,15 +304,17 @@ def render_zoo_table(table: ZooTable) -> str:
     lines = [f"zoo on {table.board} ({table.core}): SRAM budget {v0.sram_budget:,} B, flash "
              f"budget {v0.flash_budget:,} B",
              f"{'model':<19} {'res':>4} {'MACs':>7} {'arena B':>9} {'flash B':>10} "
-             f"{'latency':>9}  {'top-1 (published)':<24} {'verdict':<29} optimiser"]
+             f"{'latency':>9}  {'top-1 (published)':<26} {'verdict':<29} optimiser"]
     for r in rows:
         latency = f"{r.latency_ms:,} ms" if r.latency_ms is not None else "n/c"
         word = "fits" if r.verdict.fits else f"DOES NOT FIT ({r.verdict.short_of})"
         lines.append(f"{r.model:<19} {r.resolution:>4} {r.macs / 1e6:>6.1f}M "
                      f"{r.arena_bytes:>9,} {r.flash_bytes:>10,} {latency:>9}  "
-                     f"{', '.join(r.top1) or '-':<24} {word:<29} {r.optimiser}"
-                     + (f" +{r.mac_overhead_percent:g} % MACs" if r.mac_overhead_percent else ""))
+                     f"{', '.join(r.top1) or '-':<26} {word:<29} "
+                     + (f"patched, +{r.mac_overhead_percent:.1f} % MACs"
+                        if r.optimiser.startswith("patched") else r.optimiser))
     bases = dict.fromkeys(r.arena_basis for r in rows)
+    lines += [f"  {r.model}: {r.optimiser}" for r in rows if r.optimiser.startswith("patched")]
     lines += ["", "arena: the TFLM arena after the optimiser, " + "; ".join(bases)
               + f" ({table.sources[0]}: native resolution, random weights; the Cortex-M arena is "
               "a few % smaller, the firmware's stack and statics add ~4 KB)",

@@ -134,8 +134,8 @@ def _arena(model: str, resolution: int, native: int, prof: ModelProfile, board: 
                 for s in ("as exported", "operator order", "offline plan") if s in rows)
     patched = rows.get("all (as tinyexport --board applies them)")
     if plain <= board.sram_budget or patched is None or patched["measured"]["total"] >= plain:
-        return plain, "measured (host TFLM)", "as exported", 0.0, 0
-    return (patched["measured"]["total"], "measured (host TFLM)",
+        return plain, "measured in TFLM on the host", "as exported", 0.0, 0
+    return (patched["measured"]["total"], "measured in TFLM on the host",
             f"patched ({patched['plan']})", patched["mac_overhead_pct"], patched["flash_delta"])
 
 
