@@ -109,11 +109,13 @@ def compaction(label: str, path: Path, work: Path) -> tuple[Path, dict]:
 
 
 def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path,
-                timeout_s: float = 240.0, profile: str = "product") -> dict:
+                timeout_s: float = 240.0, profile: str = "product",
+                compacted: tuple[Path, dict] | None = None) -> dict:
     """One model on one core with one firmware profile: the model the firmware links (compacted,
-    :func:`compaction`) measured in QEMU next to the predictions; with the product profile the
-    model as given is measured too (flash before compaction, outputs compared)."""
-    linked, compacted = compaction(label, path, work / "compaction")
+    :func:`compaction`, or ``compacted`` when already done) measured in QEMU next to the
+    predictions; with the product profile the model as given is measured too (flash before
+    compaction, outputs compared)."""
+    linked, compacted = compacted or compaction(label, path, work / "compaction")
     graph = load(path)
     pred = predict(graph, "dsp")  # Cortex-M4 and M7 both have the DSP extension
     start = time.monotonic()
@@ -220,6 +222,7 @@ def render(doc: dict) -> str:
         if r["core"] == "cortex-m7" and _product(r) and total:
             top = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in list(types.items())[:4])
             lines.append(f"| {r['model']} | {top} |")
+    lines += _profile_lines(doc["rows"])
     lines += _compaction_lines(doc["rows"])
     cal = doc.get("calibration") or {}
     if cal.get("cpi"):
@@ -239,6 +242,29 @@ def render(doc: dict) -> str:
                       f"estimated from it lands within {cal['max_abs_error_pct']:.0f} % of each "
                       "published figure (leave-one-out)."]
     return "\n".join(lines) + "\n"
+
+
+def _profile_lines(rows: list[dict]) -> list[str]:
+    """Product-image flash and instructions of each firmware profile side by side (models measured
+    with more than one)."""
+    ok = [r for r in rows if "error" not in r]
+    keys = sorted({(r["model"], r["core"]) for r in ok if not _product(r)})
+    if not keys:
+        return []
+    lines = ["", "Firmware profiles (product image; the difference to the product profile):", "",
+             "| model | core | profile | flash | flash Δ | instructions / inference | "
+             "instructions Δ | outputs vs host TFLM |", "|---|---|---|---:|---:|---:|---:|---|"]
+    for model, core in keys:
+        same = [r for r in ok if (r["model"], r["core"]) == (model, core)]
+        base = next((r for r in same if _product(r)), same[0])
+        for r in same:
+            lines.append(
+                f"| {model} | {core} | {r['profile']} ({emulate.PROFILES[r['profile']]}) | "
+                f"{_kb(r['flash_measured'])} | {r['flash_measured'] - base['flash_measured']:+,} | "
+                f"{r['instructions']:,} | "
+                f"{100 * (r['instructions'] / base['instructions'] - 1):+.1f} % | "
+                f"{'bit-exact' if r['bit_exact'].get('equal') else 'DIFFER'} |")
+    return lines
 
 
 def _compaction_lines(rows: list[dict]) -> list[str]:
@@ -315,11 +341,18 @@ def main(argv: list[str] | None = None) -> int:
         models += tflm_example_models() if args.tflm_examples else []
         rows = []
         for label, path in models:
+            try:
+                compacted = compaction(label, path, work / "emulate" / "compaction")
+            except UserError as exc:  # one model's failure is a row, not the end
+                rows += [{"model": label, "core": core, "profile": profile, "error": str(exc)}
+                         for core in args.cores for profile in args.profiles]
+                continue
             for core in args.cores:
                 for profile in args.profiles:
                     try:
                         rows.append(bench_model(label, path, core, args.inputs,
-                                                work / "emulate", args.timeout, profile))
+                                                work / "emulate", args.timeout, profile,
+                                                compacted))
                     except UserError as exc:  # one model's failure is a row, not the end
                         rows.append({"model": label, "core": core, "profile": profile,
                                      "error": str(exc)})
