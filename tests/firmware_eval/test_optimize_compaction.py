@@ -24,7 +24,10 @@ DATA = Path(__file__).resolve().parent / "data"
 
 def _json_report(capsys, argv: list[str]) -> tuple[int, dict]:
     code = main([*argv, "--json"])
-    return code, json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    # the offline plan the optimiser writes no longer stops the TFLM / LiteRT op-by-op replay
+    assert "could not localize" not in captured.err
+    return code, json.loads(captured.out)
 
 
 def test_optimize_compacts_verifies_and_writes_both_levels(capsys, tmp_path):
