@@ -29,6 +29,7 @@ setup(
     package_dir=dict(STAGE_FOLDERS),
     packages=_packages(),
     package_data={"": ["*.yaml", "*.json", "*.cc", "*.cc.in", "*.h.in", "*.txt",
-                        # firmware_eval/templates: the bundle's model API and project layouts
-                        "templates/*", "templates/*/*"]},
+                        # firmware_eval/templates: the bundle's model API and project layouts;
+                        # firmware_eval/bundle_files: its generated headers and model array
+                        "templates/*", "templates/*/*", "bundle_files/*"]},
 )

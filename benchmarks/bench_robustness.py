@@ -10,7 +10,11 @@ Four groups of cases, each case ending in exactly one outcome column (see :data:
 2. seeded checkpoint mutants through the export's load path (and a sample through the real
    ``tinyexport``), and mutated ``tinytrain`` ``checkpoint.pt`` files resumed;
 3. bad arguments and hostile files given to the real CLIs;
-4. ``tinyexport`` and ``tinytrain`` SIGKILLed at seeded random points, then rerun / resumed.
+4. ``tinyexport`` and ``tinytrain`` SIGKILLed at seeded random points, then rerun / resumed;
+5. issue 23's third round on the export / report side, a family per class (5.1-5.9: bombs,
+   special files, checkpoint metadata, lying data, --force, names from files, contradictory
+   reports, signals, unhelpful errors), each fixture generated at run time, every refusal under
+   ``ulimit -v 3000000``.
 
 The mutants run in worker processes (:mod:`robustness_harness`: one process runs many cases
 and writes one JSON line per case), restarted after a native crash and killed after a per-case
@@ -19,8 +23,8 @@ timeout, so a crash or a hang is observed rather than fatal. Every child process
 ``benchmarks/results/robustness_results.json`` and ``robustness_results.md``.
 
 One module a case family: :mod:`robustness_files` (groups 1 and 2), :mod:`robustness_args`
-(group 3), :mod:`robustness_kills` (group 4); the mutants are :mod:`robustness_mutants`. This
-module runs the groups and writes the report.
+(group 3), :mod:`robustness_kills` (group 4), :mod:`robustness_round3` (group 5); the mutants
+are :mod:`robustness_mutants`. This module runs the groups and writes the report.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from tinyexport.benchmarks.robustness_args import run_group_args
 from tinyexport.benchmarks.robustness_files import run_group_checkpoints, run_group_tflite
 from tinyexport.benchmarks.robustness_harness import COLUMNS, RESULTS, Bench, Tally
 from tinyexport.benchmarks.robustness_kills import run_group_kill_export, run_group_kill_train
+from tinyexport.benchmarks.robustness_round3 import FAMILIES, run_group_round3
 from tinyexport.config import package_versions
 
 # ---------------------------------------------------------------------------------------------
@@ -80,11 +85,17 @@ DESCRIPTIONS = {
           "finishes. "
           "correct: the final checkpoint's model and optimizer tensors equal an uninterrupted "
           "run's bit for bit.",
+    **{k: f"Issue 23, {v}: generated fixtures through the real CLIs, the refusals under `ulimit "
+          "-v 3000000` (robustness_round3.py). correct: exit 0 where the input is fine and every name from "
+          "the file printed escaped (5.6), a previous export's foreign files moved to "
+          "OUT.backup-N and a symlinked --out written through (5.5); every other case must be "
+          "one `error:` line" for k, v in FAMILIES.items()},
 }
 
 
 def render(doc: dict) -> str:
-    lines = ["# Robustness benchmark (issue 11)", "",
+    lines = ["# Robustness benchmark (issues 11 and 23)", "",
+             f"Groups run: {', '.join(sorted({c['group'].split('.')[0] for c in doc['cases']}))}.", "",
              f"{doc['host']['date']} on {doc['host']['platform']}, {doc['host']['cpus']} CPUs "
              f"(shared: load average {doc['host']['load_average_at_end']}); seed {doc['seed']}; "
              f"{doc['runtime_s']:.0f} s in all.", "",
@@ -105,10 +116,11 @@ def render(doc: dict) -> str:
     problems = doc["problems"]
     lines += [f"- [{c['outcome']}] {c['group']} / {c['name']}: {c['detail']}  \n  repro: "
               f"`{c['repro']}`" for c in problems] or ["none"]
-    args = [c for c in doc["cases"] if c["group"].startswith(("3.", "4"))]
-    lines += ["", "## Groups 3 and 4, case by case", "", "| group | case | outcome | detail |",
+    args = [c for c in doc["cases"] if c["group"].startswith(("3.", "4", "5."))]
+    lines += ["", "## Groups 3, 4 and 5, case by case", "", "| group | case | outcome | detail |",
               "|---|---|---|---|"]
-    lines += [f"| {c['group'].split('.')[0]} | {c['name']} | {c['outcome']} | "
+    lines += [f"| {c['group'].split()[0].rstrip('.')} | {c['name'].replace('|', '/')} | "
+              f"{c['outcome']} | "
               f"{c['detail'][:160].replace('|', '/')} |" for c in args]
     return "\n".join(lines) + "\n"
 
@@ -128,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint mutants through the real tinyexport (group 2b)")
     p.add_argument("--kills", type=int, default=8)
     p.add_argument("--train-kills", type=int, default=4)
-    p.add_argument("--groups", default="1234", help="which groups to run (e.g. 13)")
+    p.add_argument("--groups", default="12345", help="which groups to run (e.g. 13); a run of "
+                   "some groups writes robustness_results_<groups>.*, not the full results")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 40 .tflite and 12 checkpoint mutants, 1 kill each")
@@ -152,6 +165,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict:
         run_group_args(bench, tally)
     if "4" in args.groups:
         run_group_kill_train(bench, tally, args.train_kills)
+    if "5" in args.groups:
+        run_group_round3(bench, tally)
     groups = sorted({c.group for c in tally.cases}, key=lambda g: (g.split(".")[0], g))
     return {"host": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                      "platform": platform.platform(), "cpus": os.cpu_count(),
@@ -176,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             prefix="bench-robustness-")))
         work.mkdir(parents=True, exist_ok=True)
         doc = run_all(args, work.resolve())
-    write_results(args.out, "robustness_results", doc, render(doc))
+    full = sorted(args.groups) == sorted(build_parser().get_default("groups"))
+    write_results(args.out, "robustness_results" if full else f"robustness_results_{args.groups}",
+                  doc, render(doc))
     print(render(doc).split("## Groups")[0])
     return 0
 

@@ -35,13 +35,13 @@ from tinyexport.benchmarks.publish import write_results
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.pipeline import export
 from tinyexport.log import setup_logging
-from tinyexport.quantize.check import run_tflite
-from tinyexport.train.checkpoint import read_payload
+from tinyexport.quantize.int8_checks import run_tflite
+from tinyexport.train.checkpoint_format import read_payload
 from tinyexport.train.data import Preprocessing, build_dataset
-from tinyexport.train.tinytl.checkpoint import build_from_payload
 from tinyexport.train.tinytl.memory import analytic_train_memory, measure_train_memory
 from tinyexport.train.tinytl.methods import METHODS, prepare_method
 from tinyexport.train.tinytl.transfer import TransferConfig, run_transfer, select
+from tinyexport.train.tinytl.transfer_checkpoint import build_from_payload
 
 RESULTS = Path(__file__).parent / "results"
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # T-shirt/top, Trouser, Pullover, Dress, Coat

@@ -43,10 +43,10 @@ from tinyexport.firmware_eval.verdicts import (
 from tinyexport.json_record import to_record
 from tinyexport.log import setup_logging
 from tinyexport.train.models import MODELS, check_bounds
-from tinyexport.train.models.profile import profile_zoo_model
+from tinyexport.train.models.profile import profile_record, profile_zoo_model
 from tinyexport.train.pretrained import describe, release_for
 from tinyexport.train.tinytl.report import render as render_train_memory
-from tinyexport.train.tinytl.report import train_memory_table
+from tinyexport.train.tinytl.report import train_memory_record, train_memory_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +126,7 @@ def model_report(args: argparse.Namespace, boards: list[Board]) -> dict:
     file + runtime estimate)."""
     prof = profile_zoo_model(args.model, resolution=args.resolution, num_classes=args.num_classes)
     graph = analytic_graph(prof)
-    report = prof.as_dict()
+    report = profile_record(prof)
     report["model_file_bytes"] = to_record(predict_model_flash(graph))
     report["runtime_code_bytes"] = {"value": runtime_estimate(graph), "basis": RUNTIME_BASIS}
     report["boards"] = [to_record(v) for v in board_verdicts(graph, boards)]
@@ -224,6 +224,9 @@ def plot_model_report(report: dict, path: str) -> PlotSummary:
     return PlotSummary(path, report["bottleneck"], peak_bytes, lines)
 
 
+MAX_BATCH = 4096  # --train-memory --measure runs one real step at this batch
+
+
 def _validate(args: argparse.Namespace) -> list[Board]:
     """Every request checked before any work; returns the --board profiles (the one place the
     board registry is asked)."""
@@ -250,8 +253,9 @@ def _validate(args: argparse.Namespace) -> list[Board]:
     if args.model:
         MODELS.canonical(args.model)
     check_bounds(resolution=args.resolution, num_classes=args.num_classes)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise UserError(f"--batch-size must be in 1..{MAX_BATCH}, got {args.batch_size}; "
+                        "the TinyTL table compares methods at a microcontroller's batch (8)")
     if args.images and not args.target:
         raise UserError("--images is for a .tflite target with --measure (TFLM runs them); "
                         "drop it for --model reports")
@@ -371,7 +375,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.train_memory:
         table = train_memory_table(args.model, args.resolution, args.num_classes, args.batch_size,
                                    args.measure)
-        print(json.dumps(table.as_dict(), indent=2) if args.json else render_train_memory(table))
+        print(json.dumps(train_memory_record(table), indent=2) if args.json else render_train_memory(table))
         return 0
     report = model_report(args, boards)
     if args.plot:

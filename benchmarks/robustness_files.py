@@ -30,7 +30,7 @@ from tinyexport.benchmarks.robustness_harness import (
     shell,
 )
 from tinyexport.benchmarks.robustness_mutants import Mutant, make_mutants, zip_structure
-from tinyexport.train.checkpoint import save_checkpoint
+from tinyexport.train.checkpoint_format import save_checkpoint
 from tinyexport.train.models import build_model
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from tinyexport.export.stages import load_model
 from tinyexport.log import setup_logging
 from tinyexport.procs import die_with_parent
 from tinyexport.tflite_graph.interpreter import make_interpreter
-from tinyexport.train.checkpoint import describe_checkpoint
+from tinyexport.train.checkpoint_format import describe_checkpoint
 from tinyexport.train.models import MODELS
 
 RESULTS = Path(__file__).parent / "results"

@@ -11,7 +11,7 @@ the ground floor every stage may use, and import nothing of ours above them:
 * :mod:`~tinyexport.atomic` - atomic files and folders; :mod:`~tinyexport.procs` - child
   processes that die with their parent; :mod:`~tinyexport.log` - logging setup;
   :mod:`~tinyexport.distributed` - torchrun's environment; :mod:`~tinyexport.registry` - the
-  loud, alias-aware registry;
+  loud, alias-aware registry; :mod:`~tinyexport.safe_io` - reading user files with limits;
 * :mod:`~tinyexport.tflite_graph` - the one ``.tflite`` reader and writer.
 
 Importing this package is cheap: no torch, no tensorflow.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -133,6 +134,66 @@ def recover_folder(path: Path) -> list[str]:
     return done
 
 
+MANIFEST = "files.sha256"  # what a folder written by atomic_dir holds (``sha256sum -c`` format)
+
+
+def write_manifest(folder: Path) -> None:
+    """``folder/files.sha256``: the SHA-256 of every file in ``folder`` (the last file written),
+    so a later ``--force`` can tell the files it wrote from files added or edited since."""
+    lines = [f"{file_sha256(p)}  {p.relative_to(folder).as_posix()}" for p in _files(folder)
+             if p.name != MANIFEST or p.parent != folder]
+    write_text(folder / MANIFEST, "".join(line + "\n" for line in lines))
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files of ``folder`` that its manifest does not list with their current content: added or
+    edited since it was written (every file when there is no manifest)."""
+    listed: dict[str, str] = {}
+    try:
+        for line in (folder / MANIFEST).read_text().splitlines():
+            digest, _, name = line.partition("  ")
+            listed[name] = digest
+    except (OSError, UnicodeDecodeError):
+        listed = {}
+    foreign = []
+    for p in _files(folder):
+        name = p.relative_to(folder).as_posix()
+        if name == MANIFEST:
+            continue
+        if p.is_symlink() or listed.get(name) != file_sha256(p):
+            foreign.append(name)
+    return foreign
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def out_folder_problem(text: str | os.PathLike) -> str | None:
+    """Why ``--out text`` cannot be a folder that is written and replaced as a whole (empty, the
+    file system's root, the current folder or one above it), or None."""
+    if not str(text).strip():
+        return "--out is empty; name the output folder, e.g. --out exports/my-model"
+    resolved = Path(text).resolve()
+    if resolved.parent == resolved:
+        return (f"--out {str(text)!r} is the file system's root; name a folder below it, e.g. "
+                "--out exports/my-model")
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        return (f"--out {str(text)!r} is the current folder (or one above it), which the output "
+                "folder would replace as a whole; name a new folder, e.g. --out exports/my-model")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False,
                replaceable: Callable[[Path], str | None] | None = None) -> Iterator[Path]:
@@ -140,11 +201,20 @@ def atomic_dir(path: str | os.PathLike, force: bool = False,
 
     Without ``force`` an existing ``path`` is an error (nothing is overwritten). With ``force`` the
     old folder is replaced only after the new one is complete, and only if ``replaceable(path)``
-    returns None (else its text says why not: ``force`` never deletes what is not ours). The
-    folder is locked for the whole block (a second writer fails with :class:`FolderBusy`), and
-    leftovers of killed runs are cleaned first (:func:`recover_folder`).
+    returns None (else its text says why not: ``force`` never deletes what is not ours); files
+    in it that its manifest (:func:`write_manifest`) does not list as they are (a user's notes,
+    an edited source) are kept: the old folder is moved aside to ``PATH.backup-N`` and a warning
+    says so. A ``path`` that is a symlink to a folder is written through: its target is
+    replaced, the link stays. The folder is locked for the whole block (a second writer fails
+    with :class:`FolderBusy`), and leftovers of killed runs are cleaned first
+    (:func:`recover_folder`).
     """
+    problem = out_folder_problem(path)
+    if problem:
+        raise UserError(problem)
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {str(path)!r} is an existing file, not a folder; choose another "
                         "--out")
@@ -158,6 +228,8 @@ def atomic_dir(path: str | os.PathLike, force: bool = False,
         try:
             yield tmp
             os.chmod(tmp, _DIR_MODE)  # mkdtemp creates 0700
+            write_manifest(tmp)
+            _keep_foreign_files(path)
             _swap_into_place(tmp, path)
         finally:
             if tmp.exists():
@@ -174,6 +246,25 @@ def _check_replace(path: Path, force: bool, replaceable: Callable[[Path], str | 
     if reason:
         raise UserError(f"--force will not replace {str(path)!r}: {reason}; choose another --out "
                         "or move those files away")
+
+
+def _keep_foreign_files(path: Path) -> None:
+    """Move the folder being replaced to ``PATH.backup-N`` when it holds files it was not written
+    with (never deleted); the new folder then takes its place."""
+    if not path.is_dir():
+        return
+    foreign = foreign_files(path)
+    if not foreign:
+        return
+    n = 1
+    while path.with_name(f"{path.name}.backup-{n}").exists():
+        n += 1
+    backup = path.with_name(f"{path.name}.backup-{n}")
+    os.replace(path, backup)
+    shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+    _log.warning("warning: %s held %d file(s) the previous export did not write or that were "
+                 "edited since (%s); the previous folder was moved to %s, nothing was deleted",
+                 path, len(foreign), shown, backup)
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from tinyexport.errors import UserError
+from tinyexport.config import load_yaml
+from tinyexport.errors import UserError, printable
 from tinyexport.json_record import OMIT_NONE
 from tinyexport.registry import Registry
 
@@ -68,16 +69,25 @@ ISAS = ("dsp", "mve", "none", "xtensa")
 _UNITS = {"": 1, "b": 1, "kb": 1000, "kib": KIB, "k": KIB, "mb": 1000 ** 2, "mib": MIB, "m": MIB}
 
 
-def parse_size(value: str | int, what: str) -> int:
+def parse_size(value: str | int, what: str, minimum: int = 1) -> int:
     """Bytes from ``327680``, ``"320 KiB"``, ``"1MiB"`` or ``"1 MB"`` (KB/MB are decimal, K/KiB
-    and M/MiB binary)."""
+    and M/MiB binary), in ``minimum`` .. :data:`MAX_SIZE`."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?i?[bB]?)\s*", str(value))
-    unit = match.group(2).lower() if match else None
-    if unit not in _UNITS:
-        raise UserError(f"{what}: {value!r} is not a size; give bytes or e.g. '320 KiB', '1 MiB'")
-    return int(float(match.group(1)) * _UNITS[unit])
+        size = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?i?[bB]?)\s*", str(value)[:100])
+        unit = match.group(2).lower() if match else None
+        if unit not in _UNITS:
+            raise UserError(f"{what}: {printable(value, 100)!r} is not a size; give bytes or "
+                            "e.g. '320 KiB', '1 MiB'")
+        size = float(match.group(1)) * _UNITS[unit]
+    if not minimum <= size <= MAX_SIZE:  # inf (400 digits) and negative ints included
+        raise UserError(f"{what}: {printable(value, 100)} is outside {minimum} B..1 TiB; give "
+                        "the board's size, e.g. '320 KiB', '1 MiB'")
+    return int(size)
+
+
+MAX_SIZE = 2 ** 40  # bytes: no microcontroller has a terabyte of SRAM or flash
 
 
 _FIELDS = ("name", "mcu", "core", "isa", "sram", "flash")
@@ -98,26 +108,20 @@ def board_from_mapping(entry: dict, where: str) -> Board:
     if not isinstance(reserve, dict) or set(reserve) - {"sram", "flash"}:
         raise UserError(f"{where}: reserve of {entry['name']!r} must be a mapping with sram "
                         f"and/or flash, got {reserve!r}")
-    name = str(entry["name"])
-    return Board(name, str(entry.get("mcu", name)), str(entry.get("core", "unknown core")),
-                 str(entry.get("isa", "dsp")), parse_size(entry["sram"], f"{where}: sram"),
-                 parse_size(entry["flash"], f"{where}: flash"), str(entry.get("source", where)),
-                 parse_size(reserve.get("sram", 0), f"{where}: reserve sram"),
-                 parse_size(reserve.get("flash", 0), f"{where}: reserve flash"))
+    name = printable(entry["name"])  # names from a user's file reach every verdict line
+    return Board(name, printable(entry.get("mcu", name)),
+                 printable(entry.get("core", "unknown core")), str(entry.get("isa", "dsp")),
+                 parse_size(entry["sram"], f"{where}: sram"),
+                 parse_size(entry["flash"], f"{where}: flash"),
+                 printable(entry.get("source", where)),
+                 parse_size(reserve.get("sram", 0), f"{where}: reserve sram", 0),
+                 parse_size(reserve.get("flash", 0), f"{where}: reserve flash", 0))
 
 
 def read_board_file(path: str | Path) -> list[tuple[Board, tuple[str, ...]]]:
     """The boards of a YAML board file (``boards:`` list, or one board mapping), with their
     aliases."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"board file {str(path)!r}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"board file {str(path)!r} is not valid YAML: "
-                        f"{str(exc).splitlines()[0]}") from exc
+    doc = load_yaml(path, "board file")
     entries = doc.get("boards") if isinstance(doc, dict) and "boards" in doc else [doc]
     if not isinstance(entries, list) or not entries:
         raise UserError(f"board file {str(path)!r} holds no board (see core/boards.yaml)")

@@ -16,28 +16,30 @@ MAX_YAML_BYTES = 1 * MiB  # a recipe is a few hundred bytes
 MAX_MESSAGE = 300  # characters of a validation error quoted back (values are never dumped)
 
 
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
     """A YAML mapping from a regular file of at most :data:`MAX_YAML_BYTES`, without anchors or
-    aliases (a kilobyte of nested aliases expands to gigabytes; recipes never need them)."""
+    aliases (a kilobyte of nested aliases expands to gigabytes; recipes and board files never
+    need them). The one YAML reader of user files: recipes, board files. ``what`` names the file
+    in messages."""
     import yaml
 
     path = Path(path)
     try:
-        text = read_capped(path, "config file", MAX_YAML_BYTES).decode("utf-8")
+        text = read_capped(path, what, MAX_YAML_BYTES).decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"config file {str(path)!r} is not UTF-8 text; pass a YAML file") from None
+        raise UserError(f"{what} {str(path)!r} is not UTF-8 text; pass a YAML file") from None
     try:
-        _refuse_aliases(yaml, text, path)
+        _refuse_aliases(yaml, text, path, what)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"config file {str(path)!r} is not valid YAML: "
+        raise UserError(f"{what} {str(path)!r} is not valid YAML: "
                         f"{_clip(str(exc))}") from None
     if not isinstance(data, dict):
-        raise UserError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise UserError(f"{what} {str(path)!r} must hold a mapping, got {type(data).__name__}")
     return data
 
 
-def _refuse_aliases(yaml, text: str, path: Path) -> None:
+def _refuse_aliases(yaml, text: str, path: Path, what: str) -> None:
     """Scan the parser's events (linear in the text: nothing is expanded) for ``&anchor`` and
     ``*alias``."""
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
@@ -45,8 +47,8 @@ def _refuse_aliases(yaml, text: str, path: Path) -> None:
         if name is not None:
             sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
             line = event.start_mark.line + 1
-            raise UserError(f"config file {str(path)!r} uses the YAML anchor/alias "
-                            f"{sign}{short_repr(name)[1:-1]} (line {line}); recipe files are "
+            raise UserError(f"{what} {str(path)!r} uses the YAML anchor/alias "
+                            f"{sign}{short_repr(name)[1:-1]} (line {line}); these files are "
                             "plain mappings: write the values out instead")
 
 

@@ -6,7 +6,9 @@ touches ``CUDA_VISIBLE_DEVICES``.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 
 
@@ -60,3 +62,21 @@ def cleanup() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def leave(code: int) -> int:
+    """The exit of a CLI: ``code`` as it is, except for a failed rank of a distributed run, which
+    flushes its output and leaves at once with ``os._exit(code)``. gloo's teardown (its threads,
+    at ``destroy_process_group`` or at interpreter exit) aborts a process whose peer has already
+    left ("terminate called without an active exception"), which would turn the one ``error:``
+    line into a crash; a failed run has nothing left to tear down that the kernel does not free.
+    """
+    if code == 0 or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return code
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

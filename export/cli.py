@@ -13,8 +13,9 @@ import re
 import sys
 from pathlib import Path
 
+from tinyexport.atomic import out_folder_problem
 from tinyexport.boards import Verdict
-from tinyexport.errors import EXIT_DOES_NOT_FIT, EXIT_FAILURE, UserError, run_cli
+from tinyexport.errors import EXIT_DOES_NOT_FIT, EXIT_FAILURE, UserError, printable, run_cli
 from tinyexport.export.config import MAX_TOP1_DROP, MIN_TOP1_AGREEMENT, ExportConfig, default_out
 from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows, verdict_records
@@ -22,13 +23,15 @@ from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
 from tinyexport.firmware_eval.verdicts import (
     add_budget_flags,
+    check_consistent,
     fit_exit_code,
     resolve_boards,
     verdict_lines,
 )
 from tinyexport.log import setup_logging
+from tinyexport.quantize.int8_checks import db_text
 from tinyexport.quantize.layer_report import render_layer_table
-from tinyexport.train.checkpoint import describe_checkpoint
+from tinyexport.train.checkpoint_format import describe_checkpoint
 from tinyexport.train.models import MODELS, model_spec
 from tinyexport.train.pretrained import fetch, release_for
 
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build the C bundle with TFLM + CMSIS-NN for the --board's core "
                         "(Cortex-M4 / M7) and run it in QEMU: measured flash, SRAM, "
                         "instructions and outputs vs the host; the verdict uses the measurement")
-    p.add_argument("--out", type=Path,
+    p.add_argument("--out",
                    help="output folder (exports/<model>-r<res>-int8[-<board>...])")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--seed", type=int, default=0,
@@ -141,6 +144,17 @@ def _pretrained_checkpoint(args: argparse.Namespace) -> tuple[Path | None, str |
     return fetch(release), f"{release.source} release ({release.url}; published top-1 {release.top1})"
 
 
+def _out(text: str | None) -> Path | None:
+    """``--out`` as given, refused when it is empty, the root or the current folder (one error
+    naming the value as typed: ``--out ''`` is not ``--out .``)."""
+    if text is None:
+        return None
+    problem = out_folder_problem(text)
+    if problem:
+        raise UserError(problem)
+    return Path(text)
+
+
 def _config(args: argparse.Namespace):
     checkpoint, weights_source = _pretrained_checkpoint(args)
     described = describe_checkpoint(checkpoint) if checkpoint else {}
@@ -158,7 +172,7 @@ def _config(args: argparse.Namespace):
                                                                             eval_data)) if v is None))
         calib_data, eval_data, source = calib_data or recorded, eval_data or recorded, "checkpoint"
     boards = resolve_boards(args.board, args.sram, args.flash)
-    return ExportConfig(model=name, out=args.out or default_out(name, resolution, boards),
+    return ExportConfig(model=name, out=_out(args.out) or default_out(name, resolution, boards),
                         checkpoint=checkpoint, resolution=args.resolution,
                         num_classes=args.num_classes, calib_data=calib_data,
                         calib_images=args.calib_images, check_images=args.check_images,
@@ -200,7 +214,7 @@ def _numerics_lines(doc: dict) -> list[str]:
     if "top1_agreement" in int8_checks:
         lines.append(f"  int8 vs fp32 TFLite on {int8_checks['images']} calibration images: top-1 "
                      f"agreement {int8_checks['top1_agreement']:.1%}, output SQNR "
-                     f"{float(int8_checks['sqnr_db']):.1f} dB"
+                     f"{db_text(int8_checks['sqnr_db'])} dB"
                      + (" (random weights: not meaningful, see above)"
                         if doc["weights"] == "random" else ""))
     if doc.get("evaluation"):
@@ -271,7 +285,8 @@ def _gate_lines(doc: dict) -> list[str]:
     if gate["passed"] is False and doc.get("quant_report"):
         worst = doc["quant_report"][:3]
         lines.append("  layers losing most precision: " + ", ".join(
-            f"{r.get('module') or r['tensor']} ({r['sqnr_db']:.1f} dB)" for r in worst))
+            f"{printable(r.get('module') or r['tensor'])} ({db_text(r['sqnr_db'])} dB)"
+            for r in worst))
     return lines
 
 
@@ -297,7 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"written to {result.out}/ for inspection (report.md lists the layers that "
                   "lose precision)", file=sys.stderr)
             return EXIT_FAILURE
-        return fit_exit_code(verdict_records(result.provenance.get("firmware") or {}))
+        firmware = result.provenance.get("firmware") or {}
+        try:  # a board verdict is void when TFLM does not compute what LiteRT does
+            check_consistent(bit_exact=firmware.get("bit_exact"))
+        except UserError as exc:
+            print(f"error: {printable(exc, 2000)}; everything is written to {result.out}/ for "
+                  "inspection", file=sys.stderr)
+            return EXIT_FAILURE
+        return fit_exit_code(verdict_records(firmware))
 
     return run_cli(body)
 

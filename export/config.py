@@ -10,7 +10,10 @@ from tinyexport.errors import UserError
 from tinyexport.firmware_eval.emulate import CORES
 from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.verdicts import board_core
+from tinyexport.safe_io import short_repr
+from tinyexport.train.data import MAX_SYNTHETIC_IMAGES
 from tinyexport.train.models import check_bounds
+from tinyexport.train.validation import check_seed
 
 __all__ = ["ARTIFACTS", "UNOPTIMIZED", "TFLM_ONLY", "RANDOM_WEIGHTS_WARNING", "MIN_TOP1_AGREEMENT",
            "MAX_TOP1_DROP", "ExportConfig", "default_out"]
@@ -24,6 +27,7 @@ RANDOM_WEIGHTS_WARNING = ("no --checkpoint: the model has RANDOM weights; the ex
 # (full-int8 PTQ of these nets usually loses well under 1); without labels it must agree with
 # fp32 on 90 % of the check images.
 MIN_TOP1_AGREEMENT = 0.90
+MAX_IMAGES = MAX_SYNTHETIC_IMAGES  # --calib-images / --check-images / --eval-images
 MAX_TOP1_DROP = 2.0
 
 
@@ -66,9 +70,12 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         for name in ("calib_images", "check_images", "eval_images"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, "
-                                f"got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= MAX_IMAGES:
+                raise UserError(f"--{name.replace('_', '-')} must be in 1..{MAX_IMAGES}, got "
+                                f"{short_repr(getattr(self, name))}; a few hundred images "
+                                "calibrate and check a model")
+        check_seed("--seed", self.seed)
+
         check_bounds(resolution=self.resolution, num_classes=self.num_classes)
         if not 0.0 <= self.min_agreement <= 1.0:
             raise UserError(f"--min-agreement must be a fraction in 0..1, got {self.min_agreement}")

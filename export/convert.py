@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,12 +60,16 @@ def prepare_scratch(scratch: Path, calib_nhwc: np.ndarray) -> Path:
     return calib
 
 
-def subprocess_env() -> dict[str, str]:
+def subprocess_env(tmpdir: Path | None = None) -> dict[str, str]:
     """PATH with this interpreter's ``bin`` first (onnxsim CLI, §5.3); TensorFlow's C++ logs
-    quiet."""
+    quiet; ``tmpdir`` as the child's TMPDIR (TensorFlow leaves ``__autograph_generated_file*.py``
+    there: a private folder we create and remove keeps them out of the user's temp dir)."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if tmpdir is not None:
+        for name in ("TMPDIR", "TEMP", "TMP"):
+            env[name] = str(tmpdir)
     return env
 
 
@@ -91,11 +97,14 @@ def onnx_to_tflite(onnx_path: str | os.PathLike, work_dir: str | os.PathLike,
     out_dir = work_dir / "onnx2tf"
     cmd = onnx2tf_command(Path(onnx_path).resolve(), out_dir, calib, onnxsim)
     _log.debug("running %s", " ".join(cmd))
+    tmpdir = Path(tempfile.mkdtemp(prefix="onnx2tf-tmp.", dir=work_dir))
     try:
-        proc = run_child(cmd, cwd=work_dir, env=subprocess_env(), capture_output=True,
-                              text=True, timeout=TIMEOUT_S)
+        proc = run_child(cmd, cwd=work_dir, env=subprocess_env(tmpdir), capture_output=True,
+                         text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise StageError(f"onnx2tf did not finish within {TIMEOUT_S} s") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     output = (proc.stdout or "") + (proc.stderr or "")
     floats = sorted(out_dir.glob("*_float32.tflite"))
     if proc.returncode != 0 or not floats or not (out_dir / "saved_model.pb").is_file():

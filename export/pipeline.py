@@ -48,7 +48,9 @@ from tinyexport.export.state import Artifact, Evaluation, ExportResult, ExportSt
 from tinyexport.export.tensors import nchw_to_nhwc
 from tinyexport.firmware_eval.emulate import emulation_problem
 from tinyexport.json_record import to_record
-from tinyexport.quantize.check import Int8Numerics
+from tinyexport.quantize.int8_checks import Int8Numerics
+from tinyexport.safe_io import check_regular
+from tinyexport.train.checkpoint_format import MAX_CHECKPOINT_BYTES
 from tinyexport.train.data import Preprocessing, build_dataset, take_images
 
 __all__ = ["PROBE_IMAGES", "export", "keep_emulation_logs", "previous_export_problem", "gate", "run_export",
@@ -62,6 +64,7 @@ PROBE_IMAGES = 8  # decoded before any work, so a folder of corrupt images fails
 def export(config: ExportConfig, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Run the export into a temporary folder; rename it onto ``config.out`` when complete."""
     check_user_paths(config)
+    check_address_space()
     with atomic_dir(config.out, force=config.force, replaceable=previous_export_problem) as tmp:
         try:
             result = run_export(config, tmp, progress)
@@ -70,6 +73,26 @@ def export(config: ExportConfig, progress: Callable[[str], None] | None = None) 
         write_json(tmp / "export.json", result.provenance)
         write_text(tmp / "report.md", render_report(result.provenance))
     return replace(result, out=config.out)
+
+
+# TensorFlow's converter runs in this process (int8 PTQ) and reserves address space far beyond the
+# memory it uses: below ~6 GB of `ulimit -v` it aborts natively (SIGABRT / exit 127, no message);
+# an mcunet-in0 export at 32 px completes at 6,000,000 KiB and aborts at 3,000,000 KiB.
+MIN_ADDRESS_SPACE = 6_000_000 * 1024
+
+
+def check_address_space() -> None:
+    """Refuse, before any work, an address-space limit (``ulimit -v``) under which TensorFlow's
+    converter would abort without a message."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft < MIN_ADDRESS_SPACE:
+        raise UserError(f"this process may use {soft / 2 ** 30:.1f} GiB of address space (ulimit "
+                        f"-v {soft // 1024}); the export runs TensorFlow's converter, which "
+                        f"reserves more and aborts below about {MIN_ADDRESS_SPACE / 2 ** 30:.1f} "
+                        f"GiB; raise it (ulimit -v {MIN_ADDRESS_SPACE // 1024} or more) or "
+                        "remove the limit")
 
 
 def keep_emulation_logs(exc: Exception, tmp: Path, out: Path) -> Exception:
@@ -121,8 +144,7 @@ def run_export(config: ExportConfig, out_tmp: Path,
     timer = StageTimer(progress)
     with timer.stage("load model") as rec:
         loaded = load_model(config)
-        rec.details.update(model=loaded.meta.get("model"), resolution=loaded.resolution,
-                           kind=loaded.meta.get("kind"))
+        rec.details.update(model=loaded.model_name, resolution=loaded.resolution, kind=loaded.kind)
         if config.checkpoint is None:
             _log.warning("warning: %s", RANDOM_WEIGHTS_WARNING)
     calib, _, calibration = load_images(config.calib_data, "train", loaded.preprocessing,
@@ -210,6 +232,24 @@ def recorded_data_readable(spec: str) -> bool:
         return False
 
 
+def _check_sources_outside_out(config: ExportConfig) -> None:
+    """An export replaces its --out folder as a whole: a source inside it (the checkpoint, a
+    data folder) would be moved away under the run that reads it."""
+    out = Path(config.out).resolve()
+    sources = [("--checkpoint", config.checkpoint)] + [
+        (flag, spec) for flag, spec in (("--calib-data", config.calib_data),
+                                        ("--eval-data", config.eval_data))
+        if spec and Path(spec).exists()]
+    for flag, source in sources:
+        if source is None:
+            continue
+        real = Path(source).resolve()
+        if real == out or out in real.parents:
+            raise UserError(f"{flag} {str(source)!r} is inside --out {str(config.out)!r}, which "
+                            "the export writes as a whole; choose another --out or move "
+                            f"{str(source)!r} out of it first")
+
+
 def check_user_paths(config: ExportConfig) -> None:
     """Fail before any work on paths and data that cannot be right (a bad --eval-data must not
     wait for the whole conversion to fail)."""
@@ -221,8 +261,9 @@ def check_user_paths(config: ExportConfig) -> None:
     if checkpoint is not None and Path(checkpoint).is_dir():
         raise UserError(f"--checkpoint {str(checkpoint)!r} is a folder; pass the checkpoint file "
                         "in it (e.g. best.pt, target.pt or transfer.pt)")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise UserError(f"checkpoint {str(checkpoint)!r} does not exist")
+    if checkpoint is not None:
+        check_regular(checkpoint, "checkpoint", MAX_CHECKPOINT_BYTES)
+    _check_sources_outside_out(config)
     for flag, spec, split in (("--calib-data", config.calib_data, "train"),
                               ("--eval-data", config.eval_data, "val")):
         if spec is None:
@@ -231,3 +272,9 @@ def check_user_paths(config: ExportConfig) -> None:
         if len(dataset) == 0:
             raise UserError(f"{flag} {spec!r} holds no images for the {split} split")
         take_images(dataset, min(PROBE_IMAGES, len(dataset)), seed=0)  # unreadable: fails now
+        classes = len(getattr(dataset, "classes", None) or ())
+        outputs = config.num_classes or 1000  # a random-weight model's (a checkpoint's: later)
+        if flag == "--eval-data" and config.checkpoint is None and classes > outputs:
+            raise UserError(f"--eval-data {spec!r} has {classes} classes, more than the model's "
+                            f"{outputs} outputs: its labels {outputs}..{classes - 1} can never be "
+                            "predicted; pass --num-classes or data of the model's classes")

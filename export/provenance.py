@@ -11,7 +11,9 @@ from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
 from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
+from tinyexport.quantize.int8_checks import db_text
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
+from tinyexport.train.data import preprocessing_record
 
 __all__ = ["build_provenance", "layer_rows", "render_report", "verdict_records"]
 
@@ -21,14 +23,14 @@ def build_provenance(state: ExportState, stages: list[StageRecord]) -> dict:
     config, loaded, static = state.config, state.loaded, state.static
     doc = {
         "tool": "tinyexport", "git_sha": git_sha(), "package_versions": package_versions(),
-        "model": loaded.meta.get("model"), "resolution": loaded.resolution,
+        "model": loaded.model_name, "resolution": loaded.resolution,
         "checkpoint": str(config.checkpoint) if config.checkpoint else None,
         "checkpoint_meta": loaded.meta,
         "weights_source": config.weights_source,
         "weights": "trained" if config.checkpoint else "random",
         "warnings": ([RANDOM_WEIGHTS_WARNING] if config.checkpoint is None else [])
         + state.warnings,
-        "preprocessing": loaded.preprocessing.as_dict(),
+        "preprocessing": preprocessing_record(loaded.preprocessing),
         "calibration": state.calibration,
         "data_source": config.data_source,
         "classifier": state.classifier,
@@ -144,7 +146,7 @@ def _check_lines(doc: dict) -> list[str]:
         lines.append(f"- int8: TFLM ops only, no TRANSPOSE / float compute, int8 I/O: "
                      f"{'pass' if int8['static']['passed'] else 'FAIL'}; vs fp32 on {int8['images']} "
                      f"images: top-1 agreement {int8['top1_agreement']:.1%}, SQNR "
-                     f"{float(int8['sqnr_db']):.1f} dB; LiteRT reference kernels ran "
+                     f"{db_text(int8['sqnr_db'])} dB; LiteRT reference kernels ran "
                      f"(max {int8['max_lsb_diff_ref_vs_default']} LSB vs default kernels)")
     if doc.get("evaluation"):
         top1 = doc["evaluation"]["top1"]

@@ -42,6 +42,9 @@ class StageTimer:
             record.status = "FAILED"
             record.details.setdefault("reason", str(exc))
             raise
+        except BaseException:  # Ctrl-C, SIGTERM / SIGHUP (errors.Terminated): not an "ok" stage
+            record.status = "interrupted"
+            raise
         finally:
             record.seconds = time.perf_counter() - start
             self.records.append(record)

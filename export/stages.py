@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tinyexport.boards import Verdict
-from tinyexport.errors import StageError
+from tinyexport.errors import StageError, printable
 from tinyexport.export.config import ExportConfig
 from tinyexport.export.convert import onnx_to_tflite
 from tinyexport.export.fuse import fuse_and_check
@@ -31,14 +31,22 @@ from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.verdicts import board_verdicts
 from tinyexport.json_record import to_record
 from tinyexport.log import native_output_to_debug_log
-from tinyexport.quantize.check import check_int8_model, compare_int8_to_float, run_tflite
+from tinyexport.quantize.int8_checks import check_int8_model, compare_int8_to_float, run_tflite
 from tinyexport.quantize.layer_names import op_modules, tensor_modules
 from tinyexport.quantize.layer_report import LayerError, layer_errors
 from tinyexport.quantize.ptq import float_tflite_from_saved_model, quantize_int8
+from tinyexport.safe_io import check_labels
 from tinyexport.tflite_graph.reader import read_graph
 from tinyexport.train.bn_recalibration import reestimate_bn
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
-from tinyexport.train.data import Preprocessing, build_dataset, mcunet_zoo_preprocessing, parse_data_spec, take_images
+from tinyexport.train.data import (
+    Preprocessing,
+    build_dataset,
+    mcunet_zoo_preprocessing,
+    parse_data_spec,
+    preprocessing_record,
+    take_images,
+)
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import build_model
 
 _log = logging.getLogger(__name__)
@@ -85,12 +93,12 @@ def load_images(spec: str | None, split: str, pre, count: int, train_style: bool
     skipped = getattr(getattr(dataset, "skipped", None), "count", 0)
     if skipped:
         _log.warning("warning: skipped %d unreadable image(s) in %s", skipped, spec)
-    classes = [str(c) for c in getattr(dataset, "classes", None) or []]
+    classes = [printable(c) for c in getattr(dataset, "classes", None) or []]
     return images, labels, DataInfo(named, skipped or None, len(images), split, len(classes),
                                     warning, tuple(classes))
 
 
-def _wants_recalibration(config: ExportConfig, meta: dict) -> bool:
+def _wants_recalibration(config: ExportConfig, kind: str | None) -> bool:
     """Explicit flag, else on for NetAug supernets (docs/netaug.md §1.7) and for random weights: a
     he_fout-initialised net's activations shrink layer after layer (mcunet-in3's logits reach
     ~4e-9), so int8 checks and arena figures say nothing until BN statistics come from real
@@ -98,25 +106,25 @@ def _wants_recalibration(config: ExportConfig, meta: dict) -> bool:
     """
     if config.bn_recalibrate is not None:
         return config.bn_recalibrate
-    return meta.get("kind") in ("netaug-supernet", "random")
+    return kind in ("netaug-supernet", "random")
 
 
 def recalibrate(config: ExportConfig, loaded: Loaded, record) -> nn.Module:
     """Stage 2: BN re-estimation on train-style calibration images (docs/netaug.md §1.7)."""
 
-    if not _wants_recalibration(config, loaded.meta):
+    if not _wants_recalibration(config, loaded.kind):
         record.status = "skipped"
         record.details["reason"] = ("off (pass --bn-recalibrate; default on for NetAug supernets "
                                     "and random weights)")
         return loaded.model
     count = config.calib_images
-    if loaded.meta.get("kind") == "random":  # statistics only need to be realistic, not exact
+    if loaded.kind == "random":  # statistics only need to be realistic, not exact
         count = min(count, RANDOM_RECAL_IMAGES)
     images, _, info = load_images(config.calib_data, "train", loaded.preprocessing, count, True,
                                   config.seed, warn=False)
     batches = list(torch.split(images, 50))
     record.details.update(images=len(images), batches=len(batches), data=info.spec,
-                          why=loaded.meta.get("kind"))
+                          why=loaded.kind)
     return reestimate_bn(loaded.model, batches)
 
 
@@ -257,6 +265,8 @@ def evaluate(config: ExportConfig, loaded: Loaded, fused: nn.Module, onnx_path: 
     labels = labels.numpy()
     with torch.no_grad():
         torch_out = torch.cat([fused(b) for b in torch.split(images, 64)]).numpy()
+    check_labels(labels, torch_out.shape[1], f"--eval-data {info.spec!r} for a model with "
+                 f"{torch_out.shape[1]} outputs")
     ort_out = run_onnxruntime(onnx_path, images.numpy())
     int8_out, _ = run_tflite(int8, nchw_to_nhwc(images))
     top1 = {name: float((out.argmax(1) == labels).mean())
@@ -296,7 +306,7 @@ def firmware_stage(config: ExportConfig, loaded: Loaded, int8_path: Path, out: P
     result = evaluate_firmware(int8_path, out / "firmware",
                                optimize_options=optimize_options(config), board=config.board,
                                images=images_nhwc, labels=labels,
-                               preprocessing=loaded.preprocessing.as_dict(),
+                               preprocessing=preprocessing_record(loaded.preprocessing),
                                emulate_into=out / "emulation" if config.emulate else None,
                                compact=config.compact, class_names=class_names)
     result = result.relative_to(out)

@@ -20,7 +20,7 @@ from tinyexport.export.gate import GateVerdict
 from tinyexport.export.stage_timer import StageRecord
 from tinyexport.firmware_eval.evaluate import FirmwareResult
 from tinyexport.json_record import NOT_RECORDED, OMIT_NONE
-from tinyexport.quantize.check import Int8Check, Int8Numerics
+from tinyexport.quantize.int8_checks import Int8Check, Int8Numerics
 from tinyexport.quantize.layer_report import LayerError
 from tinyexport.train.data import Preprocessing
 
@@ -34,9 +34,21 @@ class Loaded:
     and preprocessing."""
 
     model: nn.Module
-    meta: dict  # the checkpoint's own description (tinyexport.train.checkpoint_loader)
+    # The checkpoint's own description (tinyexport.train.model_from_checkpoint), recorded as it is
+    # in export.json; the stages read it through the properties below, not by key.
+    meta: dict
     resolution: int
     preprocessing: Preprocessing
+
+    @property
+    def kind(self) -> str | None:
+        """What the weights are: a checkpoint kind (``base``, ``netaug-supernet``, ``tinytl``...)
+        or ``random``."""
+        return self.meta.get("kind")
+
+    @property
+    def model_name(self) -> str | None:
+        return self.meta.get("model")
 
 
 @dataclass(frozen=True)

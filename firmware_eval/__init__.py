@@ -24,5 +24,7 @@ The rest, by role:
   for one graph);
 * the memory optimiser: :mod:`optimize` (one entry), :mod:`reorder` (operator order),
   :mod:`patching` and :mod:`patch_search` (patch-based inference);
-* firmware: :mod:`bundle` (the C bundle; its ``main.cc`` is ``bundle_main.cc.in``, package data).
+* firmware: :mod:`bundle` (the C bundle; its ``main.cc`` is ``bundle_main.cc.in``, package data),
+  :mod:`model_flash` (the flash a model takes, predicted before export), :mod:`compaction_report`
+  (the lines a model-compaction record prints).
 """

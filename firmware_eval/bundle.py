@@ -8,7 +8,8 @@ shape, scale / zero point, and the training preprocessing when given: resize, cr
 channel order, with the uint8-pixel-to-int8 formula), ``labels.h`` (class names),
 ``tinyexport_model.h/.cc`` (``tx_model_init`` / ``tx_model_run`` / ``tx_model_scores`` /
 ``tx_model_top1``, from ``templates/``) and ``main.cc`` (quantize an input with the model's own
-scale and zero point, invoke, print the top class: the host / QEMU builds' program).
+scale and zero point, invoke, print the top class: the host / QEMU builds' program). The
+generated files are filled from ``bundle_files/`` (package data, like ``bundle_main.cc.in``).
 Beside them, project layouts that use those files (:func:`write_layouts`): ``arduino/<Library>/``,
 ``zephyr/``, ``cmake/`` (docs/guide/firmware.md, "The C bundle").
 ``scripts/build_bundle_host.sh`` builds it for the x86-64 host against a TFLM source tree;
@@ -116,7 +117,7 @@ def write_bundle(out_dir: Path, model: bytes, graph: Graph, predicted_total: int
         predicted_total: the board's arena (``basis.board``), else the reference kernels' arena
             on the host; without a board the CMSIS-NN Cortex-M arenas are predicted here too.
         basis: which board the arena is for (None: no board).
-        preprocessing: the export's ``Preprocessing.as_dict()`` (``resolution``, ``mean``,
+        preprocessing: the export's preprocessing record (``resolution``, ``mean``,
             ``std``, ``resize_short_side``); without it ``preprocess.h`` holds the model's input
             shape and quantization only.
         class_names: one per output value, for ``labels.h`` ("0".."N-1" when None).
@@ -126,11 +127,11 @@ def write_bundle(out_dir: Path, model: bytes, graph: Graph, predicted_total: int
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     needed, basis_comment = arena_for(graph, predicted_total, basis)
     files = {
-        "model_data.h": _MODEL_H.format(n=len(model)),
-        "model_data.cc": _MODEL_CC.format(n=len(model), body=_c_array(model)),
+        "model_data.h": _bundle_file("model_data.h.in").format(n=len(model)),
+        "model_data.cc": _bundle_file("model_data.cc.in").format(n=len(model), body=_c_array(model)),
         "op_resolver.h": resolver_header(graph),
-        "arena_size.h": _ARENA_H.format(pred=needed, margin=ARENA_MARGIN,
-                                        total=needed + ARENA_MARGIN, basis=basis_comment),
+        "arena_size.h": _bundle_file("arena_size.h.in").format(
+            pred=needed, margin=ARENA_MARGIN, total=needed + ARENA_MARGIN, basis=basis_comment),
         "preprocess.h": preprocess_header(in_t, preprocessing),
         "labels.h": labels_header(out_t, class_names),
         "main.cc": Template(MAIN_CC.read_text()).substitute(
@@ -154,15 +155,15 @@ def preprocess_header(tensor: Tensor, preprocessing: dict | None) -> str:
     scale = tensor.quant.scales[0] if tensor.quant.scales else 1.0
     zero = tensor.quant.zero_points[0] if tensor.quant.zero_points else 0
     shape = "x".join(map(str, tensor.shape))
-    lines = [_PRE_H.format(shape=shape, dtype=tensor.dtype, n=tensor.nbytes,
-                           scale=_c_float(scale), zero=zero)]
+    lines = [_bundle_file("preprocess.h.in").format(shape=shape, dtype=tensor.dtype,
+                                                    n=tensor.nbytes, scale=_c_float(scale), zero=zero)]
     if len(tensor.shape) == 4:
         h, w, c = tensor.shape[1:]
         lines.append(f"constexpr int kInputHeight = {h};\nconstexpr int kInputWidth = {w};\n"
                      f"constexpr int kInputChannels = {c};\n")
     if preprocessing:
         mean, std = preprocessing["mean"], preprocessing["std"]
-        lines.append(_PRE_TRAIN_H.format(
+        lines.append(_bundle_file("preprocess_training.h.in").format(
             resize=int(preprocessing.get("resize_short_side", preprocessing["resolution"])),
             crop=int(preprocessing["resolution"]), n=len(mean),
             mean=", ".join(map(_c_float, mean)), std=", ".join(map(_c_float, std))))
@@ -206,7 +207,7 @@ def resolver_header(graph: Graph) -> str:
     adds = "\n".join(
         f"  if (r.{add_method(o)}({f'tflite::Register_{o}_INT8()' if o in int8 else ''}) "
         "!= kTfLiteOk) return false;" for o in graph.opcodes)
-    return _RESOLVER_H.format(n=len(graph.opcodes), includes=includes, adds=adds)
+    return _bundle_file("op_resolver.h.in").format(n=len(graph.opcodes), includes=includes, adds=adds)
 
 
 def labels_header(output: Tensor, class_names: Sequence[str] | None) -> str:
@@ -219,7 +220,7 @@ def labels_header(output: Tensor, class_names: Sequence[str] | None) -> str:
         raise ValueError(f"{len(names)} class names for an output of {n} values")
     body = ",\n".join(f"    {_c_string(name)}" for name in names)
     source = "the export's class names" if class_names else "no names given: the class index"
-    return _LABELS_H.format(n=n, body=body, source=source)
+    return _bundle_file("labels.h.in").format(n=n, body=body, source=source)
 
 
 def _c_string(text: str) -> str:
@@ -279,102 +280,11 @@ def fill(template: str, values: dict[str, str]) -> str:
     return text
 
 
-_MODEL_H = """// Generated by tinyexport.firmware_eval.bundle. The .tflite model as a C array.
-#pragma once
-#include <cstddef>
-#include <cstdint>
-
-constexpr size_t g_model_data_len = {n};
-extern const uint8_t g_model_data[];
-"""
-
-_MODEL_CC = """// Generated by tinyexport.firmware_eval.bundle.
-#include "model_data.h"
-
-// 16-byte aligned: TFLM reads int32 biases and int8 weights in place from this array.
-alignas(16) const uint8_t g_model_data[{n}] = {{
-  {body}
-}};
-"""
-
-_RESOLVER_H = """// Generated by tinyexport.firmware_eval.bundle: exactly the ops this model uses.
-// Ops whose every use is int8 get the int8-only kernels (Register_<OP>_INT8(): with CMSIS_NN
-// defined, CMSIS-NN's int8 code without the other types' kernels; else the plain registration).
-#pragma once
-{includes}#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
-
-using ModelOpResolver = tflite::MicroMutableOpResolver<{n}>;
-
-inline bool RegisterModelOps(ModelOpResolver& r) {{
-{adds}
-  return true;
-}}
-"""
-
-_ARENA_H = """// Generated by tinyexport.firmware_eval.bundle.
-// Predicted TFLM arena (head + tail, or TFLM's planning-time minimum when larger): {pred} bytes.
-{basis}
-// Margin {margin} B = 16 B for an unaligned arena pointer + 1024 B for Prepare-time temp
-// allocations the recording allocator can miss (tflite-micro#2738).
-// tx_model_init() (tinyexport_model.cc) reserves it as a static array: .bss, in RAM.
-#pragma once
-#include <cstddef>
-
-constexpr size_t kTensorArenaSize = {total};
-"""
-
-_LABELS_H = """// Generated by tinyexport.firmware_eval.bundle: the class of each value of output 0
-// ({source}). tx_model_top1() returns an index into kClassLabels.
-#pragma once
-
-constexpr int kNumClasses = {n};
-inline constexpr const char* kClassLabels[kNumClasses] = {{
-{body}
-}};
-"""
-
-_PRE_H = """// Generated by tinyexport.firmware_eval.bundle: how a camera frame becomes the model
-// input.
-// Holds: input 0's shape and layout, its int8 quantization (kInputScale, kInputZeroPoint) and,
-// when the export knew them, the training preprocessing (resize, crop, mean / std) with
-// QuantizePixel / QuantizeImage. From a camera frame: convert to RGB888, resize the short side
-// to kResizeShortSide, centre-crop kInputHeight x kInputWidth, then QuantizeImage(rgb,
-// tx_model_input()) (tinyexport_model.h) writes the kInputBytes int8 values, row-major NHWC.
-#pragma once
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-
-// Model input 0: {shape} {dtype}, layout NHWC, channel order RGB, {n} bytes.
-constexpr size_t kInputBytes = {n};
-constexpr float kInputScale = {scale};
-constexpr int kInputZeroPoint = {zero};
-"""
-
-_PRE_TRAIN_H = """// Training preprocessing (export.json "preprocessing"): resize the short side to
-// kResizeShortSide (bilinear), centre-crop kCropSize x kCropSize, channels RGB, then per channel
-//   x = (p / 255 - kMean[c]) / kStd[c]            for a uint8 camera pixel p,
-//   q = round(x / kInputScale) + kInputZeroPoint   clamped to -128..127 (the int8 input),
-// i.e. q = round(((p / 255 - mean) / std) / scale) + zero_point (QuantizePixel below).
-constexpr int kResizeShortSide = {resize};
-constexpr int kCropSize = {crop};
-constexpr float kMean[{n}] = {{{mean}}};
-constexpr float kStd[{n}] = {{{std}}};
-
-inline int8_t QuantizePixel(uint8_t p, int c) {{
-  const float x = (static_cast<float>(p) / 255.0f - kMean[c]) / kStd[c];
-  const long q = std::lround(x / kInputScale) + kInputZeroPoint;
-  return static_cast<int8_t>(q < -128 ? -128 : (q > 127 ? 127 : q));
-}}
-
-// A kInputHeight x kInputWidth x {n} uint8 image (already resized and cropped, RGB, row-major)
-// into the int8 input.
-inline void QuantizeImage(const uint8_t* rgb, int8_t* input) {{
-  for (size_t i = 0; i < kInputBytes; ++i) {{
-    input[i] = QuantizePixel(rgb[i], static_cast<int>(i % {n}));
-  }}
-}}
-"""
-
 # main.cc: real C++ (placeholders only in its first comment), shipped beside this module.
 MAIN_CC = Path(__file__).with_name("bundle_main.cc.in")
+# The generated headers and model array: C++ with ``str.format`` fields (``{{`` is a brace).
+BUNDLE_FILES = Path(__file__).with_name("bundle_files")
+
+
+def _bundle_file(name: str) -> str:
+    return (BUNDLE_FILES / name).read_text()

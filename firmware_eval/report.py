@@ -17,7 +17,7 @@ import numpy as np
 
 from tinyexport.atomic import atomic_path
 from tinyexport.boards import Board, Verdict
-from tinyexport.errors import UserError
+from tinyexport.errors import UserError, printable
 from tinyexport.firmware_eval import planner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
@@ -26,12 +26,14 @@ from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime
 from tinyexport.firmware_eval.verdicts import (
     RUNTIME_BASIS,
     board_verdicts,
+    check_consistent,
     firmware_graph,
     fit_exit_code,
     runtime_estimate,
     verdict_lines,
 )
 from tinyexport.json_record import to_record
+from tinyexport.safe_io import check_finite, read_array_file, short_repr
 from tinyexport.tflite_graph.reader import Graph
 
 __all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_board_lines",
@@ -40,23 +42,27 @@ __all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_bo
 _log = logging.getLogger(__name__)
 
 
+MAX_IMAGES = 10_000  # --images: TFLM runs each (reference kernels: ~0.1 s a zoo image)
+
+
 def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(images, labels or None) from ``.npy`` (images only) or ``.npz`` (``images`` [+ ``labels``]):
-    NHWC, int8 (used as they are) or float (quantized with the model's input scale / zero point)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"--images {path!r} does not exist")
-    try:
-        data = np.load(file, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises several types on bad files
-        raise UserError(f"--images {path!r} is not a readable .npy / .npz file ({exc})") from None
-    if isinstance(data, np.ndarray):
-        return data, None
-    with data:
-        if "images" not in data.files:
-            raise UserError(f"--images {path!r} has arrays {data.files}; it needs 'images' "
-                            "(NHWC) and optionally 'labels' (class ids)")
-        return data["images"], (data["labels"] if "labels" in data.files else None)
+    NHWC, int8 (used as they are) or float (quantized with the model's input scale / zero point).
+    Read through :func:`tinyexport.safe_io.read_array_file` (sizes bounded before allocation); at most
+    :data:`MAX_IMAGES` images, float images finite."""
+    arrays = read_array_file(path, "--images file")
+    if "" in arrays:
+        images, labels = arrays[""], None
+    elif "images" not in arrays:
+        raise UserError(f"--images {path!r} has arrays {short_repr(sorted(arrays))}; it needs "
+                        "'images' (NHWC) and optionally 'labels' (class ids)")
+    else:
+        images, labels = arrays["images"], arrays.get("labels")
+    if images.ndim < 2 or not 1 <= len(images) <= MAX_IMAGES:
+        raise UserError(f"--images {path!r}: images have shape {short_repr(images.shape)}; pass "
+                        f"1..{MAX_IMAGES} images shaped like the model's input (N, H, W, C)")
+    check_finite(images, f"--images {path!r}")
+    return images, labels
 
 
 def _firmware_model_text(report: dict) -> str:
@@ -115,6 +121,7 @@ def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = Fal
         report["inputs"] = {"count": len(x), "source": "synthetic" if images is None else "file"}
         if outputs is not None and labels is not None:
             report["top1"] = top1(graph, outputs, labels)
+    check_consistent(pred.head, pred.lower_bound, report.get("bit_exact"))
     return report
 
 
@@ -156,8 +163,8 @@ def render(report: dict) -> str:
         lines += emulation_lines(run)
     for v in report["boards"]:
         lines += verdict_lines(Verdict.from_record(v), "tinyreport-tflite")
-    lines += [f"note: {n}" for n in report.get("notes", [])]
-    lines += [f"error: {e}" for e in report.get("errors", [])]
+    lines += [f"note: {printable(n, 2000)}" for n in report.get("notes", [])]
+    lines += [f"error: {printable(e, 2000)}" for e in report.get("errors", [])]
     return "\n".join(lines)
 
 

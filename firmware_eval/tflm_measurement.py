@@ -20,6 +20,8 @@ import numpy as np
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import arena, planner, tflm_runner
 from tinyexport.firmware_eval.tflm_readiness import runtime_blockers
+from tinyexport.safe_io import check_finite
+from tinyexport.safe_io import check_labels as safe_check_labels
 from tinyexport.tflite_graph.quant import quantize_values
 from tinyexport.tflite_graph.reader import Graph
 from tinyexport.tflite_graph.writer import without_offline_plan
@@ -47,6 +49,7 @@ def prepare_inputs(graph: Graph, images: np.ndarray | None, seed: int = 0,
     if not np.issubdtype(images.dtype, np.floating):
         raise UserError(f"images dtype {images.dtype}: pass int8 (quantized) or float (real "
                         "values, quantized here with the model's input scale/zero point)")
+    check_finite(images, "images")
     return quantize_values(images, t.quant.scales[0], t.quant.zero_points[0], np.int8)
 
 
@@ -63,6 +66,7 @@ def check_labels(graph: Graph, labels: np.ndarray, count: int) -> np.ndarray:
                         f"shape {labels.shape} dtype {labels.dtype}")
     if len(graph.inputs) > 1:
         raise UserError("labels need a single-input model: only input 0 comes from the images")
+    safe_check_labels(labels, int(out[0][1]), "labels of the images file")
     return labels
 
 

@@ -44,7 +44,7 @@ __all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERN
            "ANALYTIC_COMPACTION", "firmware_graph", "predicted_verdict", "board_verdict",
            "board_verdicts", "measured_verdict", "board_core", "board_clock_hz",
            "CYCLES_PER_INSTRUCTION", "LATENCY_BASIS", "latency_ms", "latency_text", "budget_line",
-           "VERDICT_LAYOUTS", "verdict_lines"]
+           "VERDICT_LAYOUTS", "verdict_lines", "check_consistent"]
 
 # Runtime code estimate, calibrated on the firmware measured in QEMU (firmware_eval/emulate.py;
 # benchmarks/results/emulated_results.md: TFLM 90b983c2 + CMSIS-NN 4ab83cc3, -Os, newlib, Cortex-M4
@@ -131,8 +131,36 @@ def predicted_verdict(graph: Graph | AnalyticGraph, board: Board) -> Verdict:
         return verdict(board, graph.peak_activation_bytes, model_bytes + runtime_estimate(graph),
                        isa=board.isa)
     pred = predict(graph, board.isa)
+    check_consistent(pred.head, pred.lower_bound)
     sram = max(pred.total, pred.min_arena)  # TFLM cannot allocate below either
     return verdict(board, sram, graph.model_bytes + runtime_estimate(graph), isa=board.isa)
+
+
+def check_consistent(head: int = 0, lower_bound: int = 0, bit_exact: Mapping | None = None
+                     ) -> None:
+    """No verdict from figures that contradict each other: an arena head below the live-set lower
+    bound (an offline plan in the file that stacks live tensors on each other) or TFLM outputs
+    that differ from LiteRT's reference kernels (``bit_exact`` of a measurement) by more than the
+    1 LSB of TFLM's known FULLY_CONNECTED rounding (``--linear-head``).
+
+    Raises:
+        UserError: what contradicts what, and what to do.
+    """
+    if head < lower_bound:
+        raise UserError(f"the model's memory plan gives an arena head of {head:,} B, below the "
+                        f"live-set lower bound of {lower_bound:,} B: its offline plan "
+                        "(OfflineMemoryAllocation metadata) puts tensors that are live at the same "
+                        "time on top of each other, so TFLM would compute garbage and no fit "
+                        "verdict holds; re-export the model or rewrite its plan (tinyreport FILE "
+                        "--optimize --out NEW.tflite)")
+    if bit_exact and bit_exact.get("max_abs_diff", 0) > 1:
+        first = bit_exact.get("first_difference") or {}
+        where = f", first at op #{first['op']} {first['opcode']}" if first else ""
+        raise UserError(f"TFLite Micro's outputs differ from LiteRT's reference kernels in "
+                        f"{bit_exact['mismatches']}/{bit_exact['values']} values (by up to "
+                        f"{bit_exact['max_abs_diff']} LSB){where}: the "
+                        "model does not compute on TFLM what its file describes, so no figure "
+                        "or fit verdict holds; re-export the model")
 
 
 # The model the analytic verdict predicts: the one the export's firmware links, TFLM-compacted

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyexport.quantize.check import dequantize, quantize_input, sqnr_db
+from tinyexport.errors import printable
+from tinyexport.quantize.int8_checks import db_text, dequantize, quantize_input, sqnr_db
 from tinyexport.tflite_graph.interpreter import make_interpreter
 from tinyexport.tflite_graph.reader import parse_graph
 
@@ -64,6 +65,7 @@ def layer_errors(int8_bytes: bytes, float_bytes: bytes, images_nhwc: np.ndarray
 def render_layer_table(rows: list[LayerError], limit: int = 15) -> str:
     lines = ["| # | op | module | tensor | shape | SQNR (dB) |", "|---|---|---|---|---|---|"]
     for i, row in enumerate(rows[:limit], 1):
-        lines.append(f"| {i} | {row.op} | {row.module or '?'} | `{row.tensor[:60]}` | "
-                     f"{'x'.join(map(str, row.shape))} | {row.sqnr_db:.1f} |")
+        lines.append(f"| {i} | {printable(row.op)} | {printable(row.module or '?')} | "
+                     f"`{printable(row.tensor, 60)}` | {'x'.join(map(str, row.shape))} | "
+                     f"{db_text(row.sqnr_db)} |")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The import graph of the project's own code: arrows point one way (docs/architecture.md).
+"""The import graph of the project's own code: arrows point one way (docs/architecture.md); and the
+house's measurable layout (front doors, module size, one record conversion; at the end).
 
 Reads every module's imports with ``ast`` (nothing is imported) and fails on
 - an import from a component to one it may not depend on (a lower floor importing a higher one,
@@ -28,8 +29,9 @@ COMPONENTS = {
     "tinyexport.train": "training",
     "tinyexport.train.models": "models",
     "tinyexport.train.data": "models",
+    "tinyexport.train.data_readers": "models",
     "tinyexport.train.tv_compat": "models",
-    "tinyexport.train.checkpoint": "models",
+    "tinyexport.train.checkpoint_format": "models",
     "tinyexport.train.bn_recalibration": "models",
     "tinyexport.quantize": "quantize",
     "tinyexport.firmware_eval": "firmware_eval",
@@ -300,8 +302,8 @@ def test_checker_finds_a_cycle_and_an_upward_import():
 
 @pytest.mark.parametrize("module, expected", [
     ("tinyexport.errors", "core"), ("tinyexport.tflite_graph.reader", "tflite_graph"),
-    ("tinyexport.train.models.zoo", "models"), ("tinyexport.train.checkpoint", "models"),
-    ("tinyexport.train.checkpoint_loader", "training"), ("tinyexport.train.netaug.task", "training"),
+    ("tinyexport.train.models.zoo", "models"), ("tinyexport.train.checkpoint_format", "models"),
+    ("tinyexport.train.model_from_checkpoint", "training"), ("tinyexport.train.netaug.task", "training"),
     ("tinyexport.train.cli", "cli"), ("tinyexport.export.stages", "export"),
 ])
 def test_component_of(module, expected):
@@ -324,3 +326,51 @@ def test_checker_finds_a_local_import():
     tree = ast.parse("import os\n\ndef f():\n    from tinyexport.errors import UserError\n")
     found = imported_modules(tree, {"tinyexport.errors": Path("x")})
     assert found == [("tinyexport.errors", 4, False)]
+
+
+# -- the house a newcomer walks (issue 21): front doors, module size, one record conversion -----
+
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_over_600_lines():
+    long = [f"{path.relative_to(ROOT)}: {n} lines" for path in project_modules().values()
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
+    assert not long, "split these by role:\n" + "\n".join(long)
+
+
+def test_no_result_class_writes_its_own_record():
+    """Records come from ``tinyexport.json_record.to_record`` (or a named record function that
+    adds derived figures to it), never from a per-class ``as_dict`` copy."""
+    copies = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in project_modules().values()
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.FunctionDef) and node.name == "as_dict"]
+    assert not copies, "as_dict copies: " + ", ".join(copies)
+
+
+def front_door_problems(init: Path) -> list[str]:
+    """What a package's ``__init__`` lacks: a docstring naming each of its modules and
+    subpackages (``bench_*`` names a family), and ``__all__`` when it imports names."""
+    tree = ast.parse(init.read_text())
+    doc = ast.get_docstring(tree) or ""
+    if not doc:
+        return [f"{init.relative_to(ROOT)} has no docstring"]
+    families = re.findall(r"\b(\w+_)\*", doc)
+    members = [p.stem for p in init.parent.glob("*.py") if p.stem not in ("__init__", "__main__")]
+    members += [p.parent.name for p in init.parent.glob("*/__init__.py")]
+    problems = [f"{init.relative_to(ROOT)} does not name {name}" for name in sorted(members)
+                if not re.search(rf"\b{name}\b", doc) and not name.startswith(tuple(families))]
+    imports_names = any(isinstance(node, ast.ImportFrom) and node.module != "__future__"
+                        for node in tree.body)
+    exports = any(isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__all__"
+                  for node in tree.body)
+    if imports_names and not exports:
+        problems.append(f"{init.relative_to(ROOT)} imports names but has no __all__")
+    return problems
+
+
+def test_every_package_has_a_front_door():
+    inits = [path for path in project_modules().values() if path.name == "__init__.py"]
+    assert len(inits) >= 10
+    problems = [problem for init in inits for problem in front_door_problems(init)]
+    assert not problems, "\n".join(problems)

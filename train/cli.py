@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from tinyexport.distributed import cleanup, init_distributed
+from tinyexport.distributed import cleanup, init_distributed, leave
 from tinyexport.errors import UserError, run_cli
 from tinyexport.log import setup_logging
-from tinyexport.train._cli import OUT_HELP, add_limits, add_resources, apply_cpu_plan, warn_renamed
+from tinyexport.train.cli_options import OUT_HELP, add_limits, add_resources, apply_cpu_plan, warn_renamed
 from tinyexport.train.data import parse_data_spec
 from tinyexport.train.netaug.recipe import resolve_recipe
 from tinyexport.train.netaug.run import run_training
@@ -132,10 +132,8 @@ def _train(args: argparse.Namespace) -> int:
     sources = {"--data": parse_data_spec(recipe.data).path, "--config": args.config}
     with claim_out_dir(args.out, args.resume, sources):
         info = init_distributed(device)
-        try:
-            result = run_training(recipe, config)
-        finally:
-            cleanup()
+        result = run_training(recipe, config)  # a failure leaves the group as it is: see leave()
+        cleanup()
     if info.is_primary:
         print(f"best top-1 {result.best_top1:.2f}% (epoch {result.best_epoch}); "
               f"outputs in {result.out_dir} (target: {result.target})")
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     warn_renamed(args)
     run = transfer_cli.run if args.command == "transfer" else _train
-    return run_cli(lambda: run(args))
+    return leave(run_cli(lambda: run(args)))
 
 
 if __name__ == "__main__":

@@ -17,19 +17,12 @@ the short side to ceil(S/0.875), centre-crop S. Normalisation is the model's pre
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import io
 import logging
 import math
 import multiprocessing
 import os
-import pickle
 import stat
-import struct
-import warnings
-import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +30,15 @@ import torch
 from torch.utils.data import Dataset
 
 from tinyexport.errors import UserError
-from tinyexport.safe_io import (
-    GiB,
-    MiB,
-    file_kind,
-    open_regular,
-    read_exactly,
-    short_repr,
+from tinyexport.json_record import to_record
+from tinyexport.safe_io import check_labels, file_kind, short_repr
+from tinyexport.train.data_readers import (
+    UNREADABLE_IMAGE,
+    load_cifar10,
+    load_digits_split,
+    load_fashion_mnist,
+    open_image,
+    synthetic_arrays,
 )
 from tinyexport.train.tv_compat import import_torchvision
 
@@ -55,13 +50,8 @@ KINDS = ("imagefolder", "fashion-mnist", "cifar10", "digits", "synthetic")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Limits every reader checks before allocating (docs/guide/training.md, "Bad input"): far above
-# any real data set of ours (ImageNet's largest JPEG is ~15 MB and 10k px; a CIFAR-10 batch 31 MB;
-# Fashion-MNIST's largest IDX file 47 MB), far below what a hostile header can ask for.
-MAX_IMAGE_SIDE = 16384  # px, either side
-MAX_IMAGE_PIXELS = 50_000_000  # px per image (PIL's own bomb limit is 89M)
-MAX_IMAGE_FILE_BYTES = 256 * MiB
-MAX_DATA_FILE_BYTES = 2 * GiB  # one IDX (decompressed) or CIFAR-10 batch file
+# Limits of a SPEC and of a folder (docs/guide/training.md, "Bad input"; the file readers' own are
+# in tinyexport.train.data_readers): far above any real data set, far below what fills the memory.
 MAX_SYNTHETIC_IMAGES = 100_000  # synthetic:N (32x32x3 bytes each: 300 MB at the limit)
 MAX_FOLDER_IMAGES = 10_000_000  # per ImageFolder split (ImageNet-1k: 1.28 M; the list is in RAM)
 BUILTIN_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist", "cifar10", "digits", "synthetic")
@@ -80,11 +70,13 @@ class Preprocessing:
     def resize(self) -> int:
         return math.ceil(self.resolution / self.crop_ratio)
 
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d.update(resize_short_side=self.resize, layout="NCHW float, RGB, (x/255 - mean) / std",
-                 train="RandomResizedCrop + HorizontalFlip + ColorJitter(32/255, 0.5)")
-        return d
+
+def preprocessing_record(pre: Preprocessing) -> dict:
+    """``pre`` as export.json and the C bundle read it: its fields, the eval resize and the input
+    layout and training augmentation it implies."""
+    return {**to_record(pre), "resize_short_side": pre.resize,
+            "layout": "NCHW float, RGB, (x/255 - mean) / std",
+            "train": "RandomResizedCrop + HorizontalFlip + ColorJitter(32/255, 0.5)"}
 
 
 def mcunet_zoo_preprocessing(resolution: int) -> Preprocessing:
@@ -108,9 +100,10 @@ def parse_data_spec(text: str) -> DataSpec:
     text = str(text).strip()
     head, _, rest = text.partition(":")
     head = head.lower()
-    if head in BUILTIN_NAMES and Path(text).exists():
-        _warn_once(f"data {text!r}: using the built-in {head} data set, not the folder {text!r} "
-                   f"in {os.getcwd()!r}; to use that folder pass ./{text}")
+    if head in BUILTIN_NAMES and Path(text).exists():  # ambiguous: neither is guessed
+        raise UserError(f"data {text!r} names both the built-in {head} data set and the folder "
+                        f"{text!r} in {os.getcwd()!r}; pass ./{text} for the folder or {head}: "
+                        "for the built-in set")
     if head in ("fashion-mnist", "fashion_mnist", "fmnist"):
         return DataSpec("fashion-mnist", rest or str(FASHION_MNIST_DIR))
     if head == "cifar10":
@@ -119,6 +112,9 @@ def parse_data_spec(text: str) -> DataSpec:
                             "cifar-10-batches-py); nothing is downloaded")
         return DataSpec("cifar10", rest)
     if head == "digits":
+        if rest:  # nothing after digits is read: saying so beats ignoring it
+            raise UserError(f"data {short_repr(text)}: digits is scikit-learn's built-in set and "
+                            "takes no :DIR; pass digits, or ./DIR for a folder of your own")
         return DataSpec("digits")
     if head == "synthetic":
         try:
@@ -137,165 +133,6 @@ def parse_data_spec(text: str) -> DataSpec:
         return DataSpec("imagefolder", text)
     raise UserError(f"unknown data SPEC {text!r}; use an ImageFolder directory, "
                     "fashion-mnist[:DIR], cifar10:DIR, digits or synthetic[:N]")
-
-
-# ---------------------------------------------------------------- raw arrays (uint8 HWC or HW)
-
-IDX_UBYTE = 0x08  # the IDX type byte of unsigned-byte data (Fashion-MNIST's only type)
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file of unsigned bytes (gzip or plain), checked against its own header before its
-    data is read (so a gzip bomb or a header asking for terabytes is refused, not decompressed)."""
-    try:
-        with contextlib.ExitStack() as stack:
-            f = stack.enter_context(open_regular(path, "IDX file", MAX_DATA_FILE_BYTES))
-            if path.suffix == ".gz":
-                f = stack.enter_context(gzip.GzipFile(fileobj=f, mode="rb"))
-            dims = _idx_header(f, path)
-            data = read_exactly(f, math.prod(dims), path, "IDX file")
-    except (OSError, EOFError, zlib.error) as exc:
-        raise UserError(f"IDX file {str(path)!r} cannot be read ({exc}); re-install "
-                        "dataset-fashion-mnist or fix the file") from None
-    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
-
-
-def _idx_header(f, path: Path) -> tuple[int, ...]:
-    """The dimensions an IDX header declares, checked against the limits."""
-    header = f.read(4)
-    ndim = header[3] if len(header) == 4 else 0
-    raw = f.read(4 * ndim) if header[:3] == bytes((0, 0, IDX_UBYTE)) else b""
-    if not 1 <= ndim <= 4 or len(raw) < 4 * ndim:
-        raise UserError(f"{str(path)!r} is not an IDX file of unsigned bytes (bad header)")
-    dims = struct.unpack(">" + "I" * ndim, raw)
-    shape = "x".join(map(str, dims))
-    if min(dims) < 1:
-        raise UserError(f"IDX file {str(path)!r} declares {shape} values: a dimension of 0 holds "
-                        "no data; fix or replace the file")
-    if math.prod(dims) > MAX_DATA_FILE_BYTES:
-        raise UserError(f"IDX file {str(path)!r} declares {shape} values, above the limit of "
-                        f"{MAX_DATA_FILE_BYTES} bytes per data file; fix or replace the file")
-    if ndim >= 3:
-        check_image_size(dims[2], dims[1], f"IDX file {str(path)!r}")
-    return dims
-
-
-def check_image_size(width: int, height: int, where: str) -> None:
-    """Refuse an image whose declared size is 0 or above :data:`MAX_IMAGE_SIDE` /
-    :data:`MAX_IMAGE_PIXELS` (before it is decoded or resized)."""
-    if min(width, height) < 1 or max(width, height) > MAX_IMAGE_SIDE or (
-            width * height > MAX_IMAGE_PIXELS):
-        raise UserError(f"{where}: {width}x{height} px images are outside the limits (1.."
-                        f"{MAX_IMAGE_SIDE} px a side, {MAX_IMAGE_PIXELS} px an image); shrink or "
-                        "remove them")
-
-
-def check_labels(labels: np.ndarray, classes: int, source: str) -> None:
-    """Every label in ``0..classes-1``; the first that is not is an error naming ``source``."""
-    bad = np.flatnonzero((labels < 0) | (labels >= classes))
-    if len(bad):
-        raise UserError(f"{source}: label {int(labels[bad[0]])} (at index {int(bad[0])}, "
-                        f"{len(bad)} such) is outside 0..{classes - 1} for {classes} classes; "
-                        "fix the labels or the file")
-
-
-def _idx_file(folder: Path, stem: str) -> Path:
-    for name in (f"{stem}.gz", stem):
-        if (folder / name).exists():  # a FIFO or device is refused by name when it is read
-            return folder / name
-    raise UserError(f"Fashion-MNIST file {stem}[.gz] not found in {str(folder)!r}; install the "
-                    "Debian package dataset-fashion-mnist or pass fashion-mnist:DIR")
-
-
-def load_fashion_mnist(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"Fashion-MNIST folder {str(folder)!r} does not exist; install the Debian "
-                        "package dataset-fashion-mnist or pass fashion-mnist:DIR")
-    prefix = "train" if split == "train" else "t10k"
-    images = _read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
-    label_file = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
-    labels = _read_idx(label_file)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise UserError(f"Fashion-MNIST files in {str(folder)!r} do not match: images "
-                        f"{images.shape}, labels {labels.shape} (expected N×H×W and N labels)")
-    check_labels(labels, 10, f"Fashion-MNIST labels {str(label_file)!r}")
-    return images, labels.astype(np.int64)
-
-
-def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
-    order = np.random.default_rng(0).permutation(len(images))
-    cut = int(0.8 * len(images))
-    index = order[:cut] if split == "train" else order[cut:]
-    return images[index], digits.target[index].astype(np.int64)
-
-
-def load_cifar10(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    folder = Path(folder)
-    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    missing = [n for n in names if not (folder / n).exists()]
-    if missing:
-        raise UserError(f"CIFAR-10 folder {str(folder)!r} lacks {missing}; expected the extracted "
-                        "'cifar-10-batches-py' (data_batch_1..5, test_batch)")
-    images, labels = [], []
-    for name in names:
-        data, batch_labels = read_cifar_batch(folder / name)
-        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels += batch_labels
-    return np.concatenate(images), np.asarray(labels, dtype=np.int64)
-
-
-class _CifarBatchUnpickler(pickle.Unpickler):
-    """Unpickles what a real CIFAR-10 python batch holds and nothing else: dicts, lists,
-    bytes/str and ints (built in by the pickle protocol) and one uint8 numpy array. Any other
-    global (``os.system``, ``builtins.eval``, ...) is refused before it can be called: a batch
-    file is data from the user's disk, never code."""
-
-    ALLOWED = frozenset({
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("_codecs", "encode"),  # how protocol 2 spells a bytes literal written by Python 3
-    })
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch "
-                                         "never holds (refused, not run)")
-        return super().find_class(module, name)
-
-
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
-    """``data`` (N×3072 uint8) and ``labels`` of one CIFAR-10 python batch, unpickled with
-    :class:`_CifarBatchUnpickler`; anything else is a UserError naming the file."""
-    try:
-        with open_regular(path, "CIFAR-10 batch", MAX_DATA_FILE_BYTES) as f:
-            batch = _CifarBatchUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError, MemoryError) as exc:
-        raise UserError(f"CIFAR-10 batch {str(path)!r} cannot be read: {exc or type(exc).__name__}; "
-                        "expected a file of the extracted 'cifar-10-batches-py'") from None
-    data = batch.get(b"data") if isinstance(batch, dict) else None
-    labels = batch.get(b"labels") if isinstance(batch, dict) else None
-    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
-            or data.shape[1] != 3 * 32 * 32 or not isinstance(labels, list)
-            or len(labels) != len(data) or not all(type(v) is int for v in labels)):
-        raise UserError(f"CIFAR-10 batch {str(path)!r} is not a CIFAR-10 python batch (expected "
-                        "b'data': uint8 N×3072 and b'labels': N ints in 0..9)")
-    if any(not 0 <= v < 10 for v in labels):
-        bad = next(v for v in labels if not 0 <= v < 10)
-        raise UserError(f"CIFAR-10 batch {str(path)!r}: label {short_repr(bad)} is outside 0..9 "
-                        "for 10 classes; fix the labels or the file")
-    return data, labels
-
-
-def synthetic_arrays(count: int, size: int = 32, classes: int = 10, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8),
-            rng.integers(0, classes, count).astype(np.int64))
 
 
 # ---------------------------------------------------------------- transforms
@@ -396,43 +233,6 @@ class ImageFolderDataset(Dataset):
         raise UserError(f"data folder {str(self.root)!r}: no readable image near index {index} "
                         f"({self.skipped.count} unreadable so far, e.g. "
                         f"{str(self.samples[index][0])!r}); the images are corrupt or not images")
-
-
-class ImageTooLarge(UserError):
-    """An image whose header declares a size above the limits (skipped, never decoded)."""
-
-
-# What reading one image may raise: decoder errors, PIL's bomb guard (not an OSError), size
-# arithmetic overflowing, our own limits and special-file refusals.
-UNREADABLE_IMAGE = (OSError, ValueError, SyntaxError, EOFError, OverflowError, MemoryError,
-                    struct.error, UserError)
-
-
-def open_image(path: Path, data: bytes | None = None):
-    """The RGB PIL image of file ``path`` (or of its bytes ``data``), refused before decoding
-    when it is not a regular file, is larger than :data:`MAX_IMAGE_FILE_BYTES` or declares more
-    than the pixel limits."""
-    from PIL import Image
-
-    with contextlib.ExitStack() as stack:
-        f = io.BytesIO(data) if data is not None else stack.enter_context(
-            open_regular(path, "image", MAX_IMAGE_FILE_BYTES))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = stack.enter_context(Image.open(f))
-            check_image_size(*image.size, f"image {str(path)!r}")
-        except (UserError, Image.DecompressionBombError) as exc:
-            raise ImageTooLarge(_too_large(path, exc)) from None
-        return image.convert("RGB")
-
-
-def _too_large(path: Path, exc: BaseException) -> str:
-    if isinstance(exc, UserError):
-        return str(exc)
-    return (f"image {str(path)!r} declares more pixels than PIL decodes (a decompression bomb), "
-            f"outside the limits (1..{MAX_IMAGE_SIDE} px a side, {MAX_IMAGE_PIXELS} px an image); "
-            "shrink or remove it")
 
 
 def log_unreadable(path: Path, exc: BaseException) -> None:

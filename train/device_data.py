@@ -40,17 +40,14 @@ from tinyexport.errors import UserError
 from tinyexport.safe_io import read_capped
 from tinyexport.train.data import (
     IMAGE_EXTENSIONS,
-    MAX_IMAGE_FILE_BYTES,
-    UNREADABLE_IMAGE,
     DataSpec,
     ImageFolderDataset,
     Preprocessing,
-    check_image_size,
     imagefolder_root,
     load_arrays,
     log_unreadable,
-    open_image,
 )
+from tinyexport.train.data_readers import MAX_IMAGE_FILE_BYTES, UNREADABLE_IMAGE, check_image_size, open_image
 from tinyexport.train.tv_compat import import_torchvision
 
 _log = logging.getLogger(__name__)

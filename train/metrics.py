@@ -53,7 +53,8 @@ class EpochMeter:
     def images_per_s(self) -> float:
         return self.seen / max(self.elapsed(), 1e-9)
 
-    def as_dict(self) -> dict:
+    def summary(self) -> dict:
+        """The epoch's ``train_*`` figures under their ``metrics.jsonl`` keys."""
         elapsed = self.elapsed()
         return {"train_loss": self.loss, "train_top1": self.top1,
                 "images_per_s": self.seen / max(elapsed, 1e-9), "epoch_time_s": elapsed}

@@ -3,7 +3,7 @@
 Where they come from (the authors' own release links):
 - the MCUNet model zoo (``mit-han-lab/mcunet`` ``model_zoo.py``: ``<net_name>.pth`` under the lab's
   release server; a ``{"state_dict": ...}`` in the zoo's key names, loaded through
-  :func:`tinyexport.train.checkpoint.mcunet_key_map`; docs/mcunet.md §1);
+  :func:`tinyexport.train.checkpoint_format.mcunet_key_map`; docs/mcunet.md §1);
 - the NetAug README (``mit-han-lab/tinyml`` ``netaug/``: one Google-Drive ``.pth`` per model in the
   base-model key names, loaded through ``netaug_key_map``; docs/netaug.md §1.8).
 
@@ -16,7 +16,6 @@ and offline the error says how to place the file by hand.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -25,9 +24,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyexport.atomic import file_sha256
 from tinyexport.errors import UserError
 from tinyexport.registry import Registry
-from tinyexport.train.checkpoint import read_payload
+from tinyexport.train.checkpoint_format import read_payload
 from tinyexport.train.models import MODELS
 
 _log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def _download(url: str, path: Path, release: Release) -> None:
         with os.fdopen(fd, "wb") as out:
             _copy_limited(url, out, release)
         read_payload(tmp)  # a real checkpoint (not an HTML error page), loadable safely
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         if release.sha256 and digest != release.sha256:
             raise UserError(f"the download of {url} has SHA-256 {digest}, expected "
                             f"{release.sha256}; the file changed or was corrupted — not used")
@@ -163,9 +163,9 @@ def _check_hash(path: Path, release: Release) -> None:
     record = _hash_record(path)
     expected = release.sha256 or (record.read_text().strip() if record.is_file() else None)
     if expected is None:
-        record.write_text(_sha256(path) + "\n")  # placed by hand: trust it and remember it
+        record.write_text(file_sha256(path) + "\n")  # placed by hand: trust it and remember it
         return
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != expected:
         raise UserError(f"cached weights {str(path)!r} have SHA-256 {digest}, expected "
                         f"{expected}; delete the file to download it again")
@@ -173,14 +173,6 @@ def _check_hash(path: Path, release: Release) -> None:
 
 def _hash_record(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe(release: Release) -> dict:

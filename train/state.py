@@ -22,7 +22,7 @@ from torch import nn
 
 from tinyexport.errors import UserError
 from tinyexport.safe_io import file_kind, human_bytes
-from tinyexport.train.checkpoint import (
+from tinyexport.train.checkpoint_format import (
     MAX_CHECKPOINT_BYTES,
     check_archive,
     short_reason,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tinyexport.train.checkpoint import make_payload
+from tinyexport.train.checkpoint_format import make_payload
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -223,7 +223,7 @@ class Trainer:
             meter.update(result.loss, result.logits, labels)
             report.update(meter, current_lr(self.optimizer))
         report.close()
-        return {**meter.as_dict(), "lr": current_lr(self.optimizer), "steps": self.progress.step}
+        return {**meter.summary(), "lr": current_lr(self.optimizer), "steps": self.progress.step}
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> StepResult:
         """Zero grads > the task's step > NaN/Inf guard > optimizer and scheduler step."""

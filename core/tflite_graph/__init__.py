@@ -7,6 +7,8 @@
   single-op models).
 * :mod:`~tinyexport.tflite_graph.edit` - object-API editing helpers (add buffers / tensors /
   opcodes / ops, replace the op list, drop unused tensors and buffers) for graph rewrites.
+* :mod:`~tinyexport.tflite_graph.integrity` - structural checks of a parsed graph before any figure.
+* :mod:`~tinyexport.tflite_graph.compact` - model compaction: drop what the interpreter never reads.
 * :mod:`~tinyexport.tflite_graph.ops` - the op set TFLite Micro registers.
 * :mod:`~tinyexport.tflite_graph.quant` - TFLite's affine int8 quantization arithmetic.
 * :mod:`~tinyexport.tflite_graph.interpreter` - a LiteRT interpreter on model bytes (what runs a

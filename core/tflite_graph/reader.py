@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyexport.errors import UserError
+from tinyexport.errors import UserError, printable
+from tinyexport.safe_io import MiB, read_capped
 from tinyexport.tflite_graph.schema import DTYPE_BYTES, DTYPES, op_names, schema
 
 _PARSE_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError,
@@ -98,10 +99,18 @@ def read_graph(path: str | Path, what: str = "TFLite model") -> Graph:
         UserError: missing, empty, truncated or non-TFLite file; no subgraph (only subgraph 0
             is read: callers that need one subgraph check :attr:`Graph.num_subgraphs`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{str(path)!r} is not a file; pass the path of an int8 .tflite model")
-    return parse_graph(path.read_bytes(), str(path), what)
+    return parse_graph(read_model_bytes(path), str(path), what)
+
+
+# A flatbuffer is at most 2 GiB; the models TFLM runs are a few MB (the zoo's fp32 files < 20 MB).
+MAX_TFLITE_BYTES = 256 * MiB
+
+
+def read_model_bytes(path: str | Path) -> bytes:
+    """The bytes of a ``.tflite`` file: a regular file (a FIFO, ``/dev/zero`` or a folder is
+    refused by name) of at most :data:`MAX_TFLITE_BYTES`, checked before it is read (a 20 GB
+    sparse file starting with ``TFL3`` is refused, not loaded)."""
+    return read_capped(path, "TFLite model", MAX_TFLITE_BYTES)
 
 
 def parse_graph(data: bytes, label: str = "<bytes>", what: str = "TFLite model") -> Graph:
@@ -206,7 +215,7 @@ class _Reader:
         name = op_names().get(builtin, f"BUILTIN_{builtin}")
         if name == "CUSTOM":
             custom = code.CustomCode()
-            name = f"CUSTOM:{custom.decode('utf-8', 'replace') if custom else '?'}"
+            name = f"CUSTOM:{printable(custom.decode('utf-8', 'replace')) if custom else '?'}"
         return name, code.Version()
 
     def _ints(self, as_numpy, length, n_tensors: int) -> tuple[int, ...]:
@@ -225,7 +234,7 @@ class _Reader:
         b = t.Buffer()
         stored = self._buffer_bytes(b) if 0 < b < buffers else 0
         name = t.Name()
-        return Tensor(index, name.decode("utf-8", "replace") if name else f"t{index}", shape,
+        return Tensor(index, printable(name.decode("utf-8", "replace")) if name else f"t{index}", shape,
                       dtype, stored > 0, bool(t.IsVariable()), self._quant(t.Quantization()),
                       b, stored)
 
@@ -293,7 +302,7 @@ class _Reader:
         for i in range(self._n(m.MetadataLength(), "metadata")):
             entry = m.Metadata(i)
             name = (entry.Name() or b"").decode("utf-8", "replace")
-            names.append(name)
+            names.append(printable(name))
             if name == "OfflineMemoryAllocation":
                 raw = m.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
                 values = struct.unpack(f"<{len(raw) // 4}i", raw)

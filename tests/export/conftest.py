@@ -27,7 +27,7 @@ def _single_thread_torch():
 
 def _train_digits_model(path: Path) -> None:
     """A plain training loop: mbv2-tiny, 10 classes, 32 px, a few epochs on sklearn digits."""
-    from tinyexport.train.checkpoint import save_checkpoint
+    from tinyexport.train.checkpoint_format import save_checkpoint
     from tinyexport.train.data import Preprocessing, build_dataset, take_images
     from tinyexport.train.models import build_model
 

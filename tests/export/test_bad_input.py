@@ -17,7 +17,7 @@ def test_unknown_model(tmp_path, capsys):
 
 
 def test_checkpoint_of_another_architecture(tmp_path, capsys):
-    from tinyexport.train.checkpoint import save_checkpoint
+    from tinyexport.train.checkpoint_format import save_checkpoint
     from tinyexport.train.models import build_model
 
     path = tmp_path / "other.pt"
@@ -34,7 +34,7 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
 
 
 def test_nan_weights(tmp_path, capsys):
-    from tinyexport.train.checkpoint import save_checkpoint
+    from tinyexport.train.checkpoint_format import save_checkpoint
     from tinyexport.train.models import build_model
 
     model = build_model("mbv2-tiny", num_classes=10, resolution=32)
@@ -73,7 +73,7 @@ def test_missing_checkpoint_and_bad_counts(tmp_path, capsys):
                       "--out", str(tmp_path / "o")], capsys)
     assert code != 0 and "does not exist" in err
     code, err = _run(["--model", "mbv2-tiny", "--int8", "--calib-images", "0"], capsys)
-    assert code != 0 and "--calib-images must be >= 1" in err
+    assert code != 0 and "--calib-images must be in 1..100000, got 0" in err
 
 
 def test_int8_is_the_default(tmp_path, capsys):

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from tinyexport.quantize.check import check_int8_model
+from tinyexport.quantize.int8_checks import check_int8_model
 from tinyexport.tflite_graph.ops import TFLM_OPS
 
 

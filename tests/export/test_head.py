@@ -124,7 +124,7 @@ def test_linear_head_flag_keeps_fully_connected(tmp_path, capsys):
     import json
 
     from tinyexport.export.cli import main
-    from tinyexport.quantize.check import check_int8_model
+    from tinyexport.quantize.int8_checks import check_int8_model
 
     out = tmp_path / "lin"
     assert main(["--model", "mcunet-in0", "--int8", "--resolution", "32", "--num-classes", "10",

@@ -10,10 +10,10 @@ from tinyexport.train.models import build_model
 
 def test_recalibration_default_on_for_random_weights(tmp_path):
     config = ExportConfig(model="mbv2-tiny", out=tmp_path / "o")
-    assert _wants_recalibration(config, {"kind": "random"})
-    assert not _wants_recalibration(config, {"kind": "ours"})
+    assert _wants_recalibration(config, "random")
+    assert not _wants_recalibration(config, "ours")
     off = ExportConfig(model="mbv2-tiny", out=tmp_path / "o", bn_recalibrate=False)
-    assert not _wants_recalibration(off, {"kind": "random"})
+    assert not _wants_recalibration(off, "random")
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """The C++ the firmware stage writes or builds lives in real source files beside the modules, shipped
-as package data (setup.py's ``package_data`` patterns), not in Python strings; no module or script
-holds a program of over 30 lines in a string."""
+as package data (setup.py's ``package_data`` patterns), not in Python strings; no module, script
+or test holds a program of over 30 lines in a string."""
 
 import ast
 import fnmatch
@@ -28,13 +28,15 @@ def test_sources_are_files_shipped_as_package_data(source):
     assert any(fnmatch.fnmatch(source.name, p) for p in package_data_patterns()), source.name
 
 
-def test_bundle_templates_are_package_data():
-    """Every file of firmware_eval/templates/ (the bundle's model API and project layouts) is
-    matched by a package_data pattern, as setuptools globs it (``*`` within one folder)."""
-    folder = bundle.TEMPLATES.parent
+@pytest.mark.parametrize("files, least", [(bundle.TEMPLATES, 10), (bundle.BUNDLE_FILES, 7)])
+def test_bundle_templates_are_package_data(files, least):
+    """Every file of firmware_eval/templates/ (the bundle's model API and project layouts) and
+    firmware_eval/bundle_files/ (its generated headers) is matched by a package_data pattern, as
+    setuptools globs it (``*`` within one folder)."""
+    folder = files.parent
     shipped = {p for pattern in package_data_patterns() for p in folder.glob(pattern)}
-    templates = [p for p in bundle.TEMPLATES.rglob("*") if p.is_file()]
-    assert len(templates) >= 10
+    templates = [p for p in files.rglob("*") if p.is_file()]
+    assert len(templates) >= least
     assert [str(p.relative_to(folder)) for p in templates if p not in shipped] == []
 
 
@@ -50,9 +52,11 @@ def is_program(text: str) -> bool:
 
 
 def test_no_long_program_text_in_python_strings():
-    """No string constant of over 30 lines that is a program, in the package or the scripts."""
+    """No string constant of over 30 lines that is a program, in the package, the scripts or the
+    tests (a test's child script is a file beside it, e.g. tests/train/ddp_workers/)."""
     found = []
-    for folder in ("core", "train", "export", "quantize", "firmware_eval", "benchmarks", "scripts"):
+    for folder in ("core", "train", "export", "quantize", "firmware_eval", "benchmarks", "scripts",
+                   "tests"):
         for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if (isinstance(node, ast.Constant) and isinstance(node.value, str)

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import (
+from tinyexport.train.checkpoint_format import (
     load_checkpoint,
     make_payload,
     mcunet_key_map,
     netaug_key_map,
     save_checkpoint,
 )
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import build_model
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tinyexport.errors import UserError
-from tinyexport.train.data import Preprocessing, build_dataset, load_cifar10, read_cifar_batch
+from tinyexport.train.data import Preprocessing, build_dataset
+from tinyexport.train.data_readers import load_cifar10, read_cifar_batch
 
 
 def _write_batch(path, count=4, seed=0, protocol=2):

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
 from tinyexport.train.cli import main
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 
 TINY = ["--model", "mbv2-tiny", "--data", "digits", "--resolution", "32", "--epochs", "2",
         "--batch-size", "16", "--limit-train", "64", "--limit-val", "32", "--max-steps", "2",

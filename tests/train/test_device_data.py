@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinyexport.train.data import Preprocessing, _to_rgb_pil, build_transform, synthetic_arrays
+from tinyexport.train.data import Preprocessing, _to_rgb_pil, build_transform
+from tinyexport.train.data_readers import synthetic_arrays
 from tinyexport.train.device_data import (
     BatchAugment,
     DeviceArrayLoader,

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import save_checkpoint
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
-from tinyexport.train.data import load_cifar10, load_fashion_mnist
+from tinyexport.train.checkpoint_format import save_checkpoint
+from tinyexport.train.data_readers import load_cifar10, load_fashion_mnist
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import build_model
 
 MUTANTS = 60

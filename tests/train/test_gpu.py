@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from tinyexport.train import cli
-from tinyexport.train.data import Preprocessing, synthetic_arrays
+from tinyexport.train.data import Preprocessing
+from tinyexport.train.data_readers import synthetic_arrays
 from tinyexport.train.device_data import BatchAugment
 from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.netaug.run import run_training

@@ -24,7 +24,7 @@ import tinyexport.train.netaug.run as run_module
 import tinyexport.train.tinytl.transfer as transfer_module
 from tinyexport.atomic import folder_lock
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import make_payload, read_payload
+from tinyexport.train.checkpoint_format import make_payload, read_payload
 from tinyexport.train.cli import main
 from tinyexport.train.data import Preprocessing, build_dataset, load_arrays, parse_data_spec
 from tinyexport.train.models import build_model
@@ -282,14 +282,13 @@ def test_cifar_label_out_of_range_names_file_and_value(tmp_path, label):
         load_arrays(parse_data_spec(f"cifar10:{folder}"), "val")
 
 
-def test_builtin_name_shadowing_a_folder_says_which_is_used(tmp_path, caplog, monkeypatch):
+def test_builtin_name_shadowing_a_folder_is_an_error_naming_both(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits").mkdir()
-    with caplog.at_level(logging.WARNING):
-        assert parse_data_spec("digits").kind == "digits"
-    assert any("using the built-in digits" in r.getMessage() and "./digits" in r.getMessage()
-               for r in caplog.records)
+    with pytest.raises(UserError, match="names both the built-in digits data set and the folder"):
+        parse_data_spec("digits")
     assert parse_data_spec("./digits").kind == "imagefolder"
+    assert parse_data_spec("digits:").kind == "digits"
 
 
 # ------------------------------------------------------------ 5. run folders never overwritten

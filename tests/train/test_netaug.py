@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from tinyexport.train.models import model_spec
-from tinyexport.train.netaug.checkpoint import base_model_from_payload, supernet_payload
 from tinyexport.train.netaug.supernet import (
     SubnetConfig,
     build_candidates,
     build_supernet,
 )
+from tinyexport.train.netaug.supernet_checkpoint import base_model_from_payload, supernet_payload
 from tinyexport.train.netaug.surgery import extract_base_subnet, sort_channels
 from tinyexport.train.netaug.task import phase_mode, reestimate_base_bn_
 

@@ -12,7 +12,7 @@ import torch
 
 from tinyexport.errors import UserError
 from tinyexport.train import pretrained
-from tinyexport.train.checkpoint import mcunet_key_map
+from tinyexport.train.checkpoint_format import mcunet_key_map
 from tinyexport.train.models import build_model
 
 

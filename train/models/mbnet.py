@@ -1,7 +1,7 @@
 """``MBNet``: the MobileNetV2-style net of a :class:`NetSpec` (MCUNet zoo, NetAug bases, Proxyless).
 
 State-dict keys: ``first_conv.{conv,bn}``, ``blocks.<i>.{expand,depthwise,project}.{conv,bn}``,
-``final_conv.{conv,bn}``, ``classifier.{weight,bias}``. ``tinyexport.train.checkpoint`` maps the
+``final_conv.{conv,bn}``, ``classifier.{weight,bias}``. ``tinyexport.train.checkpoint_format`` maps the
 MCUNet-zoo and NetAug key names onto these.
 """
 

@@ -15,11 +15,12 @@ Conventions (``docs/mcunet.md`` §2.3, ``docs/netaug.md`` §3):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from tinyexport.json_record import to_record
 from tinyexport.train.models.zoo import build_model
 
 
@@ -33,13 +34,6 @@ class LayerProfile:
     params: int
     activation_elements: int  # in + out (+ held block input)
     held_elements: int  # the residual block input kept alive during this layer
-
-    def as_dict(self, bytes_per_element: float = 1.0) -> dict:
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        d["output_shape"] = list(self.output_shape)
-        d["activation_bytes"] = int(self.activation_elements * bytes_per_element)
-        return d
 
 
 @dataclass(frozen=True)
@@ -59,19 +53,22 @@ class ModelProfile:
     def peak_activation_bytes(self) -> int:
         return int(self.peak_activation_elements * self.bytes_per_element)
 
-    def as_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "resolution": self.resolution,
-            "num_classes": self.num_classes,
-            "params": self.params,
-            "macs": self.macs,
-            "peak_activation_bytes": self.peak_activation_bytes,
-            "peak_activation_kib": round(self.peak_activation_bytes / 1024, 2),
-            "bottleneck": self.bottleneck,
-            "weight_bytes_int8": self.weight_bytes_int8,
-            "layers": [layer.as_dict(self.bytes_per_element) for layer in self.layers],
-        }
+
+def profile_record(profile: ModelProfile) -> dict:
+    """The ``tinyreport MODEL --json`` figures: activations in bytes at the profile's element size
+    (the element counts it holds are not repeated)."""
+    bytes_per_element = profile.bytes_per_element
+    return {"model": profile.model, "resolution": profile.resolution,
+            "num_classes": profile.num_classes, "params": profile.params, "macs": profile.macs,
+            "peak_activation_bytes": profile.peak_activation_bytes,
+            "peak_activation_kib": round(profile.peak_activation_bytes / 1024, 2),
+            "bottleneck": profile.bottleneck, "weight_bytes_int8": profile.weight_bytes_int8,
+            "layers": [layer_record(layer, bytes_per_element) for layer in profile.layers]}
+
+
+def layer_record(layer: LayerProfile, bytes_per_element: float = 1.0) -> dict:
+    """One layer's fields and its activation bytes at ``bytes_per_element``."""
+    return {**to_record(layer), "activation_bytes": int(layer.activation_elements * bytes_per_element)}
 
 
 def _op_kind(module: nn.Module) -> str:

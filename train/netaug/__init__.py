@@ -5,7 +5,7 @@
 * :mod:`~tinyexport.train.netaug.supernet`, :mod:`~tinyexport.train.netaug.layers` - the supernet
   and its width-sliceable layers; :mod:`~tinyexport.train.netaug.surgery` - base extraction and
   channel sorting; :mod:`~tinyexport.train.netaug.task` - the training step and phase schedule;
-* :mod:`~tinyexport.train.netaug.checkpoint` - supernet checkpoints.
+* :mod:`~tinyexport.train.netaug.supernet_checkpoint` - supernet checkpoints.
 
 This ``__init__`` imports nothing.
 """

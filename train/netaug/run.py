@@ -23,8 +23,7 @@ from tinyexport.config import git_sha, package_versions
 from tinyexport.errors import UserError
 from tinyexport.json_record import to_record
 from tinyexport.train.bn_recalibration import reestimate_bn
-from tinyexport.train.checkpoint import describe_checkpoint, make_payload
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
+from tinyexport.train.checkpoint_format import describe_checkpoint, make_payload
 from tinyexport.train.data import (
     Preprocessing,
     build_dataset,
@@ -34,6 +33,7 @@ from tinyexport.train.data import (
 )
 from tinyexport.train.device_data import BatchAugment, DeviceSource, device_source, resolve_pipeline
 from tinyexport.train.evaluate import evaluate_top1
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import build_model, model_spec
 from tinyexport.train.models.spec import num_classes_problem
 from tinyexport.train.netaug.recipe import Recipe

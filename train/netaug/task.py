@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from tinyexport.train.bn_recalibration import reestimate_bn
-from tinyexport.train.netaug.checkpoint import supernet_payload
 from tinyexport.train.netaug.supernet import NetAugSupernet
+from tinyexport.train.netaug.supernet_checkpoint import supernet_payload
 from tinyexport.train.netaug.surgery import extract_base_subnet, sort_channels_
 from tinyexport.train.task import StepContext, StepResult, TrainTask
 

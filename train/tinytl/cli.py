@@ -14,7 +14,7 @@ import json
 from tinyexport.errors import UserError, run_cli
 from tinyexport.json_record import to_record
 from tinyexport.log import setup_logging
-from tinyexport.train._cli import (
+from tinyexport.train.cli_options import (
     add_limits,
     add_out,
     add_renamed,

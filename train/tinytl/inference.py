@@ -15,10 +15,11 @@ measures (docs/guide/transfer.md has both for the same model).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import nn
 
+from tinyexport.json_record import to_record
 from tinyexport.train.models.profile import profile_model
 from tinyexport.train.tinytl.modules import LiteResidualBlock, has_lite_residual
 
@@ -39,17 +40,18 @@ class AdapterCost:
     peak_activation_bytes_adapted: int
     bottleneck_adapted: str
 
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["added"] = {"params": self.params_adapted - self.params_base,
-                      "macs": self.macs_adapted - self.macs_base,
-                      "weight_bytes_int8": self.weight_bytes_int8_adapted
-                      - self.weight_bytes_int8_base,
-                      "peak_activation_bytes": self.peak_activation_bytes_adapted
-                      - self.peak_activation_bytes_base}
-        d["convention"] = ("MCUNet profiler: per conv/linear in + out (+ held shortcut input), "
-                           "int8; adapter adds/resizes not counted — see the TFLM arena")
-        return d
+
+# Said in every record: this profiler does not see the adapter's own adds and resizes.
+CONVENTION = ("MCUNet profiler: per conv/linear in + out (+ held shortcut input), int8; adapter "
+              "adds/resizes not counted — see the TFLM arena")
+ADDED = ("params", "macs", "weight_bytes_int8", "peak_activation_bytes")
+
+
+def adapter_cost_record(cost: AdapterCost) -> dict:
+    """``cost`` as export metadata: its fields, what the adapters add to each figure
+    (adapted - base) and the counting convention."""
+    added = {name: getattr(cost, f"{name}_adapted") - getattr(cost, f"{name}_base") for name in ADDED}
+    return {**to_record(cost), "added": added, "convention": CONVENTION}
 
 
 def remove_lite_residual(model: nn.Module) -> nn.Module:

@@ -48,12 +48,14 @@ class MemoryBreakdown:
     def total_mb(self) -> float:
         return self.total_bytes / MB
 
-    def as_dict(self) -> dict:
-        return {"method": self.method, "batch_size": self.batch_size,
-                "total_mb": round(self.total_mb, 3), "param_mb": round(self.param_bytes / MB, 3),
-                "peak_activation_mb_per_sample": round(self.peak_activation_bytes / MB, 4),
-                "stored_activation_mb_per_sample": round(self.stored_activation_bytes / MB, 4),
-                "trainable_params": self.trainable_params}
+
+def breakdown_record(row: MemoryBreakdown) -> dict:
+    """``row`` in MB, rounded for reading (``tinyreport --train-memory --json``)."""
+    return {"method": row.method, "batch_size": row.batch_size,
+            "total_mb": round(row.total_mb, 3), "param_mb": round(row.param_bytes / MB, 3),
+            "peak_activation_mb_per_sample": round(row.peak_activation_bytes / MB, 4),
+            "stored_activation_mb_per_sample": round(row.stored_activation_bytes / MB, 4),
+            "trainable_params": row.trainable_params}
 
 
 def param_bytes(model: nn.Module, trainable_bits: int = 32, frozen_bits: int | None = 8) -> float:

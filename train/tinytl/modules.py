@@ -58,13 +58,6 @@ class LiteResidualConfig:
         if self.expand <= 0:
             raise ValueError(f"lite residual expand must be > 0, got {self.expand}")
 
-    def as_dict(self) -> dict:
-        return {"kernel_size": self.kernel_size, "groups": self.groups,
-                "downsample": self.downsample, "expand": self.expand,
-                "fixed_kernel": self.fixed_kernel,
-                "schedule_resolution": self.schedule_resolution,
-                "blocks": list(self.blocks) if self.blocks is not None else None}
-
     @classmethod
     def from_dict(cls, d: dict) -> LiteResidualConfig:
         d = dict(d)

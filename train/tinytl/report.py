@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tinyexport.errors import UserError
+from tinyexport.json_record import NOT_RECORDED, OMIT_NONE, to_record
 from tinyexport.train.models import build_model
-from tinyexport.train.tinytl.memory import MemoryBreakdown, analytic_train_memory, measure_train_memory
+from tinyexport.train.tinytl.memory import (
+    MemoryBreakdown,
+    analytic_train_memory,
+    breakdown_record,
+    measure_train_memory,
+)
 from tinyexport.train.tinytl.methods import METHODS, set_trainable_
 from tinyexport.train.tinytl.modules import default_config, insert_lite_residual
 
@@ -18,21 +24,22 @@ class TrainMemoryTable:
     num_classes: int
     batch_size: int
     lite_residual: dict
-    rows: tuple[MemoryBreakdown, ...]
-    measured_mb: dict | None = None
-    measured_how: str | None = None
+    rows: tuple[MemoryBreakdown, ...] = field(metadata=NOT_RECORDED)  # recorded in MB, rounded
+    measured_mb: dict | None = field(default=None, metadata=OMIT_NONE)
+    measured_how: str | None = field(default=None, metadata=OMIT_NONE)
 
-    def as_dict(self) -> dict:
-        d = {"model": self.model, "resolution": self.resolution, "num_classes": self.num_classes,
-             "batch_size": self.batch_size, "lite_residual": self.lite_residual,
-             "train_memory_mb": {r.method: round(r.total_mb, 2) for r in self.rows},
-             "breakdown": [r.as_dict() for r in self.rows],
-             "rules": "docs/tinytl.md §6: batch x per-sample peak activation + 4 B/trainable + "
-                      "1 B/frozen param; no gradient / optimizer state"}
-        if self.measured_mb is not None:
-            d["measured_mb"] = self.measured_mb
-            d["measured_how"] = self.measured_how
-        return d
+
+RULES = ("docs/tinytl.md §6: batch x per-sample peak activation + 4 B/trainable + 1 B/frozen param; "
+         "no gradient / optimizer state")
+
+
+def train_memory_record(table: TrainMemoryTable) -> dict:
+    """The ``tinyreport --train-memory --json`` document: the settings, each method's total MB,
+    the breakdown rows, the counting rules, then the measured column when there is one."""
+    record = to_record(table)
+    measured = {key: record.pop(key) for key in ("measured_mb", "measured_how") if key in record}
+    return {**record, "train_memory_mb": {r.method: round(r.total_mb, 2) for r in table.rows},
+            "breakdown": [breakdown_record(r) for r in table.rows], "rules": RULES, **measured}
 
 
 def train_memory_table(model_name: str, resolution: int | None = None, num_classes: int = 1000,
@@ -52,7 +59,7 @@ def train_memory_table(model_name: str, resolution: int | None = None, num_class
         if measure:
             m = measure_train_memory(prepared, res, method, batch_size)
             measured[method], how = round(m.mb, 2), m.how
-    return TrainMemoryTable(base.spec.name, res, num_classes, batch_size, config.as_dict(),
+    return TrainMemoryTable(base.spec.name, res, num_classes, batch_size, to_record(config),
                             tuple(rows), measured or None, how if measure else None)
 
 

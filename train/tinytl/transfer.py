@@ -22,14 +22,13 @@ from tinyexport.atomic import torch_save, write_json
 from tinyexport.errors import StageError, UserError
 from tinyexport.json_record import to_record
 from tinyexport.safe_io import short_repr
-from tinyexport.train.checkpoint import read_payload
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
+from tinyexport.train.checkpoint_format import read_payload
 from tinyexport.train.data import Preprocessing, build_dataset, subset
 from tinyexport.train.evaluate import evaluate_top1
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import build_model
 from tinyexport.train.state import seed_everything
 from tinyexport.train.task import StepContext, StepResult, TrainTask
-from tinyexport.train.tinytl.checkpoint import build_from_payload, tinytl_payload
 from tinyexport.train.tinytl.methods import canonical_method, prepare_method, set_train_mode_
 from tinyexport.train.tinytl.modules import LiteResidualConfig, default_config, insert_lite_residual
 from tinyexport.train.tinytl.surgery import (
@@ -37,6 +36,7 @@ from tinyexport.train.tinytl.surgery import (
     kmeans_quantize_frozen,
     replace_bn_with_gn,
 )
+from tinyexport.train.tinytl.transfer_checkpoint import build_from_payload, tinytl_payload
 from tinyexport.train.trainer import TrainConfig, train
 from tinyexport.train.validation import (
     check_fraction,

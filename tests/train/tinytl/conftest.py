@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tinyexport.train.checkpoint import save_checkpoint
+from tinyexport.train.checkpoint_format import save_checkpoint
 from tinyexport.train.models import build_model
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
                     reason="tinyexport.export is not available")
 def test_adapted_model_exports_to_int8_and_runs_in_tflm(tmp_path):
     from tinyexport.export.cli import main as export_main
-    from tinyexport.train.checkpoint import save_checkpoint
+    from tinyexport.train.checkpoint_format import save_checkpoint
     from tinyexport.train.models import build_model
     from tinyexport.train.tinytl.cli import main as transfer_main
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from tinyexport.train.models import build_model
-from tinyexport.train.tinytl.inference import adapter_inference_cost, remove_lite_residual
+from tinyexport.train.tinytl.inference import adapter_cost_record, adapter_inference_cost, remove_lite_residual
 from tinyexport.train.tinytl.modules import (
     GlobalAvgPool2d,
     LiteResidual,
@@ -63,7 +63,7 @@ def test_remove_lite_residual_is_pure_and_equivalent():
 
 def test_adapter_inference_cost_counts_the_adapters():
     adapted = insert_lite_residual(build_model("mbv2-tiny", num_classes=5, resolution=32))
-    cost = adapter_inference_cost(adapted, 32).as_dict()
+    cost = adapter_cost_record(adapter_inference_cost(adapted, 32))
     lite_params = sum(p.numel() for m in adapted.modules() if isinstance(m, LiteResidual)
                       for p in m.parameters())
     assert cost["adapters"] == 16 and cost["added"]["params"] == lite_params

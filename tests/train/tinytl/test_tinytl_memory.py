@@ -8,7 +8,7 @@ from torch import nn
 
 from tinyexport.errors import UserError
 from tinyexport.train.tinytl.memory import activation_profile, analytic_train_memory, measure_train_memory, param_bytes
-from tinyexport.train.tinytl.report import train_memory_table
+from tinyexport.train.tinytl.report import train_memory_record, train_memory_table
 
 
 class _Tiny(nn.Module):
@@ -44,8 +44,8 @@ def test_hand_computed_fixture():
 
 
 def _report(capsys, resolution=None):
-    return train_memory_table("proxylessnas-mobile", resolution, num_classes=102,
-                              batch_size=8).as_dict()
+    return train_memory_record(train_memory_table("proxylessnas-mobile", resolution, num_classes=102,
+                                                  batch_size=8))
 
 
 def test_paper_targets_224(capsys):

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from tinyexport.train.checkpoint import read_payload
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
-from tinyexport.train.tinytl.checkpoint import build_from_payload, model_from_payload
+from tinyexport.train.checkpoint_format import read_payload
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.tinytl.cli import main
 from tinyexport.train.tinytl.methods import METHODS
+from tinyexport.train.tinytl.transfer_checkpoint import build_from_payload, model_from_payload
 
 
 def _run(source, out, method, *extra):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tinyexport.train.tinytl.transfer as transfer_module
-from tinyexport.train.checkpoint import make_payload, read_payload, save_checkpoint
-from tinyexport.train.checkpoint_loader import model_from_checkpoint
+from tinyexport.train.checkpoint_format import make_payload, read_payload, save_checkpoint
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import build_model
 from tinyexport.train.tinytl.cli import main
 from tinyexport.train.tinytl.modules import default_config, insert_lite_residual

@@ -3,7 +3,7 @@
 ``best.pt`` of a NetAug run holds the whole supernet (with the base slice's BN statistics
 re-estimated, docs/netaug.md §1.7) plus its width / expand lists; ``base_model_from_payload`` rebuilds
 the supernet and returns the extracted base ``MBNet`` — the handler
-``tinyexport.train.checkpoint_loader.model_from_checkpoint`` dispatches to.
+``tinyexport.train.model_from_checkpoint.model_from_checkpoint`` dispatches to.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import load_state_dict_into, make_payload
+from tinyexport.train.checkpoint_format import load_state_dict_into, make_payload
 from tinyexport.train.models import model_spec
 from tinyexport.train.models.mbnet import MBNet
 from tinyexport.train.netaug.supernet import NetAugSupernet

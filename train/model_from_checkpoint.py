@@ -1,7 +1,7 @@
 """Rebuild the model any checkpoint holds: our payloads by their ``kind`` (``base``,
 ``netaug-supernet``, ``tinytl``), each handled by the code that knows it (the NetAug supernet's base
 subnet extraction, the TinyTL adapters); released plain state_dicts (NetAug, MCUNet zoo,
-torchvision) through the key maps of :mod:`tinyexport.train.checkpoint`.
+torchvision) through the key maps of :mod:`tinyexport.train.checkpoint_format`.
 
 This module sits above the training methods and imports them directly (no dispatch by string).
 """
@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import FORMAT, load_state_dict_into, read_payload
+from tinyexport.train.checkpoint_format import FORMAT, load_state_dict_into, read_payload
 from tinyexport.train.models import MODELS, build_model
-from tinyexport.train.netaug.checkpoint import base_model_from_payload
-from tinyexport.train.tinytl.checkpoint import model_from_payload as tinytl_model_from_payload
+from tinyexport.train.netaug.supernet_checkpoint import base_model_from_payload
+from tinyexport.train.tinytl.transfer_checkpoint import model_from_payload as tinytl_model_from_payload
 
 
 def _base_from_payload(payload: dict, **_: Any) -> tuple[nn.Module, dict]:

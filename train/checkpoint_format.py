@@ -13,7 +13,7 @@
   tensors; its ``kind`` says which method wrote it).
 
 Rebuilding a model from any checkpoint (dispatch on the kind to the NetAug / TinyTL code) is
-``tinyexport.train.checkpoint_loader.model_from_checkpoint``, one floor up.
+``tinyexport.train.model_from_checkpoint.model_from_checkpoint``, one floor up.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""TinyTL checkpoints: kind ``"tinytl"`` payloads (``tinyexport.train.checkpoint``) that record how
+"""TinyTL checkpoints: kind ``"tinytl"`` payloads (``tinyexport.train.checkpoint_format``) that record how
 the adapted net was built, so it can be rebuilt and exported.
 
 Export decision (see docs/guide/transfer.md): weight standardisation is folded into the conv weights
@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from tinyexport.errors import UserError
-from tinyexport.train.checkpoint import load_state_dict_into, make_payload
+from tinyexport.json_record import to_record
+from tinyexport.train.checkpoint_format import load_state_dict_into, make_payload
 from tinyexport.train.models import build_model
-from tinyexport.train.tinytl.inference import adapter_inference_cost
+from tinyexport.train.tinytl.inference import adapter_cost_record, adapter_inference_cost
 from tinyexport.train.tinytl.modules import LiteResidualConfig, insert_lite_residual
 from tinyexport.train.tinytl.surgery import (
     WSConv2d,
@@ -36,7 +37,7 @@ FOLD_ATOL = 1e-5
 
 def tinytl_payload(model: nn.Module, method: str, norm: str, ws: bool, **meta: Any) -> dict:
     """A ``kind="tinytl"`` payload of an adapted model (plain types, weights_only-loadable)."""
-    info = {"lite_residual": model.lite_residual_config.as_dict(), "method": method,
+    info = {"lite_residual": to_record(model.lite_residual_config), "method": method,
             "norm": norm, "ws": bool(ws)}
     return make_payload(model, KIND, tinytl=info, **meta)
 
@@ -76,7 +77,8 @@ def model_from_payload(payload: dict, resolution: int | None = None) -> tuple[nn
     meta = {"kind": KIND, "model": payload["model"], "method": info.get("method"),
             "lite_residual": info["lite_residual"], "norm": info.get("norm"),
             "ws_folded": bool(info.get("ws")),
-            "adapter_inference": adapter_inference_cost(model, model.spec.resolution).as_dict()}
+            "adapter_inference": adapter_cost_record(
+                adapter_inference_cost(model, model.spec.resolution))}
     return model.eval(), meta
 
 

@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from tinyexport.errors import StageError
+from tinyexport.errors import StageError, printable
 from tinyexport.tflite_graph.integrity import check_integrity
 from tinyexport.tflite_graph.interpreter import make_interpreter
 from tinyexport.tflite_graph.ops import TFLM_OPS
@@ -27,6 +28,17 @@ _log = logging.getLogger(__name__)
 
 FORBIDDEN = frozenset({"TRANSPOSE", "DEQUANTIZE"})
 _FLOATS = frozenset({"float16", "float32", "float64"})
+
+
+def db_text(value: float | str) -> str:
+    """A dB figure as printed: one decimal, or ``inf`` for an exact result (an SQNR with no noise
+    at all is infinite; export.json stores it as the string ``"inf"``). The one formatter of SQNR
+    for every renderer."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return printable(value)
+    return f"{number:.1f}" if math.isfinite(number) else str(number)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinyexport.errors import StageError
-from tinyexport.quantize.check import check_int8_model, sqnr_db
+from tinyexport.quantize.int8_checks import check_int8_model, sqnr_db
 
 
 def _float_model_with_transpose() -> bytes:
