@@ -2,7 +2,9 @@
 toolchain's own performance benchmarks.
 
 * :mod:`~tinyexport.benchmarks.report_cli` - ``tinyreport``: a zoo model or a ``.tflite`` file
-  against board budgets (the ``.tflite`` side is ``tinyexport.firmware_eval.report``).
+  against board budgets (the ``.tflite`` side is ``tinyexport.firmware_eval.report``);
+  :mod:`~tinyexport.benchmarks.zoo_fit` its ``--zoo`` table (every MCU zoo model against a board
+  from the measured arenas, the flash predictor and the published top-1).
 * ``bench_*`` - one benchmark each, run with ``python -m tinyexport.benchmarks.bench_NAME``:
   export timings, firmware and memory figures, patching, emulated Cortex-M, NetAug, TinyTL and the
   robustness attacks on the CLIs; :mod:`~tinyexport.benchmarks.publish` writes every benchmark's

@@ -4,7 +4,7 @@ emulate`), side by side with what ``tinyreport`` predicts without emulation.
 
     TFLM_SRC=... THIRD_PARTY_SRC=... .venv/bin/python -m tinyexport.benchmarks.bench_emulated \
         [--models mbv2-tiny mcunet-in3 ...] [--tflite OTHER.tflite ...] [--cores cortex-m7] \
-        [--work DIR] [--inputs 3] [--profiles product speed]
+        [--work DIR] [--inputs 3] [--profiles product speed] [--stem emulated_results]
 
 Per model and core: flash measured (the product image's linker map: newlib-nano, no
 semihosting, a main that only initialises and invokes) and what the emulator's run image adds to
@@ -13,7 +13,12 @@ estimate (model file + runtime estimate), the arena that CMSIS-NN needs (the sma
 QEMU) against the prediction with the board ISA's CMSIS-NN scratch and against the reference
 kernels' arena (Python TFLM on x86-64), .data/.bss and the stack high-water mark, instructions per
 inference (QEMU icount), and the outputs compared value by value with the Python TFLM (reference
-kernels). Zoo exports have random weights (seeded; memory and instruction counts do not depend on
+kernels). Each model is compacted as the export does it (``evaluate.compact_verified``: each level
+kept only when TFLM and LiteRT give the original outputs bit for bit) and the model the firmware
+links is the one measured; with the product profile the model as given is measured too: flash
+before / after compaction, and the two firmware's outputs in QEMU compared. The TFLM example
+models of the pinned source tree (hello_world, micro_speech, person_detection) run beside ours
+when the tree has them. Zoo exports have random weights (seeded; memory and instruction counts do not depend on
 the weights). Writes ``benchmarks/results/emulated_results.{json,md}``.
 
 Instruction counts are not cycles. The calibration section divides published latencies of the
@@ -26,16 +31,20 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from tinyexport.benchmarks.bench_memory import MCU_ZOO, OTHER_MODELS, export_zoo
 from tinyexport.benchmarks.publish import write_results
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import emulate
 from tinyexport.firmware_eval.arena import predict
+from tinyexport.firmware_eval.evaluate import COMPACTION_INPUTS, compact_verified, seeded_baseline
 from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.verdicts import runtime_estimate
 
@@ -47,33 +56,97 @@ PUBLISHED_H743_MS = {"mcunet-in0": 51.0, "mcunet-in1": 103.0, "mcunet-in2": 642.
                      "mcunet-in3": 770.0, "proxyless-w0.3": 380.0}
 H743_HZ = 480e6
 
+# TFLM's own example models in the pinned source tree (TFLM_SRC), run when present.
+TFLM_EXAMPLES = {"tflm-hello_world": "tensorflow/lite/micro/examples/hello_world/models/"
+                                     "hello_world_int8.tflite",
+                 "tflm-micro_speech": "tensorflow/lite/micro/examples/micro_speech/models/"
+                                      "micro_speech_quantized.tflite",
+                 "tflm-person_detect": "tensorflow/lite/micro/models/person_detect.tflite"}
+
+# Published figures for mcunet-in3 (MCUNet 320kB/1MB, ImageNet) from the mit-han-lab/tinyengine
+# README's measured tables, as summarised in docs/mcunet.md §5.3 (STM32H743, TFLM @713b6ed,
+# CMSIS-NN @011bf32, -Ofast) and §5.4 (STM32F746G-DISCO, first release); docs/flash_compaction.md.
+PUBLISHED_MCUNET_IN3 = (
+    ("TFLM (reference kernels)", "STM32H743", "1,091 kB", "493 kB", "7,821 ms"),
+    ("TFLM + CMSIS-NN", "STM32H743", "1,106 kB", "493 kB", "770 ms"),
+    ("TinyEngine", "STM32H743", "835 kB", "260 kB", "336 ms"),
+    ("TFLM, TFLM + CMSIS-NN", "STM32F746", "OOM", "OOM", "OOM"),
+    ("TinyEngine", "STM32F746", "835 kB", "242 kB", "819 ms"),
+)
+
+
+def tflm_example_models() -> list[tuple[str, Path]]:
+    """(label, path) of the TFLM example models found in the pinned source tree."""
+    root = emulate.source_dirs()[0]
+    if not root:
+        return []
+    return [(label, Path(root, rel)) for label, rel in TFLM_EXAMPLES.items()
+            if Path(root, rel).is_file()]
+
+
+def compaction(label: str, path: Path, work: Path) -> tuple[Path, dict]:
+    """The model the firmware links (the export's verified compaction of ``path``, in ``work``)
+    and the record: bytes per level, steps, what was kept, each level's verification."""
+    folder = work / f"{label}-compacted"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model.tflite"
+    shutil.copy(path, model)
+    x, outputs = seeded_baseline(model, COMPACTION_INPUTS)
+    record = compact_verified(model, x, outputs)
+    linked = Path(record["firmware_model"])
+    summary = {"bytes_before": record["bytes_before"], "linked_bytes": linked.stat().st_size,
+               "linked": "TFLM-only" if record["tflm"]["applied"] else
+                         "portable" if record["portable"]["applied"] else "as given"}
+    for level in ("portable", "tflm"):
+        check = record[level]["verification"]
+        summary[level] = {"bytes_after": record[level]["bytes_after"],
+                          "applied": record[level]["applied"],
+                          "steps": record[level]["steps"], "kept": record[level]["kept"],
+                          "tflm_equal": check["outputs_equal_to_original"],
+                          "litert_equal": check["litert_reference_equal_to_original"],
+                          "errors": check.get("errors")}
+    return linked, summary
+
 
 def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path,
-                timeout_s: float = 240.0, profile: str = "product") -> dict:
-    """One model on one core with one firmware profile: measured in QEMU next to the
-    predictions."""
+                timeout_s: float = 240.0, profile: str = "product",
+                compacted: tuple[Path, dict] | None = None) -> dict:
+    """One model on one core with one firmware profile: the model the firmware links (compacted,
+    :func:`compaction`, or ``compacted`` when already done) measured in QEMU next to the
+    predictions; with the product profile the model as given is measured too (flash before
+    compaction, outputs compared)."""
+    linked, compacted = compacted or compaction(label, path, work / "compaction")
     graph = load(path)
     pred = predict(graph, "dsp")  # Cortex-M4 and M7 both have the DSP extension
     start = time.monotonic()
     suffix = "" if profile == "product" else f"-{profile}"
-    run = emulate.emulate(path, core, work=work / f"{label}-{core}{suffix}", n_inputs=n_inputs,
+    run = emulate.emulate(linked, core, work=work / f"{label}-{core}{suffix}", n_inputs=n_inputs,
                           timeout_s=timeout_s, profile=profile)
-    estimate = graph.model_bytes + runtime_estimate(graph)
-    return {"model": label, "core": core, "profile": profile, "ops": len(graph.ops),
-            "flash_measured": run.flash_bytes, "flash_estimated": estimate,
-            "flash_split": run.flash_product, "flash_run_image": run.flash["total"],
-            "flash_harness": run.harness["total"], "arena_measured": run.arena_min,
-            "arena_predicted": max(pred.total, pred.min_arena),
-            "head_measured": run.arena_sections["head"], "head_predicted": pred.head,
-            "tail_measured": run.arena_sections["tail"], "tail_predicted": pred.tail,
-            "tail_by_type": run.arena_sections["by_type"],
-            "arena_reference_kernels": run.arena_python_tflm,
-            "bundle_arena_allocates": run.bundle_arena_allocates,
-            "ram_static": run.ram_static, "stack": run.stack_bytes, "sram_measured": run.sram_bytes,
-            "instructions": round(statistics.mean(run.instructions_per_inference)),
-            "instructions_by_op_type": run.by_op_type(),
-            "bit_exact": run.bit_exact, "inputs": n_inputs,
-            "seconds": round(time.monotonic() - start, 1)}
+    estimate = compacted["linked_bytes"] + runtime_estimate(graph)
+    row = {"model": label, "core": core, "profile": profile, "ops": len(graph.ops),
+           "flash_measured": run.flash_bytes, "flash_estimated": estimate,
+           "flash_split": run.flash_product, "flash_run_image": run.flash["total"],
+           "flash_harness": run.harness["total"], "arena_measured": run.arena_min,
+           "arena_predicted": max(pred.total, pred.min_arena),
+           "head_measured": run.arena_sections["head"], "head_predicted": pred.head,
+           "tail_measured": run.arena_sections["tail"], "tail_predicted": pred.tail,
+           "tail_by_type": run.arena_sections["by_type"],
+           "arena_reference_kernels": run.arena_python_tflm,
+           "bundle_arena_allocates": run.bundle_arena_allocates,
+           "ram_static": run.ram_static, "stack": run.stack_bytes, "sram_measured": run.sram_bytes,
+           "instructions": round(statistics.mean(run.instructions_per_inference)),
+           "instructions_by_op_type": run.by_op_type(),
+           "bit_exact": run.bit_exact, "inputs": n_inputs, "compaction": compacted}
+    if profile == "product" and compacted["linked"] != "as given":
+        before = emulate.emulate(path, core, work=work / f"{label}-{core}-uncompacted",
+                                 n_inputs=n_inputs, timeout_s=timeout_s, profile=profile)
+        row["flash_before_compaction"] = before.flash_bytes
+        row["model_split_before_compaction"] = before.flash_product["model"]
+        row["qemu_outputs_equal_to_uncompacted"] = bool(np.array_equal(before.outputs,
+                                                                       run.outputs))
+        row["instructions_uncompacted"] = round(statistics.mean(before.instructions_per_inference))
+    row["seconds"] = round(time.monotonic() - start, 1)
+    return row
 
 
 def calibration(rows: list[dict]) -> dict:
@@ -149,6 +222,8 @@ def render(doc: dict) -> str:
         if r["core"] == "cortex-m7" and _product(r) and total:
             top = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in list(types.items())[:4])
             lines.append(f"| {r['model']} | {top} |")
+    lines += _profile_lines(doc["rows"])
+    lines += _compaction_lines(doc["rows"])
     cal = doc.get("calibration") or {}
     if cal.get("cpi"):
         lines += ["", "Calibration against published latencies (TFLM + CMSIS-NN on an STM32H743 "
@@ -169,6 +244,70 @@ def render(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _profile_lines(rows: list[dict]) -> list[str]:
+    """Product-image flash and instructions of each firmware profile side by side (models measured
+    with more than one)."""
+    ok = [r for r in rows if "error" not in r]
+    keys = sorted({(r["model"], r["core"]) for r in ok if not _product(r)})
+    if not keys:
+        return []
+    lines = ["", "Firmware profiles (product image; the difference to the product profile):", "",
+             "| model | core | profile | flash | flash Δ | instructions / inference | "
+             "instructions Δ | outputs vs host TFLM |", "|---|---|---|---:|---:|---:|---:|---|"]
+    for model, core in keys:
+        same = [r for r in ok if (r["model"], r["core"]) == (model, core)]
+        base = next((r for r in same if _product(r)), same[0])
+        for r in same:
+            lines.append(
+                f"| {model} | {core} | {r['profile']} ({emulate.PROFILES[r['profile']]}) | "
+                f"{_kb(r['flash_measured'])} | {r['flash_measured'] - base['flash_measured']:+,} | "
+                f"{r['instructions']:,} | "
+                f"{100 * (r['instructions'] / base['instructions'] - 1):+.1f} % | "
+                f"{'bit-exact' if r['bit_exact'].get('equal') else 'DIFFER'} |")
+    return lines
+
+
+def _compaction_lines(rows: list[dict]) -> list[str]:
+    """Flash before / after compaction per model (product profile), then MCUNet's published
+    figures for mcunet-in3 beside ours."""
+    done = [r for r in rows if "error" not in r and "compaction" in r and _product(r)]
+    if not done:
+        return []
+    lines = ["", "Model compaction (the export's, verified: TFLM and LiteRT outputs identical on "
+             f"{COMPACTION_INPUTS} inputs per level) and the flash of the product image before and "
+             "after it:", "",
+             "| model | core | model file | portable | TFLM-only | firmware links | flash before | "
+             "flash after | saved | QEMU outputs identical | kept |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|"]
+    for r in done:
+        c = r["compaction"]
+        before = r.get("flash_before_compaction")
+        kept = "; ".join(k["name"] for k in c["tflm"]["kept"]) or "-"
+        if not c["portable"]["applied"]:
+            kept += " (portable level not applied: " + (
+                "LiteRT cannot run it" if not c["portable"]["litert_equal"] else "outputs differ") + ")"
+        same = r.get("qemu_outputs_equal_to_uncompacted")
+        lines.append(
+            f"| {r['model']} | {r['core']} | {_kb(c['bytes_before'])} | "
+            f"{_kb(c['portable']['bytes_after'])} | {_kb(c['tflm']['bytes_after'])} | "
+            f"{c['linked']} ({_kb(c['linked_bytes'])}) | "
+            f"{_kb(before) if before else 'n/m'} | {_kb(r['flash_measured'])} | "
+            f"{_kb(before - r['flash_measured']) if before else 'n/m'} | "
+            f"{'n/m' if same is None else 'yes' if same else 'NO'} | {kept} |")
+    ours = next((r for r in done if r["model"] == "mcunet-in3" and r["core"] == "cortex-m7"), None)
+    lines += ["", "mcunet-in3 beside the published TFLM and TinyEngine figures (the "
+              "mit-han-lab/tinyengine README's tables, docs/mcunet.md §5.3-5.4; "
+              "docs/flash_compaction.md); ours: measured here, random weights, unpatched:",
+              "", "| runtime | board | flash | SRAM | latency |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {rt} (published) | {board} | {flash} | {sram} | {ms} |"
+              for rt, board, flash, sram, ms in PUBLISHED_MCUNET_IN3]
+    if ours:
+        lines.append(f"| TFLM + CMSIS-NN, compacted, product image (ours) | QEMU Cortex-M7 | "
+                     f"{_kb(ours['flash_measured'])} B | {_kb(ours['sram_measured'])} B | "
+                     f"{ours['instructions']:,} instructions |")
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*", default=list(MCU_ZOO), help="zoo models to export")
@@ -180,7 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="QEMU seconds per model")
     p.add_argument("--profiles", nargs="+", choices=list(emulate.PROFILES), default=["product"],
                    help="firmware profiles to measure (a TFLM library build each)")
+    p.add_argument("--no-tflm-examples", dest="tflm_examples", action="store_false",
+                   help="leave out TFLM's example models (hello_world, micro_speech, "
+                        "person_detection) of the pinned source tree")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--stem", default="emulated_results",
+                   help="results file names (<stem>.json / .md): a subset run can keep the full "
+                        "table")
     return p
 
 
@@ -193,13 +338,21 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tmp)
         models = [(name, export_zoo(name, work / "exports")) for name in args.models]
         models += [(path.stem, path) for path in args.tflite]
+        models += tflm_example_models() if args.tflm_examples else []
         rows = []
         for label, path in models:
+            try:
+                compacted = compaction(label, path, work / "emulate" / "compaction")
+            except UserError as exc:  # one model's failure is a row, not the end
+                rows += [{"model": label, "core": core, "profile": profile, "error": str(exc)}
+                         for core in args.cores for profile in args.profiles]
+                continue
             for core in args.cores:
                 for profile in args.profiles:
                     try:
                         rows.append(bench_model(label, path, core, args.inputs,
-                                                work / "emulate", args.timeout, profile))
+                                                work / "emulate", args.timeout, profile,
+                                                compacted))
                     except UserError as exc:  # one model's failure is a row, not the end
                         rows.append({"model": label, "core": core, "profile": profile,
                                      "error": str(exc)})
@@ -207,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"setup": (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}; QEMU mps2-an386 "
                      f"(Cortex-M4) and mps2-an500 (Cortex-M7); TFLM {emulate.TFLM_COMMIT} + CMSIS-NN "
                      f"{emulate.CMSIS_NN_COMMIT}, arm-none-eabi-gcc -Os; {args.inputs} seeded int8 "
-                     "inputs per model. Flash measured = the product image (newlib-nano, no "
+                     "inputs per model; models: " + ", ".join(label for label, _ in models)
+                     + ". Flash measured = the product image, with the model the firmware links "
+                     "(the export's verified compaction; newlib-nano, no "
                      "semihosting, initialise + invoke only; the emulator's run image adds the "
                      "next column). Flash estimated = model file + tinyreport's runtime "
                      "estimate (calibrated on these builds); arena predicted = tinyreport's "
@@ -215,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                      "structs, smallest arena that allocates); "
                      "arena ref. kernels = the Python TFLM (x86-64)."),
            "rows": rows, "calibration": calibration([r for r in rows if "error" not in r])}
-    write_results(args.results_dir, "emulated_results", doc, render(doc))
+    write_results(args.results_dir, args.stem, doc, render(doc))
     print(render(doc))
     return 0
 

@@ -3,6 +3,8 @@
     tinyreport --model NAME [--resolution R] [--num-classes N] [--board B] [--json] [--plot F.png]
     tinyreport --model NAME --train-memory [--batch-size 8] [--resolution R] [--num-classes N]
     tinyreport FILE.tflite [--board B] [--measure [--images F.npz]] [--json] [--plot F.png]
+    tinyreport FILE.tflite --optimize [--board B] [--out OPTIMISED.tflite] [--json]
+    tinyreport --zoo --board B [--json]
 
 The model report uses the analytic MCUNet conventions (``tinyexport.train.models.profile``); a
 ``.tflite`` file gets the TFLite Micro arena analysis of ``tinyexport.firmware_eval``; the training
@@ -15,10 +17,11 @@ import argparse
 import json
 import sys
 
+from tinyexport.benchmarks.zoo_fit import ZooTable, analytic_graph, zoo_table
 from tinyexport.boards import BOARDS, Board, Verdict
 from tinyexport.errors import EXIT_DOES_NOT_FIT, UserError, run_cli
 from tinyexport.firmware_eval.emulate import CORES, emulation_problem
-from tinyexport.firmware_eval.model_flash import AnalyticGraph, ConstLayer, predict_model_flash
+from tinyexport.firmware_eval.model_flash import predict_model_flash
 from tinyexport.firmware_eval.optimize import OptimizeOptions
 from tinyexport.firmware_eval.optimize_report import run_optimize_report
 from tinyexport.firmware_eval.report import (
@@ -40,7 +43,7 @@ from tinyexport.firmware_eval.verdicts import (
 from tinyexport.json_record import to_record
 from tinyexport.log import setup_logging
 from tinyexport.train.models import MODELS, check_bounds
-from tinyexport.train.models.profile import ModelProfile, profile_record, profile_zoo_model
+from tinyexport.train.models.profile import profile_record, profile_zoo_model
 from tinyexport.train.pretrained import describe, release_for
 from tinyexport.train.tinytl.report import render as render_train_memory
 from tinyexport.train.tinytl.report import train_memory_record, train_memory_table
@@ -93,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="build the model with TFLM + CMSIS-NN for cortex-m4 / cortex-m7 and "
                              "run it in QEMU: measured flash, SRAM, instructions, outputs vs the "
                              "host; without CORE, each --board's core (repeatable)")
+    parser.add_argument("--zoo", action="store_true",
+                        help="every MCU zoo model against each --board: arena after the "
+                             "optimiser, flash after compaction, latency where calibrated, "
+                             "published ImageNet top-1, fits or not (seconds, no export; "
+                             "informational: exits 0 whatever the verdicts)")
     parser.add_argument("--train-memory", action="store_true",
                         help="training memory of the six TinyTL methods (analytic + measured)")
     parser.add_argument("--batch-size", type=int, default=8, help="(--train-memory) batch size")
@@ -111,20 +119,6 @@ ANALYTIC_VERDICT_NOTE = (
     "(TFLM-compacted: weights, biases, per-channel scales, flatbuffer overhead) + the TFLM runtime "
     "code estimate, as for the exported file. For the real figures export the model and run "
     "`tinyreport FILE.tflite --board B`")
-
-
-def analytic_graph(prof: ModelProfile) -> AnalyticGraph:
-    """What the exported graph of a profiled zoo model will hold: a conv per conv / linear layer
-    (bias: the folded BN, or the linear's own), an ADD per residual block (the depthwise that holds
-    the block input), a PAD per stride-2 conv."""
-    layers = [ConstLayer(layer.op, layer.params - (channels if layer.op == "linear" else 0),
-                         channels)
-              for layer in prof.layers
-              for channels in [layer.output_shape[-1 if layer.op == "linear" else 0]]]
-    stride2 = sum(1 for layer in prof.layers
-                  if len(layer.input_shape) == 3 and layer.output_shape[1] * 2 == layer.input_shape[1])
-    return AnalyticGraph(tuple(layers), sum(1 for layer in prof.layers if layer.held_elements),
-                         stride2, prof.peak_activation_bytes)
 
 
 def model_report(args: argparse.Namespace, boards: list[Board]) -> dict:
@@ -236,10 +230,15 @@ MAX_BATCH = 4096  # --train-memory --measure runs one real step at this batch
 def _validate(args: argparse.Namespace) -> list[Board]:
     """Every request checked before any work; returns the --board profiles (the one place the
     board registry is asked)."""
+    if args.zoo and (args.target or args.model):
+        raise UserError("--zoo reports every zoo model: drop the FILE.tflite / --model")
+    if args.zoo and not (args.board or args.sram or args.flash):
+        raise UserError("--zoo needs --board B (or --sram / --flash budgets) to judge the models "
+                        "against")
     if args.target and args.model:
         raise UserError("give either a .tflite file or --model, not both")
-    if not args.target and not args.model:
-        raise UserError("nothing to report: pass --model NAME or a FILE.tflite")
+    if not args.target and not args.model and not args.zoo:
+        raise UserError("nothing to report: pass --model NAME, a FILE.tflite or --zoo --board B")
     if (args.optimize or args.patch) and not args.target:
         raise UserError("--optimize / --patch rewrite an int8 FILE.tflite (for a zoo model, "
                         "export it first)")
@@ -302,6 +301,41 @@ def emulated_cores(args: argparse.Namespace, boards: list[Board]) -> list[str]:
     return list(dict.fromkeys(cores))
 
 
+def render_zoo_table(table: ZooTable) -> str:
+    """The ``--zoo`` table of one board: one row per model, then what each column is based on."""
+    rows = table.rows
+    v0 = rows[0].verdict
+    lines = [f"zoo on {table.board} ({table.core}): SRAM budget {v0.sram_budget:,} B, flash "
+             f"budget {v0.flash_budget:,} B",
+             f"{'model':<19} {'res':>4} {'MACs':>7} {'arena B':>9} {'flash B':>10} "
+             f"{'latency':>9}  {'top-1 (published)':<26} {'verdict':<29} optimiser"]
+    for r in rows:
+        latency = f"{r.latency_ms:,} ms" if r.latency_ms is not None else "n/c"
+        word = "fits" if r.verdict.fits else f"DOES NOT FIT ({r.verdict.short_of})"
+        lines.append(f"{r.model:<19} {r.resolution:>4} {r.macs / 1e6:>6.1f}M "
+                     f"{r.arena_bytes:>9,} {r.flash_bytes:>10,} {latency:>9}  "
+                     f"{', '.join(r.top1) or '-':<26} {word:<29} "
+                     + (f"patched, +{r.mac_overhead_percent:.1f} % MACs"
+                        if r.optimiser.startswith("patched") else r.optimiser))
+    bases = dict.fromkeys(r.arena_basis for r in rows)
+    lines += [f"  {r.model}: {r.optimiser}" for r in rows if r.optimiser.startswith("patched")]
+    lines += ["", "arena: the TFLM arena after the optimiser, " + "; ".join(bases)
+              + f" ({table.sources[0]}: native resolution, random weights; the Cortex-M arena is "
+              "a few % smaller, the firmware's stack and statics add ~4 KB)",
+              f"flash: {rows[0].flash_basis.replace('predicted: ', '')}, predicted, not measured "
+              "(TFLM-compacted model as `tinyexport --board` links it; measure with --emulate)",
+              "latency: " + ("estimate from QEMU Cortex-M7 instruction counts "
+                             f"({table.sources[1]}) x extra MACs x 0.80 cycles per instruction; "
+                             "n/c: core not calibrated" if any(r.latency_ms for r in rows)
+                             else "n/c: this board's core is not calibrated (Cortex-M7 only)"),
+              "top-1: published fp32 ImageNet top-1 of the released weights at the native "
+              "resolution (zoo: the MCUNet model zoo's, netaug: NetAug's); an export has random "
+              "weights unless --pretrained, and is int8",
+              "verdicts are informational: --zoo exits 0 (--model M --board B exits 3 when M does "
+              "not fit)"]
+    return "\n".join(lines)
+
+
 def board_table() -> list[dict]:
     """Every board profile as a plain row (``tinyreport --boards``)."""
     return [{"board": b.name, "aliases": list(BOARDS.aliases_of(b.name)), "mcu": b.mcu,
@@ -322,6 +356,11 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2) if args.json else render_board_table(rows))
         return 0
     boards = _validate(args)
+    if args.zoo:
+        tables = [zoo_table(board, args.resolution, args.num_classes) for board in boards]
+        print(json.dumps([to_record(t) for t in tables], indent=2) if args.json
+              else "\n\n".join(render_zoo_table(t) for t in tables))
+        return 0  # informational: a verdict per model, not a gate (docstring of zoo_fit)
     if args.target:
         if not args.target.lower().endswith(".tflite"):
             raise UserError(f"{args.target!r} is not a .tflite file; for a zoo model use --model")

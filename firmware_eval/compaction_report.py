@@ -23,6 +23,9 @@ def compaction_lines(record: dict | None, indent: str = "") -> list[str]:
     if steps:
         lines.append(f"{indent}  saved: " + ", ".join(f"{s['name']} -{s['saved_bytes']:,} B"
                                                       for s in steps))
+    kept = (tflm if tflm.get("applied") else portable).get("kept") or []
+    lines += [f"{indent}  kept: {k['name']}" + (f" on {k['tensors']} tensors" if k["tensors"] else "")
+              + f" ({k['why']})" for k in kept]
     return lines
 
 

@@ -36,7 +36,8 @@ from tinyexport.firmware_eval.verdicts import board_core, board_verdict
 from tinyexport.json_record import OMIT_NONE, relative_paths, to_record
 from tinyexport.tflite_graph.compact import Compacted, compact_for_tflm, compact_portable
 
-__all__ = ["verify_rewrite", "optimize_verified", "compact_verified", "FirmwareResult",
+__all__ = ["verify_rewrite", "optimize_verified", "compact_verified", "seeded_baseline",
+           "FirmwareResult",
            "evaluate_firmware"]
 
 
@@ -122,16 +123,22 @@ def compact_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray) -> dic
     return record
 
 
+def seeded_baseline(path: Path, count: int, graph=None) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` seeded uniform int8 inputs of the model at ``path`` and its TFLM outputs on them:
+    what a rewrite (optimiser, compaction) must reproduce bit for bit."""
+    graph = graph or load(path)
+    x = prepare_inputs(graph, None, count=count)
+    size = measure_arena_size(graph, analyse(graph).prediction.total)
+    return x, tflm_runner.run_tflm(path, x, arena_size=size).outputs
+
+
 def _with_seeded_inputs(path: Path, x: np.ndarray, outputs: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:
     """``x`` topped up to :data:`COMPACTION_INPUTS` with seeded uniform int8 inputs (an export
     without evaluation data has only a few check images), with the original's TFLM outputs."""
     if len(x) >= COMPACTION_INPUTS:
         return x, outputs
-    graph = load(path)
-    extra = prepare_inputs(graph, None, count=COMPACTION_INPUTS - len(x))
-    size = measure_arena_size(graph, analyse(graph).prediction.total)
-    more = tflm_runner.run_tflm(path, extra, arena_size=size).outputs
+    extra, more = seeded_baseline(path, COMPACTION_INPUTS - len(x))
     return np.concatenate([x, extra]), np.concatenate([outputs, more])
 
 
@@ -142,6 +149,7 @@ def _verified_level(path: Path, compacted: Compacted, x: np.ndarray,
     check = verify_rewrite(path, compacted.data, x, base_outputs)
     return {"bytes_after": compacted.bytes_after,
             "steps": [to_record(step) for step in compacted.steps],
+            "kept": [to_record(item) for item in compacted.kept],
             "verification": check, "applied": check["confirmed"]}
 
 

@@ -1,35 +1,43 @@
-"""``tinyreport FILE.tflite --optimize`` / ``--patch auto``: the memory optimiser on any int8 model,
-verified in TFLite Micro, with the steps, the patch-plan frontier and the optimised model.
+"""``tinyreport FILE.tflite --optimize`` / ``--patch auto``: the memory optimiser and the model
+compaction on any int8 model, verified in TFLite Micro, with the steps, the patch-plan frontier,
+the bytes each compaction step saved and the optimised, compacted model.
 
 The optimiser (:mod:`optimize`) only predicts; here the original and the optimised model both run
 in TFLM and LiteRT's reference kernels on the same inputs, the outputs are compared bit for bit
-and the optimised model's arena is measured. The optimised file is written only when confirmed.
+and the optimised model's arena is measured. The compaction is the export's
+(:func:`tinyexport.firmware_eval.evaluate.compact_verified`: each level kept only when TFLM, and
+LiteRT for the portable level, give the original outputs bit for bit). Flash figures and board
+verdicts count the TFLM-compacted model the firmware links. Files are written only when
+confirmed: ``--out X.tflite`` gets the portable model (loads in LiteRT and TFLM), ``X_tflm.tflite``
+the TFLM-only one (TFLM only; the firmware's model array).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 from tinyexport.atomic import write_bytes
 from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError
-from tinyexport.firmware_eval import tflm_runner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
-from tinyexport.firmware_eval.evaluate import verify_rewrite
+from tinyexport.firmware_eval.compaction_report import compaction_lines
+from tinyexport.firmware_eval.evaluate import compact_verified, seeded_baseline, verify_rewrite
 from tinyexport.firmware_eval.optimize import Optimized, OptimizeOptions, needed, optimize
 from tinyexport.firmware_eval.report import draw_board_lines, finish_plot
-from tinyexport.firmware_eval.tflm_measurement import measure_arena_size, prepare_inputs
 from tinyexport.firmware_eval.tflm_readiness import load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import (
     board_verdicts,
-    firmware_graph,
     fit_exit_code,
     verdict_lines,
 )
 from tinyexport.json_record import to_record
+from tinyexport.tflite_graph.compact import litert_form
 from tinyexport.tflite_graph.reader import parse_graph
 
 __all__ = ["VERIFY_INPUTS", "optimize_report", "render", "plot_optimize", "run_optimize_report"]
@@ -50,19 +58,30 @@ def optimize_report(target: str, options: OptimizeOptions, boards: list[Board],
         raise UserError(f"{target}: TFLite Micro cannot run this model, so no rewrite could be "
                         f"verified: {blockers[0]}")
     options = options.for_board(boards[0] if boards else None)
-    result = optimize(path.read_bytes(), options)
+    original = path.read_bytes()
+    result = optimize(original, options)
     report = {"model": str(path), "options": _options_dict(options), **to_record(result),
-              "before": _figures(path.read_bytes(), options.isa)}
+              "before": _figures(original, options.isa)}
     report["after"] = _figures(result.data, options.isa)
     report["frontier"] = _frontier(result)
+    x, base = seeded_baseline(path, inputs, graph)
     if result.changed:
-        report["verification"] = _verify(path, graph, result.data, inputs)
+        report["verification"] = verify_rewrite(path, result.data, x, base)
     confirmed = result.changed and report["verification"]["confirmed"]
-    final = result.data if confirmed else path.read_bytes()
+    final = result.data if confirmed else original
+    report["compaction"], files = _compact(final, x, base)
+    flash = report["compaction"]["firmware_model_bytes"]
+    report["before"]["firmware_model_bytes"] = len(original)
+    report["after"]["firmware_model_bytes"] = flash
     report["boards"] = [to_record(v) for v in board_verdicts(
-        firmware_graph(final, parse_graph(final)), boards)]
+        replace(parse_graph(final), model_bytes=flash), boards)]
     if out:
-        report["written"] = _write(out, result.data if confirmed else None, result)
+        report["written"] = _write(out, files, original)
+        report["compaction"]["firmware_model"] = next(
+            (w["path"] for w in report["written"] if w["level"] == "TFLM-only"),
+            report["written"][0]["path"] if report["written"] else "not written")
+    else:
+        report["compaction"]["firmware_model"] = "not written (--out writes it)"
     return report
 
 
@@ -89,19 +108,48 @@ def _frontier(result: Optimized) -> list[dict]:
             for r in result.search.frontier]
 
 
-def _verify(path: Path, graph, data: bytes, inputs: int) -> dict:
-    x = prepare_inputs(graph, None, count=inputs)
-    pred = analyse(graph).prediction
-    base = tflm_runner.run_tflm(path, x, arena_size=measure_arena_size(graph, pred.total))
-    return verify_rewrite(path, data, x, base.outputs)
+def _compact(data: bytes, x, base) -> tuple[dict, dict[str, bytes]]:
+    """The export's compaction (:func:`compact_verified`) of ``data`` in a scratch folder: its
+    record, and the verified files (level -> bytes) to write."""
+    with tempfile.TemporaryDirectory(prefix="tinyreport-compact-") as work:
+        model = Path(work) / "model.tflite"
+        model.write_bytes(data)
+        record = compact_verified(model, x, base)
+        files = {"portable": model.read_bytes()}
+        firmware = model.with_name("model_tflm.tflite")
+        if firmware.is_file():
+            files["TFLM-only"] = firmware.read_bytes()
+    return record, files
 
 
-def _write(out: str, data: bytes | None, result: Optimized) -> str:
-    if data is None:
-        return "not written: " + ("nothing lowered the arena" if not result.changed
-                                  else "TFLM did not confirm identical outputs")
-    write_bytes(out, data)
-    return out
+# What each written level loads in (docs/tflm_memory.md §13).
+LOADS_IN = {"portable": "loads in LiteRT and TFLM",
+            "TFLM-only": "the model array the firmware links; loads in TFLM only (one zero point "
+                         "per per-channel weight tensor: LiteRT rejects it)",
+            "TFLM-only, no collapsed zero points": "the model array the firmware links; loads in "
+                                                   "TFLM and LiteRT (no names or signature defs)"}
+
+
+def _write(out: str, files: dict[str, bytes], original: bytes) -> list[dict]:
+    """``out`` <- the portable model when anything changed (optimised or compacted), ``<out
+    stem>_tflm.tflite`` <- the TFLM-only one when verified; one row per file written."""
+    paths = {"portable": out if files["portable"] != original else None,
+             "TFLM-only": (os.path.splitext(out)[0] + "_tflm.tflite"
+                           if "TFLM-only" in files else None)}
+    written = []
+    for level, path in paths.items():
+        if path:
+            write_bytes(path, files[level])
+            written.append({"path": path, "level": level, "bytes": len(files[level]),
+                            "loads_in": LOADS_IN[_loads_key(level, files[level])]})
+    return written
+
+
+def _loads_key(level: str, data: bytes) -> str:
+    """A TFLM-only model without one-element zero points still loads in LiteRT."""
+    if level == "TFLM-only" and litert_form(data) is data:
+        return "TFLM-only, no collapsed zero points"
+    return level
 
 
 def render(report: dict) -> str:
@@ -109,22 +157,38 @@ def render(report: dict) -> str:
     lines = [f"memory optimiser on {report['model']}",
              f"  before: head {before['head']:,} + tail {before['tail']:,} = {before['total']:,} B"
              f" (needs {before['needed']:,} B), {before['macs']:,} MACs, "
-             f"{before['model_bytes']:,} B flash"]
+             f"{before['model_bytes']:,} B model file"]
     for step in report["steps"]:
         mark = f"-{step['saved']:,} B" if step["applied"] else "not applied"
         lines.append(f"  {step['name']:<22} {mark:<14} {step['reason']}")
     lines.append(f"  after:  head {after['head']:,} + tail {after['tail']:,} = {after['total']:,} B"
                  f" (needs {after['needed']:,} B), {after['macs']:,} MACs "
-                 f"({_percent(after['macs'], before['macs'])}), {after['model_bytes']:,} B flash "
-                 f"({after['model_bytes'] - before['model_bytes']:+,} B)")
+                 f"({_percent(after['macs'], before['macs'])}), {after['model_bytes']:,} B model "
+                 f"file ({after['model_bytes'] - before['model_bytes']:+,} B)")
     lines += _verification_lines(report.get("verification"))
+    lines += _compaction_table(report.get("compaction"))
+    lines.append(f"  flash: the firmware links {after['firmware_model_bytes']:,} B of model "
+                 f"({after['firmware_model_bytes'] - before['firmware_model_bytes']:+,} B vs "
+                 "the file as given); board verdicts count it")
     lines += _frontier_lines(report["frontier"])
     for v in report["boards"]:
         lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(v),
                                                         "tinyreport-optimize")]
     if "written" in report:
-        lines.append(f"  optimised model: {report['written']}")
+        lines += [f"  wrote {w['path']} ({w['bytes']:,} B, {w['level']}: {w['loads_in']})"
+                  for w in report["written"]] or ["  nothing written: no rewrite was kept"]
     return "\n".join(lines)
+
+
+def _compaction_table(record: dict | None) -> list[str]:
+    """The compaction's summary (:func:`compaction_lines`) with one row per step applied."""
+    if not record:
+        return []
+    steps = [*(record["portable"]["steps"] if record["portable"]["applied"] else []),
+             *(record["tflm"]["steps"] if record["tflm"]["applied"] else [])]
+    return [*compaction_lines(record, indent="  "),
+            *(f"    {s['name']:<22} -{s['saved_bytes']:<12,} x{s['tensors']:<4} {s['why']}"
+              for s in steps)]
 
 
 def _percent(value: int, base: int) -> str:

@@ -12,6 +12,7 @@ input scale and zero point, ``q = clip(round(x / scale) + zero_point, -128, 127)
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from tinyexport.safe_io import check_finite
 from tinyexport.safe_io import check_labels as safe_check_labels
 from tinyexport.tflite_graph.quant import quantize_values
 from tinyexport.tflite_graph.reader import Graph
+from tinyexport.tflite_graph.writer import without_offline_plan
 
 _log = logging.getLogger(__name__)
 N_SYNTHETIC = 4
@@ -132,8 +134,14 @@ def localize(path: Path, graph: Graph, x: np.ndarray) -> dict | None:
     pred = arena.predict(graph)
     size = 2 * (pred.linear + pred.tail) + (1 << 16)  # kPreserveAllTensors = linear planner
     pairs = [(op.index, op.outputs[0]) for op in graph.ops if op.outputs and op.outputs[0] >= 0]
+    data = path.read_bytes()
+    online = without_offline_plan(data)  # a plan's shared offsets cannot keep every tensor
     try:
-        found = tflm_runner.first_difference(path, x, pairs, size)
+        with tempfile.TemporaryDirectory(prefix="localize-") as work:
+            model = path if online is data else Path(work) / "online.tflite"
+            if online is not data:
+                model.write_bytes(online)
+            found = tflm_runner.first_difference(model, x, pairs, size)
     except tflm_runner.TflmFailure as exc:
         _log.warning("could not localize the TFLM / LiteRT difference: %s", exc)
         return None

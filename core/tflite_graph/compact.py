@@ -16,7 +16,8 @@ Two levels (docs/tflm_memory.md §13):
 
 Kept always: ``OfflineMemoryAllocation`` (TFLM reads it by name), the bias scale of a
 per-tensor ``FULLY_CONNECTED`` (TFLM checks it within 2 %), nonzero zero points (never collapsed).
-Each step records the bytes it saved. The caller verifies the result bit for bit in TFLM (and in
+Each step records the bytes it saved; ``Compacted.kept`` says, per kind of tensor, what stayed and
+why. The caller verifies the result bit for bit in TFLM (and in
 LiteRT for the portable file) before it replaces anything.
 """
 
@@ -56,12 +57,22 @@ class CompactionStep:
 
 
 @dataclass(frozen=True)
+class KeptItem:
+    """What a level left in place on purpose (an interpreter reads it), on how many tensors."""
+
+    name: str
+    tensors: int
+    why: str
+
+
+@dataclass(frozen=True)
 class Compacted:
-    """The compacted model, its size before and after, and the steps in order."""
+    """The compacted model, its size before and after, the steps in order and what was kept."""
 
     data: bytes
     bytes_before: int
     steps: tuple[CompactionStep, ...]
+    kept: tuple[KeptItem, ...] = ()
 
     @property
     def bytes_after(self) -> int:
@@ -70,12 +81,12 @@ class Compacted:
 
 def compact_portable(data: bytes) -> Compacted:
     """The removals every interpreter tolerates (module docstring); LiteRT still loads the file."""
-    return _apply(data, _PORTABLE_STEPS)
+    return _apply(data, _PORTABLE_STEPS, tflm=False)
 
 
 def compact_for_tflm(data: bytes) -> Compacted:
     """The portable removals, then the TFLM-only ones; LiteRT no longer loads the result."""
-    return _apply(data, _PORTABLE_STEPS + _TFLM_STEPS)
+    return _apply(data, _PORTABLE_STEPS + _TFLM_STEPS, tflm=True)
 
 
 def litert_form(data: bytes) -> bytes:
@@ -96,9 +107,9 @@ def litert_form(data: bytes) -> bytes:
     return pack(model)
 
 
-def _apply(data: bytes, steps: tuple) -> Compacted:
+def _apply(data: bytes, steps: tuple, tflm: bool) -> Compacted:
     """The steps on one unpacked copy of ``data``, packed after each step that changed anything
-    (its bytes saved are measured on the packed file)."""
+    (its bytes saved are measured on the packed file), and what the level kept (:func:`_kept`)."""
     done, current, model = [], data, unpack(data)
     for name, step, why in steps:
         tensors = step(model)
@@ -108,7 +119,35 @@ def _apply(data: bytes, steps: tuple) -> Compacted:
         smaller = pack(model)
         done.append(CompactionStep(name, len(current) - len(smaller), tensors, why))
         current = smaller
-    return Compacted(current, len(data), tuple(done))
+    return Compacted(current, len(data), tuple(done), _kept(model, tflm))
+
+
+def _kept(model, tflm: bool) -> tuple[KeptItem, ...]:
+    """Per tensor, what the steps left because an interpreter reads it: the bias quantization of
+    ops other than per-channel conv / depthwise (a per-tensor FULLY_CONNECTED's: TFLM checks it),
+    nonzero per-channel weight zero points (TFLM-only level) and the offline memory plan."""
+    tensors = model.subgraphs[0].tensors
+    biases: dict[str, int] = {}
+    for index, users in _consumers(model).items():
+        q = tensors[index].quantization
+        if (tensors[index].type == _INT32 and q is not None and _length(q.scale)
+                and _is_constant(model, tensors[index])):
+            ops = "/".join(sorted({name for name, _, _ in users}))
+            biases[ops] = biases.get(ops, 0) + 1
+    kept = [KeptItem(f"bias quantization ({ops})", count,
+                     "not the bias of a per-channel CONV_2D / DEPTHWISE_CONV_2D, so the kernel "
+                     "reads its scale; TFLM checks a per-tensor FULLY_CONNECTED's within 2 %")
+            for ops, count in sorted(biases.items())]
+    nonzero = sum(1 for t in tensors if t.quantization is not None
+                  and _length(t.quantization.zeroPoint) > 1 and _is_constant(model, t))
+    if tflm and nonzero:
+        kept.append(KeptItem("nonzero weight zero points", nonzero,
+                             "TFLM would read element 0 for every channel: only all-zero arrays "
+                             "collapse"))
+    if any(_text(m.name) == OFFLINE_KEY for m in model.metadata or []):
+        kept.append(KeptItem("offline memory plan", 0,
+                             f"TFLM reads the {OFFLINE_KEY} metadata by name"))
+    return tuple(kept)
 
 
 def _consumers(model) -> dict[int, list[tuple[str, int, object]]]:

@@ -1,4 +1,4 @@
-"""Rewrite ``.tflite`` flatbuffers: add an offline memory plan, cut single-op models.
+"""Rewrite ``.tflite`` flatbuffers: add or drop an offline memory plan, cut single-op models.
 
 Both are pure functions ``bytes -> bytes`` over the schema's object API. Buffers are re-packed
 16-byte aligned, as the TFLite converter writes them (schema.fbs ``data:[ubyte] (force_align: 16)``;
@@ -75,6 +75,17 @@ def with_offline_plan(data: bytes, offsets: list[int]) -> bytes:
     meta.name = OFFLINE_KEY
     meta.buffer = len(model.buffers) - 1
     model.metadata.append(meta)
+    return _pack(model)
+
+
+def without_offline_plan(data: bytes) -> bytes:
+    """The model without its ``OfflineMemoryAllocation`` metadata (the same bytes when it has
+    none): TFLM then plans it online, as a keep-every-tensor run needs (a plan reuses offsets)."""
+    model = _unpack(data)
+    kept = [m for m in (model.metadata or []) if _name(m) != OFFLINE_KEY]
+    if len(kept) == len(model.metadata or []):
+        return data
+    model.metadata = kept or None  # its buffer stays: the indices of the others do not move
     return _pack(model)
 
 

@@ -157,6 +157,20 @@ def test_report_shows_product_flash_the_harness_and_profiles_side_by_side():
     assert "speed" in text and "(+4,096)" in text and "(-20.0 %)" in text
 
 
+def test_report_md_shows_the_product_flash_and_what_the_harness_adds():
+    from tinyexport.export.provenance import _firmware_lines
+
+    run = _summary_with_profiles()
+    firmware = {"arena": {"total": 4000, "head": 3000, "tail": 1000}, "min_arena": 4000,
+                "emulation": {"cortex-m7": run}}
+    text = "\n".join(_firmware_lines(firmware))
+    assert "- emulated cortex-m7" in text
+    assert f"  - flash measured {run['flash_bytes']:,} B (product image" in text
+    added = run["flash_run_image"]["total"] - run["flash_bytes"]
+    assert f"  - the emulator's run image adds {added:,} B" in text and "not flashed" in text
+    assert "  - speed" in text  # the profiles side by side
+
+
 def test_parse_output():
     found = emulate_map.parse_output("x\nemu calib_ticks: 50000\nemu arena_min: 1234\n"
                             "emu invoke_ticks 0: 77\nemu output 0: 1 -2 3\nemu done\n")
