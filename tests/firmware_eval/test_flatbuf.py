@@ -18,7 +18,7 @@ def test_empty_truncated_and_foreign_files(tmp_path, models):
         path.write_bytes(blob)
         with pytest.raises(UserError, match="tflite|TFLite|truncated"):
             read_graph(path)
-    with pytest.raises(UserError, match="not a file"):
+    with pytest.raises(UserError, match="does not exist"):
         read_graph(tmp_path / "missing.tflite")
 
 

@@ -3,6 +3,8 @@ the original (TFLM and LiteRT reference kernels, 64 inputs), the measured arena 
 prediction for the new order, and a strictly smaller arena where the converter's order is bad
 (a wide branch computed first and held while the other branch runs)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -142,5 +144,7 @@ def test_tinyreport_optimize_writes_a_verified_model(branchy, tmp_path, capsys):
     assert check["confirmed"] and check["outputs_equal_to_original"]
     assert check["litert_reference_equal_to_original"] and check["inputs"] == 64
     assert check["measured"]["total"] == check["predicted"]["total"] < report["before"]["total"]
-    assert out.read_bytes() != branchy["held"].read_bytes() and report["written"] == str(out)
+    written = {w["level"]: w["path"] for w in report["written"]}
+    assert written["portable"] == str(out) and out.read_bytes() != branchy["held"].read_bytes()
+    assert all(Path(path).is_file() for path in written.values())  # + the TFLM-only array
     assert main([str(branchy["held"]), "--out", str(out)]) == 2  # --out needs --optimize
