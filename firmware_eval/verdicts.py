@@ -38,7 +38,7 @@ from tinyexport.firmware_eval.model_flash import AnalyticGraph, predict_model_fl
 from tinyexport.tflite_graph.compact import UNREADABLE_FLATBUFFER, compact_for_tflm
 from tinyexport.tflite_graph.reader import Graph
 
-__all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERNEL_BYTES",
+__all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES",
            "RUNTIME_HEAVY_OP_BYTES", "RUNTIME_PER_OP_BYTES", "HEAVY_OPS", "RUNTIME_BASIS",
            "runtime_estimate", "resolve_boards", "fit_exit_code", "add_budget_flags",
            "ANALYTIC_COMPACTION", "firmware_graph", "predicted_verdict", "board_verdict",
@@ -46,33 +46,35 @@ __all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES", "RUNTIME_SHARED_KERN
            "CYCLES_PER_INSTRUCTION", "LATENCY_BASIS", "latency_ms", "latency_text", "budget_line",
            "VERDICT_LAYOUTS", "verdict_lines", "check_consistent"]
 
-# Runtime code estimate, calibrated on the firmware measured in QEMU (firmware_eval/emulate.py;
-# benchmarks/results/emulated_results.md: TFLM 90b983c2 + CMSIS-NN 4ab83cc3, -Os, newlib, Cortex-M4
-# and M7): TFLM framework 20.6-21.9 KB, C runtime 36.4-39.5 KB, kernels 14.3 KB (FULLY_CONNECTED
-# alone) to 72.6 KB (9 op types; the zoo's conv/depthwise/add/pad/reshape: 56.8 KB, with MEAN
-# 61.0 KB). Each part is rounded up, the CMSIS-NN-heavy kernels (conv, depthwise, fully connected,
-# LSTM...) costed apart, so that no measured firmware is above the estimate (zoo exports: 125.5 KB
-# estimated, 119.6 KB measured without the emulator's driver). The old 9,732 B + 6,000 B per op
-# type (docs/tflm_memory.md §10) was ~76 KB low on every zoo export.
-RUNTIME_FRAMEWORK_BYTES = 22_000
-RUNTIME_LIBC_BYTES = 39_500
-RUNTIME_SHARED_KERNEL_BYTES = 8_000
-RUNTIME_HEAVY_OP_BYTES = 18_000
-RUNTIME_PER_OP_BYTES = 5_000
+# Runtime code estimate, calibrated on the product image measured in QEMU (what a board flashes:
+# int8-only kernel registrations, newlib-nano, no semihosting, a minimal main; firmware_eval/
+# emulate.py; benchmarks/results/emulated_compaction_results.md, 2026-12-07: TFLM 90b983c2 +
+# CMSIS-NN 4ab83cc3, -Os, Cortex-M7; mcunet-in3 patched on the M7 and mbv2-tiny patched on the M4
+# from the README's --emulate runs). Measured: TFLM framework 19.3-20.6 KB, C runtime + main
+# 13.5-16.8 KB; everything but the model 43.6 KB (FULLY_CONNECTED alone), 62.4-68.6 KB (two heavy
+# op types and two others: micro_speech, the LSTM test model), 66.7 KB (the zoo's conv / depthwise
+# / add / pad / mean / reshape), 76.3 KB (patched: + strided slice, concatenation), 76.6 KB (keras
+# test model, 9 op types). Each part is rounded up so that no measured product image is above the
+# estimate (margins 1.4-17.4 KB). The run image the emulator measures adds ~305 KB of test harness
+# (semihosting, full newlib, printf, test inputs), which a board never flashes.
+RUNTIME_FRAMEWORK_BYTES = 21_000
+RUNTIME_LIBC_BYTES = 16_000
+RUNTIME_HEAVY_OP_BYTES = 14_000
+RUNTIME_PER_OP_BYTES = 2_500
 HEAVY_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV",
                        "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "BATCH_MATMUL"})
-RUNTIME_BASIS = ("estimate: 22,000 B TFLM framework + 39,500 B C runtime + 8,000 B shared kernel "
-                 "code + 18,000 B per conv / depthwise / FC / LSTM op type + 5,000 B per other "
-                 "op type, calibrated on Cortex-M firmware measured in QEMU (CMSIS-NN, -Os); "
+RUNTIME_BASIS = ("estimate: 21,000 B TFLM framework + 16,000 B C runtime (newlib-nano) + 14,000 B "
+                 "per conv / depthwise / FC / LSTM op type + 2,500 B per other op type, "
+                 "calibrated on product images measured in QEMU (CMSIS-NN, int8 kernels, -Os); "
                  "--emulate measures it")
 
 
 def runtime_estimate(graph: Graph | AnalyticGraph) -> int:
-    """Estimated TFLM runtime code bytes (framework + kernels of the model's op types)."""
+    """Estimated TFLM runtime code bytes of the product image (framework, C runtime and the
+    kernels of the model's op types)."""
     kernels = sum(RUNTIME_HEAVY_OP_BYTES if op in HEAVY_OPS else RUNTIME_PER_OP_BYTES
                   for op in graph.opcodes)
-    return (RUNTIME_FRAMEWORK_BYTES + RUNTIME_LIBC_BYTES + RUNTIME_SHARED_KERNEL_BYTES
-            + kernels)
+    return RUNTIME_FRAMEWORK_BYTES + RUNTIME_LIBC_BYTES + kernels
 
 
 def resolve_boards(requested: str | Sequence[str] | None, sram: str | int | None = None,

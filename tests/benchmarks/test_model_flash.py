@@ -49,13 +49,13 @@ def test_the_exported_graphs_ops_are_known_before_export():
     graph = analytic_graph(profile_zoo_model("mcunet-in3"))
     assert graph.num_ops == 72 and (graph.adds, graph.pads) == (11, 4)
     assert graph.opcodes == ["CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "PAD", "MEAN", "RESHAPE"]
-    assert runtime_estimate(graph) == 125_500 and "op type" in RUNTIME_BASIS
+    assert runtime_estimate(graph) == 75_000 and "op type" in RUNTIME_BASIS
 
 
 def test_model_verdict_agrees_with_the_exported_files_on_flash():
     """The issue's case: mcunet on the STM32F765 (512 KiB SRAM, 1 MiB flash). Every verdict counts
     the model the export's firmware links, TFLM-compacted (805,664 B for the 996,104 B file;
-    report.firmware_graph): 805,664 + 125,500 B fits the flash, and the analytic verdict must
+    report.firmware_graph): 805,664 + 75,000 B fits the flash, and the analytic verdict must
     say the same, on every board whose flash margin exceeds the tolerance."""
     graph = analytic_graph(profile_zoo_model("mcunet-in3"))
     linked = EXPORTED["mcunet-in3", True][1]
