@@ -24,6 +24,7 @@ from tinyexport.firmware_eval import tflm_runner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
 from tinyexport.firmware_eval.emulate import emulate_cores
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
 from tinyexport.firmware_eval.tflm_measurement import (
     measure,
@@ -189,7 +190,7 @@ class FirmwareResult:
     compaction: dict | None = field(default=None, metadata=OMIT_NONE)
     board: Verdict | None = field(default=None, metadata=OMIT_NONE)  # the final verdict
     bundle: list[str] = field(default_factory=list)
-    emulation: dict | None = field(default=None, metadata=OMIT_NONE)
+    emulation: dict[str, EmulationSummary] | None = field(default=None, metadata=OMIT_NONE)
 
     def relative_to(self, root: Path) -> FirmwareResult:
         """This result with every path under ``root`` made relative to it."""
@@ -224,9 +225,9 @@ def _tflm_run(path: Path, graph, analysis, x: np.ndarray, labels) -> tuple[dict,
     return run, outputs
 
 
-def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict:
+def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict[str, EmulationSummary]:
     """The bundle built for ``board``'s core and run in QEMU (ELF, map and logs kept in
-    ``keep/<core>``): core -> ``EmulationResult.summary()``."""
+    ``keep/<core>``): core -> its summary."""
     runs = emulate_cores(bundle_dir, [board_core(board)], keep=keep)
     for build in keep.glob("**/obj"):  # object files: rebuildable and the bulk of the folder
         shutil.rmtree(build, ignore_errors=True)
