@@ -55,14 +55,12 @@ def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.
         pred = analyse(graph).prediction
         run = measure(candidate, graph, x, pred.total, pred.min_arena)
         reference_same = _same_reference(original, candidate, x)
-    outputs = run.pop("outputs", None)
-    same = outputs is not None and np.array_equal(outputs, base_outputs)
+    same = run.outputs is not None and np.array_equal(run.outputs, base_outputs)
     return {"inputs": int(len(x)), "outputs_equal_to_original": bool(same),
             "litert_reference_equal_to_original": reference_same,
-            "tflm_equals_litert_reference": run.get("bit_exact", {}),
-            "measured": run.get("measured"), "predicted": arena_dict(pred),
-            "errors": run.get("errors"),
-            "confirmed": bool(same and reference_same and not run.get("errors"))}
+            "tflm_equals_litert_reference": {} if run.bit_exact is None else run.bit_exact,
+            "measured": run.measured, "predicted": arena_dict(pred), "errors": run.errors,
+            "confirmed": bool(same and reference_same and not run.errors)}
 
 
 def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
@@ -219,10 +217,10 @@ def _optimized_figures(graph, analysis) -> dict:
 def _tflm_run(path: Path, graph, analysis, x: np.ndarray, labels) -> tuple[dict, np.ndarray | None]:
     """The FirmwareResult fields of a TFLM run, and its outputs (None when it did not run)."""
     run = measure(path, graph, x, analysis.prediction.total, analysis.prediction.min_arena)
-    outputs = run.pop("outputs", None)
-    if outputs is not None and labels is not None:
-        run["top1"] = top1(graph, outputs, labels)
-    return run, outputs
+    labelled = run.outputs is not None and labels is not None
+    return ({"errors": run.errors, "measured": run.measured, "notes": run.notes,
+             "bit_exact": run.bit_exact, "top1": top1(graph, run.outputs, labels) if labelled
+             else None}, run.outputs)
 
 
 def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict[str, EmulationSummary]:

@@ -117,11 +117,10 @@ def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = Fal
     if do_measure:
         x = prepare_inputs(graph, images)
         result = measure(Path(path), graph, x, pred.total, pred.min_arena)
-        outputs = result.pop("outputs", None)
-        report.update(result)
+        report.update(to_record(result))
         report["inputs"] = {"count": len(x), "source": "synthetic" if images is None else "file"}
-        if outputs is not None and labels is not None:
-            report["top1"] = top1(graph, outputs, labels)
+        if result.outputs is not None and labels is not None:
+            report["top1"] = top1(graph, result.outputs, labels)
     check_consistent(pred.head, pred.lower_bound, report.get("bit_exact"))
     return report
 
