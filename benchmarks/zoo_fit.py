@@ -153,8 +153,7 @@ def zoo_row(model: str, resolution: int | None, board: Board, num_classes: int =
     insns = _instructions().get(name) if res == native else None
     ms = None
     if insns is not None and board_core(board):
-        run = {"core": board_core(board), "instructions_mean": insns * (1 + overhead / 100)}
-        ms = latency_ms(board, run)
+        ms = latency_ms(board, board_core(board), insns * (1 + overhead / 100))
     return ZooRow(
         model=name, resolution=res,
         resolution_note="native = released" if res == native else f"native {native}",

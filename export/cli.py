@@ -21,6 +21,7 @@ from tinyexport.export.pipeline import export, recorded_data_readable
 from tinyexport.export.provenance import layer_rows, verdict_records
 from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.verdicts import (
     add_budget_flags,
     check_consistent,
@@ -253,7 +254,7 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
     for problem in firmware.get("errors") or []:
         lines.append(f"  TFLite Micro problem: {problem}")
     for run in (firmware.get("emulation") or {}).values():
-        lines += emulation_lines(run, indent="  ")
+        lines += emulation_lines(EmulationSummary.from_record(run), indent="  ")
     for record in verdict_records(firmware):
         lines += [f"  {line}" for line in verdict_lines(Verdict.from_record(record), "tinyexport")]
     return lines

@@ -9,6 +9,7 @@ from tinyexport.export.stage_timer import StageRecord
 from tinyexport.export.state import ExportState
 from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.verdicts import verdict_lines
 from tinyexport.json_record import to_record
 from tinyexport.quantize.int8_checks import db_text
@@ -79,7 +80,7 @@ def _firmware_lines(firmware: dict) -> list[str]:
                         else f"not applied ({step['reason']})"))
     lines += compaction_lines(firmware.get("compaction"), indent="- ")
     for run in (firmware.get("emulation") or {}).values():  # product flash, what the harness adds
-        first, *rest = emulation_lines(run)
+        first, *rest = emulation_lines(EmulationSummary.from_record(run))
         lines += [f"- {first}", *(f"  - {line.strip()}" for line in rest)]
     for record in verdict_records(firmware):
         lines += verdict_lines(Verdict.from_record(record), "report.md")

@@ -12,7 +12,8 @@ and QEMU children start with ``python -m tinyexport.firmware_eval...`` and must 
   the verdict (predicted, or measured when emulated), ``verdict_lines`` renders it.
 * :mod:`~tinyexport.firmware_eval.emulate` - the bundle built for a Cortex-M and run in QEMU
   (:mod:`emulate_build` builds and runs it, :mod:`emulate_map` reads the linker map and the
-  driver's output; the driver itself is ``emu_driver.cc``, package data).
+  driver's output; the driver itself is ``emu_driver.cc``, package data); a run's figures travel
+  as an ``EmulationSummary`` (:mod:`emulation_summary`).
 
 The rest, by role:
 

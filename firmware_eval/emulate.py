@@ -35,7 +35,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ from tinyexport.firmware_eval.emulate_map import (
     recorded_sections,
     stack_high_water,
 )
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary, ProfileFigures
 from tinyexport.firmware_eval.tflm_measurement import bit_exactness
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified
 from tinyexport.json_record import NOT_RECORDED, to_record
@@ -136,23 +137,20 @@ class EmulationResult:
             totals[name] = totals.get(name, 0) + n
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
-    def summary(self) -> dict:
-        """JSON-able figures for reports (no arrays, no paths into a temporary folder)."""
+    def summary(self) -> EmulationSummary:
+        """The figures reports and verdicts use (no arrays, no paths into a temporary folder)."""
         insns = self.instructions_per_inference
-        return {"core": self.core, "machine": self.machine, "profile": self.profile,
-                "flash_bytes": self.flash_bytes, "flash": self.flash_product,
-                "flash_run_image": self.flash, "flash_harness": self.harness,
-                "sram_bytes": self.sram_bytes,
-                "sram": {"arena_min": self.arena_min, **self.ram_static,
-                         "stack": self.stack_bytes},
-                "arena_used": self.arena_used, "arena_sections": self.arena_sections,
-                "bundle_arena_size": self.bundle_arena_size,
-                "bundle_arena_allocates": self.bundle_arena_allocates,
-                "instructions_per_inference": insns,
-                "instructions_mean": round(sum(insns) / len(insns)),
-                "instructions_by_op_type": self.by_op_type(),
-                "bit_exact": self.bit_exact, "inputs": len(insns), "notes": self.notes,
-                "seconds": self.seconds}
+        return EmulationSummary(
+            core=self.core, machine=self.machine, profile=self.profile,
+            flash_bytes=self.flash_bytes, flash=self.flash_product, flash_run_image=self.flash,
+            flash_harness=self.harness, sram_bytes=self.sram_bytes,
+            sram={"arena_min": self.arena_min, **self.ram_static, "stack": self.stack_bytes},
+            arena_used=self.arena_used, arena_sections=self.arena_sections,
+            bundle_arena_size=self.bundle_arena_size,
+            bundle_arena_allocates=self.bundle_arena_allocates,
+            instructions_per_inference=insns, instructions_mean=round(sum(insns) / len(insns)),
+            instructions_by_op_type=self.by_op_type(), bit_exact=self.bit_exact,
+            inputs=len(insns), notes=self.notes, seconds=self.seconds)
 
 
 # The pinned sources (scripts/build_bundle_cortex_m.sh): named in every emulation report.
@@ -330,86 +328,80 @@ def selected_profiles(profiles=None) -> list[str]:
     return names
 
 
-def profile_row(run: dict) -> dict:
-    """One profile's figures for the side-by-side table (from ``EmulationResult.summary()``)."""
-    return {"flash_bytes": run["flash_bytes"], "flash_harness": run["flash_harness"]["total"],
-            "kernels": run["flash"]["kernels"], "instructions_mean": run["instructions_mean"],
-            "bit_exact": run["bit_exact"].get("equal")}
-
-
 def emulate_cores(source, cores: list[str], keep: Path | None = None, profiles=None,
-                  **kwargs) -> dict[str, dict]:
-    """:func:`emulate` on each core; core -> ``EmulationResult.summary()`` of the first profile
-    (:func:`selected_profiles`), with ``profiles``: each measured profile's flash and instructions
-    side by side. Builds in a temporary folder unless ``keep`` names one (ELF, maps and logs per
-    core and profile stay there)."""
+                  **kwargs) -> dict[str, EmulationSummary]:
+    """:func:`emulate` on each core; core -> the summary of the first profile
+    (:func:`selected_profiles`), whose ``profiles`` hold each measured profile's flash and
+    instructions side by side. Builds in a temporary folder unless ``keep`` names one (ELF, maps
+    and logs per core and profile stay there)."""
     names = selected_profiles(profiles)
     out = {}
     with tempfile.TemporaryDirectory(prefix="emulate_") as tmp:
         for core in cores:
+            runs = {}
             for name in names:
                 work = Path(keep or tmp) / (core if name == "product" else f"{core}-{name}")
                 _log.info("emulating %s on %s (QEMU %s, %s profile)...", Path(source).name, core,
                           MACHINES[core], name)
-                run = emulate(source, core, work=work, profile=name, **kwargs).summary()
-                first = out.setdefault(core, run)
-                first.setdefault("profiles", {})[name] = profile_row(run)
+                runs[name] = emulate(source, core, work=work, profile=name, **kwargs).summary()
+            # a core named twice keeps its first measurement, as the verdicts read it
+            out.setdefault(core, replace(runs[names[0]], profiles={
+                name: ProfileFigures.of(run) for name, run in runs.items()}))
     return out
 
 
-def emulation_lines(run: dict, indent: str = "") -> list[str]:
-    """The human-readable lines of one ``EmulationResult.summary()``."""
-    f, s, exact = run["flash"], run["sram"], run["bit_exact"]
+def emulation_lines(run: EmulationSummary, indent: str = "") -> list[str]:
+    """The human-readable lines of one emulation summary."""
+    f, s, exact = run.flash, run.sram, run.bit_exact
     same = ("bit-exact" if exact.get("equal") else
             f"{exact.get('mismatches', '?')} of {exact.get('values', '?')} values DIFFER "
-            f"(max {exact.get('max_abs_diff', '?')} LSB)") + f" on {run['inputs']} inputs"
+            f"(max {exact.get('max_abs_diff', '?')} LSB)") + f" on {run.inputs} inputs"
     first = exact.get("first_difference")
     if first:
         same += f"; first differing op #{first['op']} {first['opcode']}"
     elif exact.get("ops_equal"):
         same += ", every op's output too"
-    allocates = "allocates" if run["bundle_arena_allocates"] else "DOES NOT allocate"
-    profile = run.get("profile", "product")
-    h = run.get("flash_harness")
-    return [f"{indent}emulated {run['core']} (QEMU {run['machine']}; TFLM {TFLM_COMMIT} + "
-            f"CMSIS-NN {CMSIS_NN_COMMIT}; {profile} profile: {PROFILES[profile]}):",
-            f"{indent}  flash measured {run['flash_bytes']:,} B (product image: newlib-nano, no "
+    allocates = "allocates" if run.bundle_arena_allocates else "DOES NOT allocate"
+    h = run.flash_harness
+    return [f"{indent}emulated {run.core} (QEMU {run.machine}; TFLM {TFLM_COMMIT} + "
+            f"CMSIS-NN {CMSIS_NN_COMMIT}; {run.profile} profile: {PROFILES[run.profile]}):",
+            f"{indent}  flash measured {run.flash_bytes:,} B (product image: newlib-nano, no "
             f"semihosting): model {f['model']:,} + TFLM framework {f['tflm_framework']:,} + "
             f"kernels {f['kernels']:,} (CMSIS-NN {f['cmsis_nn']:,}) + C runtime "
             f"{f['runtime']:,} + main {f['driver']:,} + padding {f['padding']:,}",
             *([f"{indent}  the emulator's run image adds {h['total']:,} B (C runtime with "
                f"printf and semihosting {h['runtime']:+,}, measuring driver {h['driver']:+,}, "
-               f"test inputs {h['test_inputs']:,}): {run['flash_run_image']['total']:,} B, not "
+               f"test inputs {h['test_inputs']:,}): {run.flash_run_image['total']:,} B, not "
                "flashed"] if h else []),
-            f"{indent}  SRAM measured {run['sram_bytes']:,} B: arena {s['arena_min']:,} (the "
-            f"smallest that allocates; the bundle's {run['bundle_arena_size']:,} {allocates}) + "
+            f"{indent}  SRAM measured {run.sram_bytes:,} B: arena {s['arena_min']:,} (the "
+            f"smallest that allocates; the bundle's {run.bundle_arena_size:,} {allocates}) + "
             f".data {s['data']:,} + .bss {s['bss']:,} + stack {s['stack']:,}",
-            f"{indent}  instructions per inference: {run['instructions_mean']:,} (QEMU icount: "
+            f"{indent}  instructions per inference: {run.instructions_mean:,} (QEMU icount: "
             "an instruction count, not cycles)" + _by_type(run),
             f"{indent}  outputs vs TFLM reference kernels on the host: {same}",
             *_profile_lines(run, indent),
-            *(f"{indent}  note: {n}" for n in run.get("notes", []))]
+            *(f"{indent}  note: {n}" for n in run.notes)]
 
 
-def _profile_lines(run: dict, indent: str) -> list[str]:
+def _profile_lines(run: EmulationSummary, indent: str) -> list[str]:
     """Flash and instructions of each measured profile side by side (when more than one)."""
-    rows = run.get("profiles") or {}
+    rows = run.profiles or {}
     if len(rows) < 2:
         return []
     base = next(iter(rows.values()))
     lines = [f"{indent}  profiles (product image flash / instructions per inference):"]
     for name, r in rows.items():
-        d_flash = r["flash_bytes"] - base["flash_bytes"]
-        d_insn = 100 * (r["instructions_mean"] / base["instructions_mean"] - 1)
-        lines.append(f"{indent}    {name:<8} {r['flash_bytes']:>11,} B ({d_flash:+,})  "
-                     f"{r['instructions_mean']:>13,} ({d_insn:+.1f} %)"
-                     + ("" if r["bit_exact"] else "  outputs DIFFER"))
+        d_flash = r.flash_bytes - base.flash_bytes
+        d_insn = 100 * (r.instructions_mean / base.instructions_mean - 1)
+        lines.append(f"{indent}    {name:<8} {r.flash_bytes:>11,} B ({d_flash:+,})  "
+                     f"{r.instructions_mean:>13,} ({d_insn:+.1f} %)"
+                     + ("" if r.bit_exact else "  outputs DIFFER"))
     return lines
 
 
-def _by_type(run: dict) -> str:
+def _by_type(run: EmulationSummary) -> str:
     """The largest op types' share of the instructions (the profiled Invoke)."""
-    types = run.get("instructions_by_op_type") or {}
+    types = run.instructions_by_op_type
     total = sum(types.values())
     if not total:
         return ""

@@ -24,6 +24,7 @@ from tinyexport.firmware_eval import tflm_runner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.bundle import ArenaBasis, write_bundle
 from tinyexport.firmware_eval.emulate import emulate_cores
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.optimize import OptimizeOptions, optimize
 from tinyexport.firmware_eval.tflm_measurement import (
     measure,
@@ -54,14 +55,12 @@ def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.
         pred = analyse(graph).prediction
         run = measure(candidate, graph, x, pred.total, pred.min_arena)
         reference_same = _same_reference(original, candidate, x)
-    outputs = run.pop("outputs", None)
-    same = outputs is not None and np.array_equal(outputs, base_outputs)
+    same = run.outputs is not None and np.array_equal(run.outputs, base_outputs)
     return {"inputs": int(len(x)), "outputs_equal_to_original": bool(same),
             "litert_reference_equal_to_original": reference_same,
-            "tflm_equals_litert_reference": run.get("bit_exact", {}),
-            "measured": run.get("measured"), "predicted": arena_dict(pred),
-            "errors": run.get("errors"),
-            "confirmed": bool(same and reference_same and not run.get("errors"))}
+            "tflm_equals_litert_reference": {} if run.bit_exact is None else run.bit_exact,
+            "measured": run.measured, "predicted": arena_dict(pred), "errors": run.errors,
+            "confirmed": bool(same and reference_same and not run.errors)}
 
 
 def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
@@ -189,7 +188,7 @@ class FirmwareResult:
     compaction: dict | None = field(default=None, metadata=OMIT_NONE)
     board: Verdict | None = field(default=None, metadata=OMIT_NONE)  # the final verdict
     bundle: list[str] = field(default_factory=list)
-    emulation: dict | None = field(default=None, metadata=OMIT_NONE)
+    emulation: dict[str, EmulationSummary] | None = field(default=None, metadata=OMIT_NONE)
 
     def relative_to(self, root: Path) -> FirmwareResult:
         """This result with every path under ``root`` made relative to it."""
@@ -218,15 +217,15 @@ def _optimized_figures(graph, analysis) -> dict:
 def _tflm_run(path: Path, graph, analysis, x: np.ndarray, labels) -> tuple[dict, np.ndarray | None]:
     """The FirmwareResult fields of a TFLM run, and its outputs (None when it did not run)."""
     run = measure(path, graph, x, analysis.prediction.total, analysis.prediction.min_arena)
-    outputs = run.pop("outputs", None)
-    if outputs is not None and labels is not None:
-        run["top1"] = top1(graph, outputs, labels)
-    return run, outputs
+    labelled = run.outputs is not None and labels is not None
+    return ({"errors": run.errors, "measured": run.measured, "notes": run.notes,
+             "bit_exact": run.bit_exact, "top1": top1(graph, run.outputs, labels) if labelled
+             else None}, run.outputs)
 
 
-def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict:
+def _emulated(bundle_dir: Path, board: Board, keep: Path) -> dict[str, EmulationSummary]:
     """The bundle built for ``board``'s core and run in QEMU (ELF, map and logs kept in
-    ``keep/<core>``): core -> ``EmulationResult.summary()``."""
+    ``keep/<core>``): core -> its summary."""
     runs = emulate_cores(bundle_dir, [board_core(board)], keep=keep)
     for build in keep.glob("**/obj"):  # object files: rebuildable and the bulk of the folder
         shutil.rmtree(build, ignore_errors=True)

@@ -21,6 +21,7 @@ from tinyexport.errors import UserError, printable
 from tinyexport.firmware_eval import planner
 from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.tflm_measurement import check_labels, measure, prepare_inputs, top1
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import (
@@ -100,27 +101,26 @@ def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = Fal
                  "scratch_bytes": r.scratch_bytes} for r in pred.ops],
         "boards": [],  # below: measured where a board's core is emulated
     }
-    if emulate:
-        report["emulated"] = emulate_cores(path, list(emulate))
-        first = report["emulated"][emulate[0]]
+    emulated = emulate_cores(path, list(emulate)) if emulate else None
+    if emulated:
+        report["emulated"] = to_record(emulated)
+        first = emulated[emulate[0]]
         report["runtime_code_bytes"] = {
-            "value": first["flash_bytes"] - first["flash"]["model"],
-            "basis": f"measured: {first['core']} firmware in QEMU, model array excluded"}
+            "value": first.flash_bytes - first.flash["model"],
+            "basis": f"measured: {first.core} firmware in QEMU, model array excluded"}
     firmware = firmware_graph(Path(path).read_bytes(), graph)
     report["firmware_model_bytes"] = firmware.model_bytes
-    report["boards"] = [to_record(v) for v in board_verdicts(firmware, boards,
-                                                             report.get("emulated"))]
+    report["boards"] = [to_record(v) for v in board_verdicts(firmware, boards, emulated)]
     blockers = runtime_blockers(graph)
     if blockers and not do_measure:
         report["errors"] = [f"TFLM would fail: {b}" for b in blockers]
     if do_measure:
         x = prepare_inputs(graph, images)
         result = measure(Path(path), graph, x, pred.total, pred.min_arena)
-        outputs = result.pop("outputs", None)
-        report.update(result)
+        report.update(to_record(result))
         report["inputs"] = {"count": len(x), "source": "synthetic" if images is None else "file"}
-        if outputs is not None and labels is not None:
-            report["top1"] = top1(graph, outputs, labels)
+        if result.outputs is not None and labels is not None:
+            report["top1"] = top1(graph, result.outputs, labels)
     check_consistent(pred.head, pred.lower_bound, report.get("bit_exact"))
     return report
 
@@ -160,7 +160,7 @@ def render(report: dict) -> str:
               f"{'' if 'emulated' in report else '~'}{report['runtime_code_bytes']['value']:,} B "
               f"({report['runtime_code_bytes']['basis']})"]
     for run in (report.get("emulated") or {}).values():
-        lines += emulation_lines(run)
+        lines += emulation_lines(EmulationSummary.from_record(run))
     for v in report["boards"]:
         lines += verdict_lines(Verdict.from_record(v), "tinyreport-tflite")
     lines += [f"note: {printable(n, 2000)}" for n in report.get("notes", [])]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import arena, planner, tflm_runner
 from tinyexport.firmware_eval.tflm_readiness import runtime_blockers
+from tinyexport.json_record import NOT_RECORDED, OMIT_NONE
 from tinyexport.safe_io import check_finite
 from tinyexport.safe_io import check_labels as safe_check_labels
 from tinyexport.tflite_graph.quant import quantize_values
@@ -83,25 +85,39 @@ def measure_arena_size(graph: Graph, predicted: int) -> int:
     return planner.align_up(max(10 * graph.model_bytes, 2 * predicted + (1 << 16)))
 
 
+@dataclass(frozen=True)
+class TflmMeasurement:
+    """What :func:`measure` found. ``errors``: why a part did not run (empty when all did);
+    ``measured``: TFLM's arena (head, tail, total, min_arena); ``bit_exact``: TFLM against LiteRT's
+    reference kernels; ``outputs``: TFLM's (one row per input), never recorded. A figure the run
+    stopped before is None, and absent from the record (``tinyreport --measure``'s keys)."""
+
+    errors: list[str]
+    measured: dict | None = field(default=None, metadata=OMIT_NONE)
+    notes: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    bit_exact: dict | None = field(default=None, metadata=OMIT_NONE)
+    outputs: np.ndarray | None = field(default=None, metadata=NOT_RECORDED)
+
+
 def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
-            predicted_min: int | None = None) -> dict:
+            predicted_min: int | None = None) -> TflmMeasurement:
     """Run TFLM (arena, min arena, outputs) and LiteRT reference kernels (bit-exactness).
     ``predicted_min``: :attr:`arena.ArenaPrediction.min_arena`, quoted in the #2738 error."""
-    out: dict = {"errors": [f"TFLM not run: {b}" for b in runtime_blockers(graph)]}
-    if out["errors"]:
-        return out
+    errors = [f"TFLM not run: {b}" for b in runtime_blockers(graph)]
+    if errors:
+        return TflmMeasurement(errors)
     try:
         run = tflm_runner.run_tflm(path, x, arena_size=measure_arena_size(graph, predicted_total))
     except tflm_runner.TflmFailure as exc:
-        out["errors"].append(f"TFLM: {exc}")
-        return out
-    out["measured"] = {"head": run.head, "tail": run.tail, "total": run.total}
+        return TflmMeasurement([f"TFLM: {exc}"])
     try:
         found = tflm_runner.min_arena(path, x, run.outputs, start=run.total)
     except tflm_runner.TflmFailure as exc:
-        out["errors"].append(f"TFLM min-arena search: {exc}")
+        errors.append(f"TFLM min-arena search: {exc}")
         found = tflm_runner.MinArena(None, run.total, 0)
-    out["measured"]["min_arena"] = found.min_arena
+    measured = {"head": run.head, "tail": run.tail, "total": run.total,
+                "min_arena": found.min_arena}
+    notes = None
     if found.min_arena is None or found.min_arena > run.total + planner.ALIGN:
         text = (f"TFLM needs more than its recorded total {run.total} B to allocate "
                 f"(min arena {found.min_arena or f'> {found.searched_up_to}'} B"
@@ -109,17 +125,28 @@ def measure(path: Path, graph: Graph, x: np.ndarray, predicted_total: int,
                 + ", tflite-micro#2738)")
         # Predicted (arena.planning_peak) and used by the bundle: a note, not a failure.
         predicted_ok = found.min_arena is not None and (predicted_min or 0) >= found.min_arena
-        out.setdefault("notes", []).append(text) if predicted_ok else out["errors"].append(text)
-    out["outputs"] = run.outputs
+        if predicted_ok:
+            notes = [text]
+        else:
+            errors.append(text)
+    return TflmMeasurement(errors, measured, notes, _reference_check(path, graph, x, run.outputs,
+                                                                     errors), run.outputs)
+
+
+def _reference_check(path: Path, graph: Graph, x: np.ndarray, outputs: np.ndarray,
+                     errors: list[str]) -> dict | None:
+    """TFLM's ``outputs`` against LiteRT's reference kernels, with the first op that differs;
+    None (and a line in ``errors``) when LiteRT could not run."""
     try:
         ref = tflm_runner.run_litert_ref(path, x)
-        out["bit_exact"] = bit_exactness(ref, run.outputs)
-        if not out["bit_exact"]["equal"]:
-            row = int(np.argwhere(ref != run.outputs)[0][0])
-            out["bit_exact"]["first_difference"] = localize(path, graph, x[row:row + 1])
     except tflm_runner.TflmFailure as exc:
-        out["errors"].append(f"LiteRT reference: {exc}")
-    return out
+        errors.append(f"LiteRT reference: {exc}")
+        return None
+    exact = bit_exactness(ref, outputs)
+    if not exact["equal"]:
+        row = int(np.argwhere(ref != outputs)[0][0])
+        exact["first_difference"] = localize(path, graph, x[row:row + 1])
+    return exact
 
 
 def bit_exactness(reference: np.ndarray, candidate: np.ndarray) -> dict:

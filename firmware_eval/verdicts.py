@@ -34,6 +34,7 @@ from tinyexport.boards import (
 )
 from tinyexport.errors import EXIT_DOES_NOT_FIT, UserError
 from tinyexport.firmware_eval.arena import predict
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.model_flash import AnalyticGraph, predict_model_flash
 from tinyexport.tflite_graph.compact import UNREADABLE_FLATBUFFER, compact_for_tflm
 from tinyexport.tflite_graph.reader import Graph
@@ -183,26 +184,26 @@ def firmware_graph(data: bytes, graph: Graph) -> Graph:
 
 
 def board_verdict(graph: Graph | AnalyticGraph, board: Board,
-                  emulated: Mapping[str, dict] | None = None) -> Verdict:
+                  emulated: Mapping[str, EmulationSummary] | None = None) -> Verdict:
     """The final verdict for ``board``: measured where its core ran in emulation (``emulated``:
-    core -> ``EmulationResult.summary()``), else predicted."""
+    core -> its summary, :func:`tinyexport.firmware_eval.emulate.emulate_cores`), else predicted."""
     predicted = predicted_verdict(graph, board)
     run = (emulated or {}).get(board_core(board) or "")
     return predicted if run is None else measured_verdict(predicted, board, run)
 
 
 def board_verdicts(graph: Graph | AnalyticGraph, boards: Sequence[Board],
-                   emulated: Mapping[str, dict] | None = None) -> list[Verdict]:
+                   emulated: Mapping[str, EmulationSummary] | None = None) -> list[Verdict]:
     """:func:`board_verdict` for each board."""
     return [board_verdict(graph, board, emulated) for board in boards]
 
 
-def measured_verdict(predicted: Verdict, board: Board, run: dict) -> Verdict:
+def measured_verdict(predicted: Verdict, board: Board, run: EmulationSummary) -> Verdict:
     """``predicted`` with SRAM and flash replaced by an emulation ``run`` of the board's core; the
     analytic needs stay under ``predicted``, with a latency estimate where calibrated."""
-    ms = latency_ms(board, run)
-    return replace(verdict(board, run["sram_bytes"], run["flash_bytes"], isa=predicted.isa),
-                   basis=f"measured: {run['core']} in QEMU {run['machine']}",
+    ms = latency_ms(board, run.core, run.instructions_mean)
+    return replace(verdict(board, run.sram_bytes, run.flash_bytes, isa=predicted.isa),
+                   basis=f"measured: {run.core} in QEMU {run.machine}",
                    predicted=Needs(predicted.sram_needed, predicted.flash_needed),
                    latency_ms=None if ms is None else round(ms, 1),
                    latency_basis=None if ms is None else LATENCY_BASIS)
@@ -229,13 +230,14 @@ LATENCY_BASIS = ("instructions x 0.80 cycles each, calibrated on published STM32
                  "(within 4 %); other memory systems differ")
 
 
-def latency_ms(board: Board, run: dict) -> float | None:
-    """Estimated latency of one inference on ``board`` from an emulation ``run`` of its core
-    (None where the core is not calibrated or the board's clock is not known)."""
-    cpi, hz = CYCLES_PER_INSTRUCTION.get(run["core"]), board_clock_hz(board)
+def latency_ms(board: Board, core: str, instructions: float) -> float | None:
+    """Estimated latency of one inference on ``board`` from the ``instructions`` per inference
+    emulated (or estimated) on its ``core`` (None where the core is not calibrated or the board's
+    clock is not known)."""
+    cpi, hz = CYCLES_PER_INSTRUCTION.get(core), board_clock_hz(board)
     if cpi is None or hz is None:
         return None
-    return run["instructions_mean"] * cpi / hz * 1e3
+    return instructions * cpi / hz * 1e3
 
 
 def latency_text(v: Verdict) -> str:

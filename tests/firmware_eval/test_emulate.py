@@ -9,6 +9,8 @@ library per core (minutes on 2 cores). Run with
 
 import json
 import os
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from tinyexport.boards import BOARDS, verdict
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval import emulate, emulate_build, emulate_map
+from tinyexport.firmware_eval.emulation_summary import EmulationSummary, ProfileFigures
 from tinyexport.json_record import to_record
 
 # The TFLM library's part of both images (framework, a CMSIS-NN function, a TFLM kernel).
@@ -130,28 +133,74 @@ def test_product_main_is_package_data_without_a_harness():
     assert "printf" not in text and "<cstdio>" not in text and "emu_inputs" not in text
 
 
-def _summary_with_profiles() -> dict:
-    run, _ = emulate_map.flash_split(MAP, _CATS)
+def _result(profile: str = "product", insns=(1_000_000, 1_000_000, 1_000_000),
+            extra_flash: int = 0) -> emulate.EmulationResult:
+    """An emulation result as :func:`emulate.emulate` returns it, from the maps above."""
+    run, ram = emulate_map.flash_split(MAP, _CATS)
     product, _ = emulate_map.flash_split(PRODUCT_MAP, _CATS)
-    return {"core": "cortex-m7", "machine": "mps2-an500", "profile": "product",
-            "flash_bytes": product["total"], "flash": product, "flash_run_image": run,
-            "flash_harness": emulate_map.harness_delta(run, product),
-            "sram_bytes": 5000, "sram": {"arena_min": 4000, "data": 0, "bss": 100, "stack": 900},
-            "bundle_arena_size": 4000, "bundle_arena_allocates": True,
-            "instructions_mean": 1_000_000, "instructions_by_op_type": {"CONV_2D": 9},
-            "bit_exact": {"equal": True}, "inputs": 3, "notes": [],
-            "profiles": {"product": {"flash_bytes": product["total"], "instructions_mean": 1_000_000,
-                                     "bit_exact": True},
-                         "speed": {"flash_bytes": product["total"] + 4096,
-                                   "instructions_mean": 800_000, "bit_exact": True}}}
+    product = {**product, "total": product["total"] + extra_flash}
+    return emulate.EmulationResult(
+        core="cortex-m7", machine="mps2-an500", flash=run, flash_product=product, ram_static=ram,
+        arena_min=4000, arena_used=3900, stack_bytes=900, op_instructions=[["CONV_2D", 9]],
+        arena_sections={"head": 3000, "tail": 900, "by_type": {}}, bundle_arena_size=4000,
+        bundle_arena_allocates=True, arena_python_tflm=4100,
+        instructions_per_inference=list(insns), instructions_per_tick=1.0,
+        outputs=np.zeros((3, 2)), reference=np.zeros((3, 2)), bit_exact={"equal": True},
+        elf=Path("/w/firmware.elf"), map_file=Path("/w/firmware.map"), seconds={"build": 1.5},
+        notes=[], profile=profile)
+
+
+def _summary_with_profiles() -> EmulationSummary:
+    product, speed = _result(), _result("speed", (800_000,) * 3, extra_flash=4096)
+    return replace(product.summary(), profiles={"product": ProfileFigures.of(product.summary()),
+                                                "speed": ProfileFigures.of(speed.summary())})
+
+
+def test_summary_record_keeps_the_layout_of_export_json():
+    """export.json's ``firmware.emulation[core]`` and ``tinyreport --json``'s ``emulated[core]``:
+    the keys and values the summary has always been written with, in that order."""
+    res = _result()
+    insns = res.instructions_per_inference
+    before = {"core": res.core, "machine": res.machine, "profile": res.profile,
+              "flash_bytes": res.flash_bytes, "flash": res.flash_product,
+              "flash_run_image": res.flash, "flash_harness": res.harness,
+              "sram_bytes": res.sram_bytes,
+              "sram": {"arena_min": res.arena_min, **res.ram_static, "stack": res.stack_bytes},
+              "arena_used": res.arena_used, "arena_sections": res.arena_sections,
+              "bundle_arena_size": res.bundle_arena_size,
+              "bundle_arena_allocates": res.bundle_arena_allocates,
+              "instructions_per_inference": insns,
+              "instructions_mean": round(sum(insns) / len(insns)),
+              "instructions_by_op_type": res.by_op_type(),
+              "bit_exact": res.bit_exact, "inputs": len(insns), "notes": res.notes,
+              "seconds": res.seconds}
+    record = to_record(res.summary())
+    assert json.dumps(record) == json.dumps(before)  # same keys, same order, same values
+    run = _summary_with_profiles()
+    record = to_record(run)
+    assert list(record) == [*before, "profiles"]
+    assert record["profiles"]["speed"] == {
+        "flash_bytes": run.flash_bytes + 4096, "flash_harness": run.flash_harness["total"] - 4096,
+        "kernels": run.flash["kernels"], "instructions_mean": 800_000, "bit_exact": True}
+    assert EmulationSummary.from_record(json.loads(json.dumps(record))) == run
+
+
+def test_emulate_cores_gives_the_first_profile_with_every_profile_side_by_side(monkeypatch):
+    results = {"product": _result(), "speed": _result("speed", (800_000,) * 3, 4096)}
+    monkeypatch.setattr(emulate, "emulate", lambda source, core, work, profile: results[profile])
+    runs = emulate.emulate_cores("m.tflite", ["cortex-m7"], profiles="product,speed")
+    run = runs["cortex-m7"]
+    assert run == replace(results["product"].summary(), profiles=run.profiles)
+    assert list(run.profiles) == ["product", "speed"]
+    assert run.profiles["speed"].instructions_mean == 800_000
 
 
 def test_report_shows_product_flash_the_harness_and_profiles_side_by_side():
     run = _summary_with_profiles()
     text = "\n".join(emulate.emulation_lines(run))
-    product = run["flash_bytes"]
+    product = run.flash_bytes
     assert f"flash measured {product:,} B (product image: newlib-nano, no semihosting)" in text
-    added = run["flash_run_image"]["total"] - product
+    added = run.flash_run_image["total"] - product
     assert f"run image adds {added:,} B" in text and "test inputs 768" in text
     assert "product profile: -Os, TFLM BUILD_TYPE=default" in text
     assert "speed" in text and "(+4,096)" in text and "(-20.0 %)" in text
@@ -162,11 +211,11 @@ def test_report_md_shows_the_product_flash_and_what_the_harness_adds():
 
     run = _summary_with_profiles()
     firmware = {"arena": {"total": 4000, "head": 3000, "tail": 1000}, "min_arena": 4000,
-                "emulation": {"cortex-m7": run}}
+                "emulation": {"cortex-m7": to_record(run)}}
     text = "\n".join(_firmware_lines(firmware))
     assert "- emulated cortex-m7" in text
-    assert f"  - flash measured {run['flash_bytes']:,} B (product image" in text
-    added = run["flash_run_image"]["total"] - run["flash_bytes"]
+    assert f"  - flash measured {run.flash_bytes:,} B (product image" in text
+    added = run.flash_run_image["total"] - run.flash_bytes
     assert f"  - the emulator's run image adds {added:,} B" in text and "not flashed" in text
     assert "  - speed" in text  # the profiles side by side
 
@@ -242,9 +291,10 @@ def test_board_core_and_clock():
     assert board_clock_hz(BOARDS.get("stm32f765")) is None
 
 
-def _run_summary(core: str, sram: int, flash: int) -> dict:
-    return {"core": core, "machine": emulate.MACHINES[core], "sram_bytes": sram, "flash_bytes": flash,
-            "instructions_mean": 2_160_000}
+def _run_summary(core: str, sram: int, flash: int, instructions: int = 2_160_000
+                 ) -> EmulationSummary:
+    return replace(_result().summary(), core=core, machine=emulate.MACHINES[core],
+                   sram_bytes=sram, flash_bytes=flash, instructions_mean=instructions)
 
 
 def test_measured_verdicts_replace_the_prediction_for_the_emulated_core_only(models):
@@ -354,11 +404,10 @@ def test_latency_only_where_calibrated():
     from tinyexport.firmware_eval.verdicts import latency_ms, measured_verdict
 
     f746, f765, f412 = (BOARDS.get(name) for name in ("stm32f746", "stm32f765", "stm32f412"))
-    m7 = {**_run_summary("cortex-m7", 1, 1), "instructions_mean": 270_000_000}
-    assert latency_ms(f746, m7) == pytest.approx(270e6 * 0.80 / 216e6 * 1e3)
-    assert latency_ms(f765, m7) is None  # no clock in the board profile
-    m4 = {**_run_summary("cortex-m4", 1, 1), "instructions_mean": 1}
-    assert latency_ms(f412, m4) is None  # no published M4 figure to calibrate on
+    assert latency_ms(f746, "cortex-m7", 270e6) == pytest.approx(270e6 * 0.80 / 216e6 * 1e3)
+    assert latency_ms(f765, "cortex-m7", 270e6) is None  # no clock in the board profile
+    assert latency_ms(f412, "cortex-m4", 1) is None  # no published M4 figure to calibrate on
+    m7 = _run_summary("cortex-m7", 1, 1, instructions=270_000_000)
     v = measured_verdict(verdict(f746, 1, 1), f746, m7)
     assert v.latency_ms == 1000.0 and "calibrated" in v.latency_basis
 
@@ -389,7 +438,6 @@ def test_stateful_lstm_runs_and_differences_are_localized(tmp_path):
     """TFLM's mnist_lstm example: its LSTM kernel crashes on a too-small arena (the bisection
     goes on above it), its state carries over between inputs, and where CMSIS-NN's outputs
     differ from the reference kernels the LSTM op is named."""
-    from pathlib import Path
 
     model = Path(__file__).parent / "data" / "trained_lstm_int8.tflite"
     res = emulate.emulate(model, "cortex-m4", work=tmp_path, n_inputs=3)
@@ -407,9 +455,9 @@ def test_profiles_side_by_side(models, tmp_path):
     runs = emulate.emulate_cores(models["int8"], ["cortex-m7"], keep=tmp_path,
                                  profiles="product,speed", n_inputs=2)
     run = runs["cortex-m7"]
-    assert run["profile"] == "product" and list(run["profiles"]) == ["product", "speed"]
-    assert all(row["bit_exact"] for row in run["profiles"].values())
-    assert run["profiles"]["product"]["flash_bytes"] == run["flash_bytes"]
+    assert run.profile == "product" and list(run.profiles) == ["product", "speed"]
+    assert all(row.bit_exact for row in run.profiles.values())
+    assert run.profiles["product"].flash_bytes == run.flash_bytes
     assert "profiles (product image flash" in "\n".join(emulate.emulation_lines(run))
 
 
