@@ -5,7 +5,6 @@ nothing of the user's lost."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -49,20 +48,6 @@ def one_error_line(capsys):
     return read
 
 
-@contextlib.contextmanager
-def _within(seconds: int):
-    def expired(*_):
-        raise AssertionError(f"still running after {seconds} s: a hang")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 # --- 1. unbounded resources ------------------------------------------------------------------
 
 
@@ -82,7 +67,7 @@ def _patch_declared_size(path: Path, size: int) -> None:
     ("shape", "declares shape (1000000, 1000000)"),
     ("sparse", "above the limit of 256 MiB"),
 ])
-def test_npz_bombs_are_refused_before_allocation(tmp_path, one_error_line, kind, reason):
+def test_npz_bombs_are_refused_before_allocation(within, tmp_path, one_error_line, kind, reason):
     path = tmp_path / "bomb.npz"
     if kind == "declared":
         np.savez(path, images=np.zeros((1, 16, 16, 3), np.float32))
@@ -99,27 +84,27 @@ def test_npz_bombs_are_refused_before_allocation(tmp_path, one_error_line, kind,
         with open(path, "wb") as f:
             f.write(b"PK\x03\x04")
             f.truncate(20 * 2 ** 30)  # sparse: no disk used
-    with _within(10):
+    with within(10):
         assert tinyreport([str(MODEL), "--measure", "--images", str(path)]) == 2
     assert reason in one_error_line()
 
 
-def test_sparse_tflite_is_refused_before_reading(tmp_path, one_error_line):
+def test_sparse_tflite_is_refused_before_reading(within, tmp_path, one_error_line):
     path = tmp_path / "huge.tflite"
     with open(path, "wb") as f:
         f.write(b"\0\0\0\0TFL3")
         f.truncate(20 * 2 ** 30)
-    with _within(10):
+    with within(10):
         assert tinyreport([str(path)]) == 2
     assert "TFLite model" in (line := one_error_line()) and "above the limit of 256 MiB" in line
 
 
-def test_yaml_alias_bomb_board_file_is_refused(tmp_path, one_error_line):
+def test_yaml_alias_bomb_board_file_is_refused(within, tmp_path, one_error_line):
     bomb = tmp_path / "board.yaml"
     lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
     lines += [f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}] " for i in range(8)]
     bomb.write_text("\n".join(lines) + "\nname: evil\nsram: 1\nflash: 1\n")
-    with _within(10):
+    with within(10):
         assert tinyreport(["--model", "mcunet-in0", "--board", str(bomb)]) == 2
     assert "board file" in (line := one_error_line()) and "anchor/alias" in line
 
@@ -165,7 +150,7 @@ def test_memory_error_is_one_line(one_error_line):
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev", "folder"])
-def test_special_files_are_named_for_what_they_are(tmp_path, one_error_line, kind):
+def test_special_files_are_named_for_what_they_are(within, tmp_path, one_error_line, kind):
     if kind == "fifo":
         path = tmp_path / "model.tflite"
         os.mkfifo(path)
@@ -178,10 +163,10 @@ def test_special_files_are_named_for_what_they_are(tmp_path, one_error_line, kin
         path = tmp_path / "dir.tflite"
         path.mkdir()
         expected = "is a folder"
-    with _within(10):
+    with within(10):
         assert tinyreport([str(path)]) == 2
     assert expected in one_error_line()
-    with _within(10):  # the same path as --images, as a checkpoint and as a board file
+    with within(10):  # the same path as --images, as a checkpoint and as a board file
         assert tinyreport([str(MODEL), "--measure", "--images", str(path)]) == 2
         assert expected in one_error_line()
         assert tinyexport(SMALL + ["--checkpoint", str(path), "--out", str(tmp_path / "o")]) == 2
@@ -203,7 +188,7 @@ def test_special_files_are_named_for_what_they_are(tmp_path, one_error_line, kin
     (lambda sd: {k: (v * 1e12 + 1e12 if v.is_floating_point() else v) for k, v in sd.items()},
      "above the limit of 1e+06"),
 ])
-def test_export_checkpoint_goes_through_the_train_side_validation(tmp_path, one_error_line,
+def test_export_checkpoint_goes_through_the_train_side_validation(within, tmp_path, one_error_line,
                                                                   change, reason):
     from tinyexport.train.checkpoint_format import make_payload
     from tinyexport.train.models import build_model
@@ -212,7 +197,7 @@ def test_export_checkpoint_goes_through_the_train_side_validation(tmp_path, one_
     payload = make_payload(model)
     payload["state_dict"] = change(payload["state_dict"])
     torch.save(payload, tmp_path / "c.pt")
-    with _within(20):
+    with within(20):
         assert tinyexport(["--checkpoint", str(tmp_path / "c.pt"), "--out",
                            str(tmp_path / "o")]) == 2
     assert reason in one_error_line()
@@ -239,10 +224,10 @@ def test_infinite_sqnr_is_printed_everywhere():
     (np.zeros((2, 16, 16, 3), np.float32), np.array([2 ** 40, 0]), f"label {2 ** 40}"),
     (np.zeros((2, 16, 16, 3), np.float32), np.array([10, 0]), "outside 0..9 for 10 classes"),
 ])
-def test_images_and_labels_that_lie_are_refused(tmp_path, one_error_line, images, labels, reason):
+def test_images_and_labels_that_lie_are_refused(within, tmp_path, one_error_line, images, labels, reason):
     path = tmp_path / "x.npz"
     np.savez(path, images=images, **({} if labels is None else {"labels": labels}))
-    with _within(60):
+    with within(60):
         assert tinyreport([str(MODEL), "--measure", "--images", str(path)]) == 2
     assert reason in one_error_line()
 

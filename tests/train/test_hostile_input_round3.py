@@ -5,13 +5,11 @@ with nothing of the user's touched."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import os
 import pickle
 import re
-import signal
 import struct
 import zipfile
 import zlib
@@ -37,21 +35,6 @@ PRE = Preprocessing(32)
 
 def _must_not_run(*args, **kwargs):
     raise AssertionError("work started before the input was checked")
-
-
-@contextlib.contextmanager
-def _within(seconds: int):
-    """Fail instead of hanging (a FIFO read blocks forever)."""
-    def expired(*_):
-        raise AssertionError(f"still running after {seconds} s: a hang")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -81,12 +64,12 @@ def _image_folder(root, classes=("cat", "dog")):
 # ------------------------------------------------------------ 1. unbounded resources
 
 @pytest.mark.parametrize("width, height", [(50_000, 50_000), (80_000_000, 1), (1, 1_000_000)])
-def test_image_declaring_huge_size_is_skipped_with_a_warning(tmp_path, caplog, width, height):
+def test_image_declaring_huge_size_is_skipped_with_a_warning(within, tmp_path, caplog, width, height):
     root = _image_folder(tmp_path / "data")
     bomb = root / "cat" / "bomb.png"
     bomb.write_bytes(_png(width, height))
     dataset = build_dataset(str(root), "train", PRE, False)
-    with _within(20), caplog.at_level(logging.WARNING):
+    with within(20), caplog.at_level(logging.WARNING):
         labels = [dataset[i][1] for i in range(len(dataset))]
     assert len(labels) == 3 and dataset.skipped.count == 1
     warned = [r.getMessage() for r in caplog.records if "bomb.png" in r.getMessage()]
@@ -114,17 +97,17 @@ def _fashion(folder, images: bytes, labels: bytes, compress=False) -> str:
     (_idx((4_000_000_000, 28, 28), b""), _idx((1,)), "above the limit"),
     (_idx((2, 28, 28)), _idx((2,), bytes((0, 200))), "label 200"),
 ])
-def test_bad_idx_files_are_one_error(tmp_path, images, labels, reason):
+def test_bad_idx_files_are_one_error(within, tmp_path, images, labels, reason):
     spec = _fashion(tmp_path / "fm", images, labels)
-    with _within(20), pytest.raises(UserError, match=reason):
+    with within(20), pytest.raises(UserError, match=reason):
         load_arrays(parse_data_spec(spec), "train")
 
 
-def test_gzip_bomb_is_refused_after_its_header(tmp_path):
+def test_gzip_bomb_is_refused_after_its_header(within, tmp_path):
     # the header says one 28x28 image; the stream inflates to 64 MB more
     images = _idx((1, 28, 28), bytes(28 * 28 + 64 * 2**20))
     spec = _fashion(tmp_path / "fm", images, _idx((1,)), compress=True)
-    with _within(20), pytest.raises(UserError, match="more data than its header says"):
+    with within(20), pytest.raises(UserError, match="more data than its header says"):
         load_arrays(parse_data_spec(spec), "train")
 
 
@@ -133,12 +116,12 @@ def test_synthetic_count_has_a_limit():
         parse_data_spec("synthetic:1000000000000")
 
 
-def test_archive_with_too_many_entries_is_refused_before_unpacking(tmp_path):
+def test_archive_with_too_many_entries_is_refused_before_unpacking(within, tmp_path):
     path = tmp_path / "many.pt"
     with zipfile.ZipFile(path, "w") as archive:
         for i in range(20_001):
             archive.writestr(f"archive/data/{i}", b"")
-    with _within(20), pytest.raises(UserError, match="20001 archive entries, above the limit"):
+    with within(20), pytest.raises(UserError, match="20001 archive entries, above the limit"):
         read_payload(path)
 
 
@@ -165,10 +148,10 @@ def test_yaml_alias_bomb_is_refused(tmp_path, one_error_line, monkeypatch):
 
 # ------------------------------------------------------------ 2. special files
 
-def test_fifo_inside_an_image_folder_is_left_out(tmp_path, caplog):
+def test_fifo_inside_an_image_folder_is_left_out(within, tmp_path, caplog):
     root = _image_folder(tmp_path / "data")
     os.mkfifo(root / "cat" / "pipe.jpg")
-    with _within(20), caplog.at_level(logging.WARNING):
+    with within(20), caplog.at_level(logging.WARNING):
         dataset = build_dataset(str(root), "train", PRE, False)
         assert [dataset[i][1] for i in range(len(dataset))] == [0, 1]
     assert any("pipe.jpg" in r.getMessage() and "a FIFO" in r.getMessage()
@@ -179,18 +162,18 @@ def test_fifo_inside_an_image_folder_is_left_out(tmp_path, caplog):
     (lambda p: os.mkfifo(p) or p, "is a FIFO (named pipe)"),
     (lambda p: "/dev/zero", "is a character device"),
 ])
-def test_special_checkpoint_is_named_for_what_it_is(tmp_path, make, kind):
+def test_special_checkpoint_is_named_for_what_it_is(within, tmp_path, make, kind):
     path = make(tmp_path / "best.pt")
-    with _within(20), pytest.raises(UserError, match=re.escape(kind)):
+    with within(20), pytest.raises(UserError, match=re.escape(kind)):
         read_payload(path)
 
 
-def test_fifo_data_file_is_named_for_what_it_is(tmp_path):
+def test_fifo_data_file_is_named_for_what_it_is(within, tmp_path):
     folder = tmp_path / "fm"
     folder.mkdir()
     os.mkfifo(folder / "train-images-idx3-ubyte")
     (folder / "train-labels-idx1-ubyte").write_bytes(_idx((1,)))
-    with _within(20), pytest.raises(UserError, match="is a FIFO"):
+    with within(20), pytest.raises(UserError, match="is a FIFO"):
         load_arrays(parse_data_spec(f"fashion-mnist:{folder}"), "train")
 
 
@@ -238,7 +221,7 @@ BAD_PAYLOADS = {
 
 
 @pytest.mark.parametrize("case", BAD_PAYLOADS)
-def test_bad_checkpoint_metadata_fails_at_load(tmp_path, one_error_line, monkeypatch, case):
+def test_bad_checkpoint_metadata_fails_at_load(within, tmp_path, one_error_line, monkeypatch, case):
     monkeypatch.setattr(transfer_module, "build_loaders", _must_not_run)
     payload = _payload()
     change, reason = BAD_PAYLOADS[case]
@@ -247,7 +230,7 @@ def test_bad_checkpoint_metadata_fails_at_load(tmp_path, one_error_line, monkeyp
     torch.save(payload, source)
     argv = ["transfer", "--from", str(source), "--data", "synthetic:24", "--out",
             str(tmp_path / "out"), "--epochs", "1", "--workers", "0", "--no-progress"]
-    with _within(30):
+    with within(30):
         assert main(argv) == 2
     line = one_error_line()
     assert reason in line and "source.pt" in line, line
@@ -383,12 +366,12 @@ def test_transfer_val_data_of_other_classes_is_refused(tmp_path, one_error_line,
     assert "has classes ['cow', 'dog'] but --data" in line and "['cat', 'dog']" in line, line
 
 
-def test_resume_from_a_fifo_is_named_for_what_it_is(tmp_path, one_error_line, monkeypatch):
+def test_resume_from_a_fifo_is_named_for_what_it_is(within, tmp_path, one_error_line, monkeypatch):
     monkeypatch.setattr(run_module, "build_loaders", _must_not_run)
     out = tmp_path / "run"
     out.mkdir()
     os.mkfifo(out / "checkpoint.pt")
-    with _within(20):
+    with within(20):
         assert main(TINY + ["--out", str(out), "--resume"]) == 2
     assert "it is a FIFO (named pipe), not a regular file" in one_error_line()
 
