@@ -11,6 +11,7 @@ from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
 from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.verdicts import verdict_lines
+from tinyexport.firmware_eval.verified_rewrites import Compaction
 from tinyexport.json_record import to_record
 from tinyexport.quantize.int8_checks import db_text
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
@@ -78,7 +79,8 @@ def _firmware_lines(firmware: dict) -> list[str]:
         lines.append(f"- memory optimiser, {step['name']}: "
                      + (f"applied, -{step['saved']:,} B ({step['reason']})" if step["applied"]
                         else f"not applied ({step['reason']})"))
-    lines += compaction_lines(firmware.get("compaction"), indent="- ")
+    compaction = firmware.get("compaction")
+    lines += compaction_lines(compaction and Compaction.from_record(compaction), indent="- ")
     for run in (firmware.get("emulation") or {}).values():  # product flash, what the harness adds
         first, *rest = emulation_lines(EmulationSummary.from_record(run))
         lines += [f"- {first}", *(f"  - {line.strip()}" for line in rest)]
