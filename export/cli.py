@@ -29,7 +29,7 @@ from tinyexport.firmware_eval.verdicts import (
     resolve_boards,
     verdict_lines,
 )
-from tinyexport.firmware_eval.verified_rewrites import Compaction
+from tinyexport.firmware_eval.verified_rewrites import Compaction, OptimizeResult
 from tinyexport.log import setup_logging
 from tinyexport.quantize.int8_checks import db_text
 from tinyexport.quantize.layer_report import render_layer_table
@@ -268,13 +268,16 @@ def _compaction(firmware: dict) -> Compaction | None:
 
 
 def _optimization_lines(record: dict | None) -> list[str]:
-    if not record or "steps" not in record:
-        return [f"  memory optimiser: {record['reason']}"] if record else []
-    steps = "; ".join(f"{s['name']} " + (f"-{s['saved']:,} B" if s["applied"] else "not applied")
-                      for s in record["steps"])
+    if not record:
+        return []
+    result = OptimizeResult.from_record(record)
+    if result.steps is None:  # TFLM could not run the model: nothing was tried
+        return [f"  memory optimiser: {result.reason}"]
+    steps = "; ".join(f"{s.name} " + (f"-{s.saved:,} B" if s.applied else "not applied")
+                      for s in result.steps)
     verdict = ("applied, TFLM confirms identical outputs on "
-               f"{record['verification']['inputs']} inputs" if record["applied"]
-               else record.get("reason", "not applied"))
+               f"{result.verification.inputs} inputs" if result.applied
+               else result.reason or "not applied")
     return [f"  memory optimiser: {steps} — {verdict}"]
 
 

@@ -3,8 +3,8 @@ results :mod:`evaluate` returns and the reports render.
 
 Each travels by attribute; it becomes JSON only at the edge (``tinyexport.json_record.to_record``:
 export.json's ``firmware.optimization`` and ``firmware.compaction``, ``tinyreport --optimize
---json``), field by field in the order those records have always had. :class:`Compaction` is
-read back from such a record with :meth:`Compaction.from_record` to be rendered.
+--json``), field by field in the order those records have always had. :class:`OptimizeResult`
+and :class:`Compaction` are read back from such a record with ``from_record`` to be rendered.
 """
 
 from __future__ import annotations
@@ -61,6 +61,23 @@ class OptimizeResult:
     patch_frontier: tuple[PlanRow, ...] | None = field(default=None, metadata=OMIT_NONE)
     verification: RewriteVerification | None = field(default=None, metadata=OMIT_NONE)
     reason: str | None = field(default=None, metadata=OMIT_NONE)
+
+    @classmethod
+    def from_record(cls, record: dict) -> OptimizeResult:
+        """The outcome a record holds (export.json's ``firmware.optimization``)."""
+        steps, frontier = record.get("steps"), record.get("patch_frontier")
+        check = record.get("verification")
+        return cls(steps=None if steps is None else tuple(_step(s) for s in steps),
+                   changed=record.get("changed"), applied=record["applied"],
+                   patch_frontier=None if frontier is None else tuple(PlanRow(**r)
+                                                                      for r in frontier),
+                   verification=None if check is None else RewriteVerification(**check),
+                   reason=record.get("reason"))
+
+
+def _step(record: dict) -> Step:
+    """A step read back: ``saved`` is derived (not an argument), so the record's is left out."""
+    return Step(**{k: v for k, v in record.items() if k != "saved"})
 
 
 @dataclass(frozen=True)

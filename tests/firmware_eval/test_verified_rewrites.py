@@ -1,6 +1,6 @@
 """The verified-rewrite results (``verified_rewrites``) keep export.json's and ``tinyreport
 --optimize --json``'s records as they were: the same keys, in the same order, with the same values;
-a compaction read back from its record is the one written."""
+an outcome read back from its record is the one written."""
 
 from __future__ import annotations
 
@@ -33,9 +33,11 @@ CHECK_RECORD = {"inputs": 64, "outputs_equal_to_original": True,
 
 
 def _same(value, expected) -> None:
-    """Equal, and equal as JSON text: the key order too."""
+    """Equal, and equal as JSON text: the key order too; an outcome read back is the one written."""
     assert to_record(value) == expected
     assert json.dumps(to_record(value)) == json.dumps(expected)
+    if isinstance(value, OptimizeResult):
+        assert OptimizeResult.from_record(json.loads(json.dumps(expected))) == value
 
 
 def _compaction() -> Compaction:
