@@ -47,6 +47,8 @@ from tinyexport.firmware_eval.arena import predict
 from tinyexport.firmware_eval.evaluate import COMPACTION_INPUTS, compact_verified, seeded_baseline
 from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.verdicts import runtime_estimate
+from tinyexport.firmware_eval.verified_rewrites import CompactionLevel
+from tinyexport.json_record import to_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,20 +94,23 @@ def compaction(label: str, path: Path, work: Path) -> tuple[Path, dict]:
     model = folder / "model.tflite"
     shutil.copy(path, model)
     x, outputs = seeded_baseline(model, COMPACTION_INPUTS)
-    record = compact_verified(model, x, outputs)
-    linked = Path(record["firmware_model"])
-    summary = {"bytes_before": record["bytes_before"], "linked_bytes": linked.stat().st_size,
-               "linked": "TFLM-only" if record["tflm"]["applied"] else
-                         "portable" if record["portable"]["applied"] else "as given"}
+    compacted = compact_verified(model, x, outputs)
+    linked = Path(compacted.firmware_model)
+    summary = {"bytes_before": compacted.bytes_before, "linked_bytes": linked.stat().st_size,
+               "linked": "TFLM-only" if compacted.tflm.applied else
+                         "portable" if compacted.portable.applied else "as given"}
     for level in ("portable", "tflm"):
-        check = record[level]["verification"]
-        summary[level] = {"bytes_after": record[level]["bytes_after"],
-                          "applied": record[level]["applied"],
-                          "steps": record[level]["steps"], "kept": record[level]["kept"],
-                          "tflm_equal": check["outputs_equal_to_original"],
-                          "litert_equal": check["litert_reference_equal_to_original"],
-                          "errors": check.get("errors")}
+        summary[level] = _level_summary(getattr(compacted, level))
     return linked, summary
+
+
+def _level_summary(level: CompactionLevel) -> dict:
+    """One compaction level as the results file lists it."""
+    check = level.verification
+    return {"bytes_after": level.bytes_after, "applied": level.applied,
+            "steps": to_record(level.steps), "kept": to_record(level.kept),
+            "tflm_equal": check.outputs_equal_to_original,
+            "litert_equal": check.litert_reference_equal_to_original, "errors": check.errors}
 
 
 def bench_model(label: str, path: Path, core: str, n_inputs: int, work: Path,

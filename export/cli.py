@@ -29,6 +29,7 @@ from tinyexport.firmware_eval.verdicts import (
     resolve_boards,
     verdict_lines,
 )
+from tinyexport.firmware_eval.verified_rewrites import Compaction, OptimizeResult
 from tinyexport.log import setup_logging
 from tinyexport.quantize.int8_checks import db_text
 from tinyexport.quantize.layer_report import render_layer_table
@@ -247,7 +248,7 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
              + (f", {measured['total']:,} B measured in the real interpreter"
                 if measured.get("total") else "")]
     lines += _optimization_lines(firmware.get("optimization"))
-    lines += compaction_lines(firmware.get("compaction"), indent="  ")
+    lines += compaction_lines(_compaction(firmware), indent="  ")
     size = _arena_size_constant(out / "firmware" / "arena_size.h")
     if size:
         lines.append(f"  C bundle: {out}/firmware/ with kTensorArenaSize = {size}")
@@ -260,14 +261,23 @@ def _firmware_lines(doc: dict, out: Path) -> list[str]:
     return lines
 
 
+def _compaction(firmware: dict) -> Compaction | None:
+    """export.json's compaction record read back, to be rendered."""
+    record = firmware.get("compaction")
+    return Compaction.from_record(record) if record else None
+
+
 def _optimization_lines(record: dict | None) -> list[str]:
-    if not record or "steps" not in record:
-        return [f"  memory optimiser: {record['reason']}"] if record else []
-    steps = "; ".join(f"{s['name']} " + (f"-{s['saved']:,} B" if s["applied"] else "not applied")
-                      for s in record["steps"])
+    if not record:
+        return []
+    result = OptimizeResult.from_record(record)
+    if result.steps is None:  # TFLM could not run the model: nothing was tried
+        return [f"  memory optimiser: {result.reason}"]
+    steps = "; ".join(f"{s.name} " + (f"-{s.saved:,} B" if s.applied else "not applied")
+                      for s in result.steps)
     verdict = ("applied, TFLM confirms identical outputs on "
-               f"{record['verification']['inputs']} inputs" if record["applied"]
-               else record.get("reason", "not applied"))
+               f"{result.verification.inputs} inputs" if result.applied
+               else result.reason or "not applied")
     return [f"  memory optimiser: {steps} — {verdict}"]
 
 

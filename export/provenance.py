@@ -11,6 +11,7 @@ from tinyexport.firmware_eval.compaction_report import compaction_lines
 from tinyexport.firmware_eval.emulate import emulation_lines
 from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.verdicts import verdict_lines
+from tinyexport.firmware_eval.verified_rewrites import Compaction, OptimizeResult
 from tinyexport.json_record import to_record
 from tinyexport.quantize.int8_checks import db_text
 from tinyexport.quantize.layer_report import LayerError, render_layer_table
@@ -74,11 +75,13 @@ def _firmware_lines(firmware: dict) -> list[str]:
              f"+ persistent {arena['tail']:,}); measured {_bytes(measured.get('total'))}; "
              f"smallest arena that allocates: {_bytes(firmware.get('min_arena'))}"]
     lines += [f"- TFLite Micro problem: {p}" for p in firmware.get("errors") or []]
-    for step in (firmware.get("optimization") or {}).get("steps", []):
-        lines.append(f"- memory optimiser, {step['name']}: "
-                     + (f"applied, -{step['saved']:,} B ({step['reason']})" if step["applied"]
-                        else f"not applied ({step['reason']})"))
-    lines += compaction_lines(firmware.get("compaction"), indent="- ")
+    optimization = firmware.get("optimization")
+    for step in (optimization and OptimizeResult.from_record(optimization).steps) or ():
+        lines.append(f"- memory optimiser, {step.name}: "
+                     + (f"applied, -{step.saved:,} B ({step.reason})" if step.applied
+                        else f"not applied ({step.reason})"))
+    compaction = firmware.get("compaction")
+    lines += compaction_lines(compaction and Compaction.from_record(compaction), indent="- ")
     for run in (firmware.get("emulation") or {}).values():  # product flash, what the harness adds
         first, *rest = emulation_lines(EmulationSummary.from_record(run))
         lines += [f"- {first}", *(f"  - {line.strip()}" for line in rest)]

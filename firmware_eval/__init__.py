@@ -24,7 +24,8 @@ The rest, by role:
   head planning), :mod:`offline_plan` (our tighter placement), :mod:`arena_analysis` (all of them
   for one graph);
 * the memory optimiser: :mod:`optimize` (one entry), :mod:`reorder` (operator order),
-  :mod:`patching` and :mod:`patch_search` (patch-based inference);
+  :mod:`patching` and :mod:`patch_search` (patch-based inference); what a verified rewrite
+  (optimiser, compaction) found travels as the frozen results of :mod:`verified_rewrites`;
 * firmware: :mod:`bundle` (the C bundle; its ``main.cc`` is ``bundle_main.cc.in``, package data),
   :mod:`model_flash` (the flash a model takes, predicted before export), :mod:`compaction_report`
   (the lines a model-compaction record prints).

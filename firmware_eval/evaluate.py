@@ -34,7 +34,14 @@ from tinyexport.firmware_eval.tflm_measurement import (
 )
 from tinyexport.firmware_eval.tflm_readiness import load, load_verified, runtime_blockers
 from tinyexport.firmware_eval.verdicts import board_core, board_verdict
-from tinyexport.json_record import OMIT_NONE, relative_paths, to_record
+from tinyexport.firmware_eval.verified_rewrites import (
+    Compaction,
+    CompactionLevel,
+    OptimizeResult,
+    PlanRow,
+    RewriteVerification,
+)
+from tinyexport.json_record import OMIT_NONE, relative_paths
 from tinyexport.tflite_graph.compact import Compacted, compact_for_tflm, compact_portable
 
 __all__ = ["verify_rewrite", "optimize_verified", "compact_verified", "seeded_baseline",
@@ -42,7 +49,8 @@ __all__ = ["verify_rewrite", "optimize_verified", "compact_verified", "seeded_ba
            "evaluate_firmware"]
 
 
-def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.ndarray) -> dict:
+def verify_rewrite(original: Path, data: bytes, x: np.ndarray,
+                   base_outputs: np.ndarray) -> RewriteVerification:
     """Run a rewrite of the model at ``original`` in TFLM (measured arena) and in LiteRT's
     reference kernels on ``x``. ``confirmed`` when, in both runtimes, every output equals the
     original model's bit for bit (``base_outputs``: the original's TFLM outputs) and nothing
@@ -56,11 +64,12 @@ def verify_rewrite(original: Path, data: bytes, x: np.ndarray, base_outputs: np.
         run = measure(candidate, graph, x, pred.total, pred.min_arena)
         reference_same = _same_reference(original, candidate, x)
     same = run.outputs is not None and np.array_equal(run.outputs, base_outputs)
-    return {"inputs": int(len(x)), "outputs_equal_to_original": bool(same),
-            "litert_reference_equal_to_original": reference_same,
-            "tflm_equals_litert_reference": {} if run.bit_exact is None else run.bit_exact,
-            "measured": run.measured, "predicted": arena_dict(pred), "errors": run.errors,
-            "confirmed": bool(same and reference_same and not run.errors)}
+    return RewriteVerification(
+        inputs=int(len(x)), outputs_equal_to_original=bool(same),
+        litert_reference_equal_to_original=reference_same,
+        tflm_equals_litert_reference={} if run.bit_exact is None else run.bit_exact,
+        measured=run.measured, predicted=arena_dict(pred), errors=run.errors,
+        confirmed=bool(same and reference_same and not run.errors))
 
 
 def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
@@ -72,54 +81,49 @@ def _same_reference(original: Path, candidate: Path, x: np.ndarray) -> bool:
 
 
 def optimize_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray,
-                      options: OptimizeOptions) -> dict:
+                      options: OptimizeOptions) -> OptimizeResult:
     """Optimise the model at ``path`` (:mod:`optimize`) and keep the result only if TFLM runs it
     with every output equal to the original's and LiteRT's reference kernels agree; the original
-    is kept beside it as ``<name>_unoptimized.tflite``. Returns the record for export.json."""
+    is kept beside it as ``<name>_unoptimized.tflite``."""
     original = path.read_bytes()
     result = optimize(original, options)
-    record = dict(to_record(result), applied=False)
-    if result.search is not None:
-        record["patch_frontier"] = [_plan_row(r) for r in result.search.frontier]
+    found = OptimizeResult(steps=result.steps, changed=result.changed, patch_frontier=(
+        None if result.search is None else tuple(_plan_row(r) for r in result.search.frontier)))
     if not result.changed:
-        record["reason"] = "nothing lowered the arena"
-        return record
-    record["verification"] = verify_rewrite(path, result.data, x, base_outputs)
-    if not record["verification"]["confirmed"]:
-        record["reason"] = "TFLM did not confirm identical outputs: the original model is kept"
-        return record
+        return replace(found, reason="nothing lowered the arena")
+    check = verify_rewrite(path, result.data, x, base_outputs)
+    if not check.confirmed:
+        return replace(found, verification=check, reason="TFLM did not confirm identical "
+                                                         "outputs: the original model is kept")
     write_bytes(path.with_name(path.stem + "_unoptimized.tflite"), original)
     write_bytes(path, result.data)
-    record["applied"] = True
-    return record
+    return replace(found, verification=check, applied=True)
 
 
 COMPACTION_INPUTS = 64  # inputs each compacted model must reproduce bit for bit (as the optimiser)
 
 
-def compact_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray) -> dict:
+def compact_verified(path: Path, x: np.ndarray, base_outputs: np.ndarray) -> Compaction:
     """Model compaction (:mod:`tinyexport.tflite_graph.compact`, docs/tflm_memory.md §13), each
     level kept only when verified: the portable removals rewrite ``path`` in place when TFLM and
     LiteRT's reference kernels both give the original outputs bit for bit; the TFLM-only ones
     are written beside it as ``<name>_tflm.tflite`` (the firmware's model array) when TFLM and
-    LiteRT (on the file's LiteRT form, :func:`~tinyexport.tflite_graph.compact.litert_form`) do.
-    Returns the record for export.json (bytes saved per step, each verification)."""
+    LiteRT (on the file's LiteRT form, :func:`~tinyexport.tflite_graph.compact.litert_form`) do."""
     original = path.read_bytes()
     x, base_outputs = _with_seeded_inputs(path, x, base_outputs)
-    portable = compact_portable(original)
-    record = {"bytes_before": len(original),
-              "portable": _verified_level(path, portable, x, base_outputs)}
-    kept = portable.data if record["portable"]["applied"] else original
+    compacted = compact_portable(original)
+    portable = _verified_level(path, compacted, x, base_outputs)
+    kept = compacted.data if portable.applied else original
     if kept is not original:
         write_bytes(path, kept)
-    tflm = compact_for_tflm(kept)  # after a portable level that failed: every step again
-    record["tflm"] = _verified_level(path, tflm, x, base_outputs)
+    compacted = compact_for_tflm(kept)  # after a portable level that failed: every step again
+    tflm = _verified_level(path, compacted, x, base_outputs)
     firmware = path.with_name(path.stem + "_tflm.tflite")
-    if record["tflm"]["applied"]:
-        write_bytes(firmware, tflm.data)
-    record["firmware_model"] = str(firmware if record["tflm"]["applied"] else path)
-    record["firmware_model_bytes"] = len(tflm.data if record["tflm"]["applied"] else kept)
-    return record
+    if tflm.applied:
+        write_bytes(firmware, compacted.data)
+    return Compaction(bytes_before=len(original), portable=portable, tflm=tflm,
+                      firmware_model=str(firmware if tflm.applied else path),
+                      firmware_model_bytes=len(compacted.data if tflm.applied else kept))
 
 
 def seeded_baseline(path: Path, count: int, graph=None) -> tuple[np.ndarray, np.ndarray]:
@@ -142,27 +146,26 @@ def _with_seeded_inputs(path: Path, x: np.ndarray, outputs: np.ndarray
 
 
 def _verified_level(path: Path, compacted: Compacted, x: np.ndarray,
-                    base_outputs: np.ndarray) -> dict:
-    """One compaction level's record: bytes, steps, its verification and whether it applies
-    (LiteRT runs a TFLM-only model in its LiteRT form)."""
+                    base_outputs: np.ndarray) -> CompactionLevel:
+    """One compaction level: bytes, steps, its verification and whether it applies (LiteRT runs
+    a TFLM-only model in its LiteRT form)."""
     check = verify_rewrite(path, compacted.data, x, base_outputs)
-    return {"bytes_after": compacted.bytes_after,
-            "steps": [to_record(step) for step in compacted.steps],
-            "kept": [to_record(item) for item in compacted.kept],
-            "verification": check, "applied": check["confirmed"]}
+    return CompactionLevel(bytes_after=compacted.bytes_after, steps=compacted.steps,
+                           kept=compacted.kept, verification=check, applied=check.confirmed)
 
 
 def _optimization(path: Path, x: np.ndarray, outputs: np.ndarray | None,
-                  options: OptimizeOptions, board: Board | None, can_verify: bool) -> dict:
+                  options: OptimizeOptions, board: Board | None,
+                  can_verify: bool) -> OptimizeResult:
     if not can_verify or outputs is None:
-        return {"applied": False, "reason": "not applied: TFLM cannot run this model to verify"}
+        return OptimizeResult(reason="not applied: TFLM cannot run this model to verify")
     return optimize_verified(path, x, outputs, options.for_board(board))
 
 
-def _plan_row(row) -> dict:
-    return {"plan": row.label, "head": row.head, "tail": row.tail, "total": row.total,
-            "min_arena": row.min_arena, "macs": row.macs,
-            "mac_overhead_percent": round(row.mac_overhead, 2), "flash_delta": row.flash_delta}
+def _plan_row(row) -> PlanRow:
+    return PlanRow(plan=row.label, head=row.head, tail=row.tail, total=row.total,
+                   min_arena=row.min_arena, macs=row.macs,
+                   mac_overhead_percent=round(row.mac_overhead, 2), flash_delta=row.flash_delta)
 
 
 @dataclass(frozen=True)
@@ -183,18 +186,22 @@ class FirmwareResult:
     notes: list[str] | None = field(default=None, metadata=OMIT_NONE)
     bit_exact: dict | None = field(default=None, metadata=OMIT_NONE)
     top1: float | None = field(default=None, metadata=OMIT_NONE)
-    optimization: dict | None = field(default=None, metadata=OMIT_NONE)
+    optimization: OptimizeResult | None = field(default=None, metadata=OMIT_NONE)
     arena_before_optimization: dict | None = field(default=None, metadata=OMIT_NONE)
-    compaction: dict | None = field(default=None, metadata=OMIT_NONE)
+    compaction: Compaction | None = field(default=None, metadata=OMIT_NONE)
     board: Verdict | None = field(default=None, metadata=OMIT_NONE)  # the final verdict
     bundle: list[str] = field(default_factory=list)
     emulation: dict[str, EmulationSummary] | None = field(default=None, metadata=OMIT_NONE)
 
     def relative_to(self, root: Path) -> FirmwareResult:
         """This result with every path under ``root`` made relative to it."""
-        return replace(self, **{f.name: relative_paths(getattr(self, f.name), root)
-                                for f in fields(self) if isinstance(getattr(self, f.name),
-                                                                    (str, dict, list))})
+        moved = replace(self, **{f.name: relative_paths(getattr(self, f.name), root)
+                                 for f in fields(self) if isinstance(getattr(self, f.name),
+                                                                     (str, dict, list))})
+        if self.compaction is None:
+            return moved
+        return replace(moved, compaction=self.compaction.naming(
+            relative_paths(self.compaction.firmware_model, root)))
 
 
 def _predicted_figures(path: Path, graph, analysis) -> dict:
@@ -274,17 +281,17 @@ def evaluate_firmware(tflite_path, out_dir, *, optimize_options: OptimizeOptions
         record = _optimization(path, x, outputs, optimize_options, board,
                                run_tflm and not result.errors)
         result = replace(result, optimization=record)
-        if record["applied"]:  # the model file was rewritten: its figures change
+        if record.applied:  # the model file was rewritten: its figures change
             graph = load(path)
             analysis = analyse(graph, isa)
             result = replace(result, **_optimized_figures(graph, analysis),
                              arena_before_optimization=result.arena,
-                             measured=record["verification"]["measured"])
+                             measured=record.verification.measured)
     firmware_path = path
     if outputs is not None and compact:
         record = compact_verified(path, x[:COMPACTION_INPUTS], outputs[:COMPACTION_INPUTS])
         result = replace(result, compaction=record, model_bytes=path.stat().st_size)
-        firmware_path = Path(record["firmware_model"])
+        firmware_path = Path(record.firmware_model)
         graph = load(firmware_path)  # flash: the model array the firmware links
     os.makedirs(out_dir, exist_ok=True)
     result = replace(result, bundle=_bundle(Path(out_dir), firmware_path, graph, analysis, board,

@@ -36,6 +36,7 @@ from tinyexport.firmware_eval.verdicts import (
     fit_exit_code,
     verdict_lines,
 )
+from tinyexport.firmware_eval.verified_rewrites import Compaction, RewriteVerification
 from tinyexport.json_record import to_record
 from tinyexport.tflite_graph.compact import litert_form
 from tinyexport.tflite_graph.reader import parse_graph
@@ -67,22 +68,27 @@ def optimize_report(target: str, options: OptimizeOptions, boards: list[Board],
     x, base = seeded_baseline(path, inputs, graph)
     if result.changed:
         report["verification"] = verify_rewrite(path, result.data, x, base)
-    confirmed = result.changed and report["verification"]["confirmed"]
+    confirmed = result.changed and report["verification"].confirmed
     final = result.data if confirmed else original
-    report["compaction"], files = _compact(final, x, base)
-    flash = report["compaction"]["firmware_model_bytes"]
+    compaction, files = _compact(final, x, base)
+    report["compaction"] = compaction  # renamed below, once written (the record's key order)
+    flash = compaction.firmware_model_bytes
     report["before"]["firmware_model_bytes"] = len(original)
     report["after"]["firmware_model_bytes"] = flash
     report["boards"] = [to_record(v) for v in board_verdicts(
         replace(parse_graph(final), model_bytes=flash), boards)]
     if out:
         report["written"] = _write(out, files, original)
-        report["compaction"]["firmware_model"] = next(
-            (w["path"] for w in report["written"] if w["level"] == "TFLM-only"),
-            report["written"][0]["path"] if report["written"] else "not written")
-    else:
-        report["compaction"]["firmware_model"] = "not written (--out writes it)"
+    report["compaction"] = compaction.naming(_linked_name(report.get("written")))
     return report
+
+
+def _linked_name(written: list[dict] | None) -> str:
+    """The file the firmware links, as the report names it: the TFLM-only one when written."""
+    if written is None:
+        return "not written (--out writes it)"
+    return next((w["path"] for w in written if w["level"] == "TFLM-only"),
+                written[0]["path"] if written else "not written")
 
 
 def _options_dict(options: OptimizeOptions) -> dict:
@@ -108,7 +114,7 @@ def _frontier(result: Optimized) -> list[dict]:
             for r in result.search.frontier]
 
 
-def _compact(data: bytes, x, base) -> tuple[dict, dict[str, bytes]]:
+def _compact(data: bytes, x, base) -> tuple[Compaction, dict[str, bytes]]:
     """The export's compaction (:func:`compact_verified`) of ``data`` in a scratch folder: its
     record, and the verified files (level -> bytes) to write."""
     with tempfile.TemporaryDirectory(prefix="tinyreport-compact-") as work:
@@ -180,30 +186,28 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _compaction_table(record: dict | None) -> list[str]:
+def _compaction_table(compaction: Compaction | None) -> list[str]:
     """The compaction's summary (:func:`compaction_lines`) with one row per step applied."""
-    if not record:
+    if compaction is None:
         return []
-    steps = [*(record["portable"]["steps"] if record["portable"]["applied"] else []),
-             *(record["tflm"]["steps"] if record["tflm"]["applied"] else [])]
-    return [*compaction_lines(record, indent="  "),
-            *(f"    {s['name']:<22} -{s['saved_bytes']:<12,} x{s['tensors']:<4} {s['why']}"
-              for s in steps)]
+    steps = [*compaction.portable.applied_steps(), *compaction.tflm.applied_steps()]
+    return [*compaction_lines(compaction, indent="  "),
+            *(f"    {s.name:<22} -{s.saved_bytes:<12,} x{s.tensors:<4} {s.why}" for s in steps)]
 
 
 def _percent(value: int, base: int) -> str:
     return f"{100.0 * (value - base) / base:+.1f} %" if base else "n/a"
 
 
-def _verification_lines(check: dict | None) -> list[str]:
-    if not check:
+def _verification_lines(check: RewriteVerification | None) -> list[str]:
+    if check is None:
         return []
-    measured = check.get("measured") or {}
-    return [f"  verified on {check['inputs']} inputs: TFLM outputs equal the original's: "
-            f"{'yes' if check['outputs_equal_to_original'] else 'NO'}; LiteRT reference kernels: "
-            f"{'yes' if check['litert_reference_equal_to_original'] else 'NO'}; TFLM measured "
-            f"arena {measured.get('total', 'n/a'):,} B (predicted {check['predicted']['total']:,})"
-            if measured else f"  verification failed: {check.get('errors')}"]
+    measured = check.measured or {}
+    return [f"  verified on {check.inputs} inputs: TFLM outputs equal the original's: "
+            f"{'yes' if check.outputs_equal_to_original else 'NO'}; LiteRT reference kernels: "
+            f"{'yes' if check.litert_reference_equal_to_original else 'NO'}; TFLM measured "
+            f"arena {measured.get('total', 'n/a'):,} B (predicted {check.predicted['total']:,})"
+            if measured else f"  verification failed: {check.errors}"]
 
 
 def _frontier_lines(frontier: list[dict]) -> list[str]:
@@ -251,7 +255,7 @@ def run_optimize_report(target: str, options: OptimizeOptions, boards: list[Boar
     report = optimize_report(target, options, boards, out)
     if plot_path and report["frontier"]:
         plot_optimize(report, plot_path)
-    print(json.dumps(report, indent=2, default=list) if as_json else render(report))
+    print(json.dumps(to_record(report), indent=2, default=list) if as_json else render(report))
     check = report.get("verification")
-    return 1 if check is not None and not check["confirmed"] else fit_exit_code(report["boards"])
+    return 1 if check is not None and not check.confirmed else fit_exit_code(report["boards"])
 

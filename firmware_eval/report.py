@@ -2,7 +2,8 @@
 greedy vs our plan, flash, runtime-code estimate and board verdicts; JSON and a plan plot.
 
 The argparse side lives in ``tinyexport.benchmarks.report_cli``; :func:`run_tflite_report` takes
-plain values.
+plain values. :func:`build_report` returns a frozen :class:`TfliteReport`, rendered by attribute
+and made JSON only at the edge (``--json``: ``tinyexport.json_record.to_record``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from tinyexport.atomic import atomic_path
 from tinyexport.boards import Board, Verdict
 from tinyexport.errors import UserError, printable
 from tinyexport.firmware_eval import planner
-from tinyexport.firmware_eval.arena_analysis import analyse, arena_dict
+from tinyexport.firmware_eval.arena import ArenaPrediction
+from tinyexport.firmware_eval.arena_analysis import Analysis, analyse, arena_dict
 from tinyexport.firmware_eval.emulate import emulate_cores, emulation_lines
 from tinyexport.firmware_eval.emulation_summary import EmulationSummary
 from tinyexport.firmware_eval.tflm_measurement import check_labels, measure, prepare_inputs, top1
@@ -33,11 +35,12 @@ from tinyexport.firmware_eval.verdicts import (
     runtime_estimate,
     verdict_lines,
 )
-from tinyexport.json_record import to_record
+from tinyexport.json_record import OMIT_NONE, to_record
 from tinyexport.safe_io import check_finite, read_array_file, short_repr
 from tinyexport.tflite_graph.reader import Graph
 
-__all__ = ["load_images_file", "build_report", "render", "PlotSummary", "draw_board_lines",
+__all__ = ["load_images_file", "OpRow", "HeadPlans", "RuntimeCode", "InputsUsed", "TfliteReport",
+           "build_report", "render", "PlotSummary", "draw_board_lines",
            "finish_plot", "plot_plan", "run_tflite_report"]
 
 _log = logging.getLogger(__name__)
@@ -66,22 +69,88 @@ def load_images_file(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     return images, labels
 
 
-def _firmware_model_text(report: dict) -> str:
-    linked, size = report.get("firmware_model_bytes"), report["model_bytes"]
-    if linked is None or linked == size:
+@dataclass(frozen=True)
+class OpRow:
+    """One op of the per-op table: shapes, MACs, live and scratch bytes while it runs."""
+
+    index: int
+    op: str
+    inputs: list
+    outputs: list
+    macs: int
+    live_bytes: int
+    scratch_bytes: int
+
+
+@dataclass(frozen=True)
+class HeadPlans:
+    """The arena head as TFLM's greedy planner places it and as our plan does."""
+
+    greedy_head: int
+    our_head: int
+    our_ordering: str
+    our_optimal: bool
+
+
+@dataclass(frozen=True)
+class RuntimeCode:
+    """The flash the TFLM runtime takes besides the model, and where the figure comes from."""
+
+    value: int
+    basis: str
+
+
+@dataclass(frozen=True)
+class InputsUsed:
+    """What TFLM ran on with ``--measure``: how many inputs, ``synthetic`` or from a ``file``."""
+
+    count: int
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TfliteReport:
+    """``tinyreport FILE.tflite`` (:func:`build_report`), in the order of its ``--json`` record.
+    ``emulated``: core -> QEMU run; ``errors``: why TFLM would fail (static) or what failed
+    (``--measure``, with ``measured``, ``notes``, ``bit_exact``, ``inputs``, ``top1``)."""
+
+    model: str
+    model_bytes: int
+    arena: dict
+    min_arena: int
+    lower_bound: int
+    linear_planner: int
+    plans: HeadPlans
+    runtime_code_bytes: RuntimeCode
+    ops: tuple[OpRow, ...]
+    boards: tuple[Verdict, ...]
+    emulated: dict[str, EmulationSummary] | None = field(default=None, metadata=OMIT_NONE)
+    firmware_model_bytes: int
+    errors: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    measured: dict | None = field(default=None, metadata=OMIT_NONE)
+    notes: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    bit_exact: dict | None = field(default=None, metadata=OMIT_NONE)
+    inputs: InputsUsed | None = field(default=None, metadata=OMIT_NONE)
+    top1: float | None = field(default=None, metadata=OMIT_NONE)
+
+
+def _firmware_model_text(report: TfliteReport) -> str:
+    linked, size = report.firmware_model_bytes, report.model_bytes
+    if linked == size:
         return f"{size:,} B"
     return f"{linked:,} B as the firmware links it (TFLM-compacted; the file is {size:,} B)"
 
 
 def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = False,
                  images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                 verify: bool = True, emulate: Sequence[str] = ()) -> dict:
-    """The report as a JSON-serialisable dict. ``images`` / ``labels``: what TFLM runs with
-    ``do_measure`` (seeded uniform int8 when None); top-1 is reported when labels are given.
-    ``verify``: also run LiteRT's flatbuffer verifier in a child (:func:`check.load_verified`);
-    the static checks of :func:`check.load` always run. ``emulate``: cores (``cortex-m4``,
-    ``cortex-m7``) to build and run the model on in QEMU with CMSIS-NN; their measured flash and
-    SRAM replace the runtime-code estimate and the verdicts of boards with that core.
+                 verify: bool = True, emulate: Sequence[str] = ()) -> TfliteReport:
+    """The report (``to_record`` makes it the ``--json`` record). ``images`` / ``labels``: what
+    TFLM runs with ``do_measure`` (seeded uniform int8 when None); top-1 is reported when labels
+    are given. ``verify``: also run LiteRT's flatbuffer verifier in a child
+    (:func:`check.load_verified`); the static checks of :func:`check.load` always run.
+    ``emulate``: cores (``cortex-m4``, ``cortex-m7``) to build and run the model on in QEMU with
+    CMSIS-NN; their measured flash and SRAM replace the runtime-code estimate and the verdicts of
+    boards with that core.
 
     Raises:
         UserError: the file is not a valid int8 TFLite model (one message, its first problem).
@@ -89,83 +158,100 @@ def build_report(path: str, boards: Sequence[Board] = (), do_measure: bool = Fal
     graph = load_verified(path) if verify else load(path)
     analysis = analyse(graph)
     pred = analysis.prediction
-    report = {
-        "model": str(path), "model_bytes": graph.model_bytes,
-        "arena": arena_dict(pred), "min_arena": pred.min_arena, "lower_bound": pred.lower_bound,
-        "linear_planner": pred.linear,
-        "plans": {"greedy_head": analysis.plan.greedy_head, "our_head": analysis.plan.head,
-                  "our_ordering": analysis.plan.ordering, "our_optimal": analysis.plan.optimal},
-        "runtime_code_bytes": {"value": runtime_estimate(graph), "basis": RUNTIME_BASIS},
-        "ops": [{"index": r.index, "op": r.opcode, "inputs": r.in_shapes,
-                 "outputs": r.out_shapes, "macs": r.macs, "live_bytes": r.live_bytes,
-                 "scratch_bytes": r.scratch_bytes} for r in pred.ops],
-        "boards": [],  # below: measured where a board's core is emulated
-    }
     emulated = emulate_cores(path, list(emulate)) if emulate else None
-    if emulated:
-        report["emulated"] = to_record(emulated)
-        first = emulated[emulate[0]]
-        report["runtime_code_bytes"] = {
-            "value": first.flash_bytes - first.flash["model"],
-            "basis": f"measured: {first.core} firmware in QEMU, model array excluded"}
     firmware = firmware_graph(Path(path).read_bytes(), graph)
-    report["firmware_model_bytes"] = firmware.model_bytes
-    report["boards"] = [to_record(v) for v in board_verdicts(firmware, boards, emulated)]
+    report = TfliteReport(
+        **_static_figures(path, graph, analysis), runtime_code_bytes=_runtime_code(graph, emulated, emulate),
+        boards=tuple(board_verdicts(firmware, boards, emulated)), emulated=emulated or None,
+        firmware_model_bytes=firmware.model_bytes)
     blockers = runtime_blockers(graph)
     if blockers and not do_measure:
-        report["errors"] = [f"TFLM would fail: {b}" for b in blockers]
+        report = replace(report, errors=[f"TFLM would fail: {b}" for b in blockers])
     if do_measure:
-        x = prepare_inputs(graph, images)
-        result = measure(Path(path), graph, x, pred.total, pred.min_arena)
-        report.update(to_record(result))
-        report["inputs"] = {"count": len(x), "source": "synthetic" if images is None else "file"}
-        if result.outputs is not None and labels is not None:
-            report["top1"] = top1(graph, result.outputs, labels)
-    check_consistent(pred.head, pred.lower_bound, report.get("bit_exact"))
+        report = _measured(report, path, graph, pred, images, labels)
+    check_consistent(pred.head, pred.lower_bound, report.bit_exact)
     return report
 
 
-def render(report: dict) -> str:
+def _static_figures(path: str, graph: Graph, analysis: Analysis) -> dict:
+    """The report's fields read from the flatbuffer alone."""
+    pred = analysis.prediction
+    return {"model": str(path), "model_bytes": graph.model_bytes, "arena": arena_dict(pred),
+            "min_arena": pred.min_arena, "lower_bound": pred.lower_bound,
+            "linear_planner": pred.linear,
+            "plans": HeadPlans(analysis.plan.greedy_head, analysis.plan.head,
+                               analysis.plan.ordering, analysis.plan.optimal),
+            "ops": tuple(OpRow(r.index, r.opcode, r.in_shapes, r.out_shapes, r.macs,
+                               r.live_bytes, r.scratch_bytes) for r in pred.ops)}
+
+
+def _runtime_code(graph: Graph, emulated: dict[str, EmulationSummary] | None,
+                  emulate: Sequence[str]) -> RuntimeCode:
+    """The runtime's flash: measured in the first emulated core's firmware, else estimated."""
+    if not emulated:
+        return RuntimeCode(runtime_estimate(graph), RUNTIME_BASIS)
+    first = emulated[emulate[0]]
+    return RuntimeCode(first.flash_bytes - first.flash["model"],
+                       f"measured: {first.core} firmware in QEMU, model array excluded")
+
+
+def _measured(report: TfliteReport, path: str, graph: Graph, pred: ArenaPrediction,
+              images: np.ndarray | None, labels: np.ndarray | None) -> TfliteReport:
+    """The report with TFLM's run on ``images`` (seeded inputs when None)."""
+    x = prepare_inputs(graph, images)
+    result = measure(Path(path), graph, x, pred.total, pred.min_arena)
+    labelled = result.outputs is not None and labels is not None
+    return replace(report, errors=result.errors, measured=result.measured, notes=result.notes,
+                   bit_exact=result.bit_exact,
+                   inputs=InputsUsed(len(x), "synthetic" if images is None else "file"),
+                   top1=top1(graph, result.outputs, labels) if labelled else None)
+
+
+def render(report: TfliteReport) -> str:
     """Human-readable tables."""
     lines = [f"{'#':>3} {'op':18s} {'in':>18s} {'out':>18s} {'MACs':>11s} {'live B':>9s}"]
-    for r in report["ops"]:
+    for r in report.ops:
         shp = lambda s: "x".join(map(str, s[0])) if s else "-"  # noqa: E731
-        lines.append(f"{r['index']:>3} {r['op'][:18]:18s} {shp(r['inputs']):>18s} "
-                     f"{shp(r['outputs']):>18s} {r['macs']:>11,} {r['live_bytes']:>9,}")
-    a, p = report["arena"], report["plans"]
+        lines.append(f"{r.index:>3} {r.op[:18]:18s} {shp(r.inputs):>18s} "
+                     f"{shp(r.outputs):>18s} {r.macs:>11,} {r.live_bytes:>9,}")
+    a, p = report.arena, report.plans
     lines += ["", f"arena predicted: head {a['head']:,} + tail {a['tail']:,} = {a['total']:,} B"]
-    if report.get("min_arena", 0) > a["total"]:  # planning temp > head (arena.planning_peak)
-        lines[-1] += f"; min arena_size {report['min_arena']:,} (tflite-micro#2738)"
-    if "measured" in report:
-        m = report["measured"]
+    if report.min_arena > a["total"]:  # planning temp > head (arena.planning_peak)
+        lines[-1] += f"; min arena_size {report.min_arena:,} (tflite-micro#2738)"
+    if report.measured is not None:
+        m = report.measured
         lines.append(f"arena measured:  head {m['head']:,} + tail {m['tail']:,} = "
                      f"{m['total']:,} B; min arena_size {m['min_arena']}")
-    if "top1" in report:
-        lines.append(f"TFLM top-1 on {report['inputs']['count']} labelled images: "
-                     f"{report['top1']:.2%}")
-    if "bit_exact" in report:
-        b = report["bit_exact"]
-        lines.append(f"TFLM vs LiteRT reference kernels: {b['mismatches']}/{b['values']} values "
-                     f"differ (max {b['max_abs_diff']})")
-        first = b.get("first_difference")
-        if first:
-            lines.append(f"  first differing op: #{first['op']} {first['opcode']} "
-                         f"({first['mismatches']}/{first['values']} values, max "
-                         f"{first['max_abs_diff']} LSB)")
-    lines += [f"lower bound (live set): {report['lower_bound']:,} B; linear planner "
-              f"{report['linear_planner']:,} B",
-              f"head: TFLM greedy {p['greedy_head']:,} B, our plan {p['our_head']:,} B "
-              f"({p['our_ordering']}{', optimal' if p['our_optimal'] else ''})",
+    if report.top1 is not None:
+        lines.append(f"TFLM top-1 on {report.inputs.count} labelled images: {report.top1:.2%}")
+    lines += _bit_exact_lines(report.bit_exact)
+    runtime = report.runtime_code_bytes
+    lines += [f"lower bound (live set): {report.lower_bound:,} B; linear planner "
+              f"{report.linear_planner:,} B",
+              f"head: TFLM greedy {p.greedy_head:,} B, our plan {p.our_head:,} B "
+              f"({p.our_ordering}{', optimal' if p.our_optimal else ''})",
               f"flash: model {_firmware_model_text(report)} + runtime "
-              f"{'' if 'emulated' in report else '~'}{report['runtime_code_bytes']['value']:,} B "
-              f"({report['runtime_code_bytes']['basis']})"]
-    for run in (report.get("emulated") or {}).values():
-        lines += emulation_lines(EmulationSummary.from_record(run))
-    for v in report["boards"]:
-        lines += verdict_lines(Verdict.from_record(v), "tinyreport-tflite")
-    lines += [f"note: {printable(n, 2000)}" for n in report.get("notes", [])]
-    lines += [f"error: {printable(e, 2000)}" for e in report.get("errors", [])]
+              f"{'' if report.emulated else '~'}{runtime.value:,} B ({runtime.basis})"]
+    for run in (report.emulated or {}).values():
+        lines += emulation_lines(run)
+    for v in report.boards:
+        lines += verdict_lines(v, "tinyreport-tflite")
+    lines += [f"note: {printable(n, 2000)}" for n in report.notes or []]
+    lines += [f"error: {printable(e, 2000)}" for e in report.errors or []]
     return "\n".join(lines)
+
+
+def _bit_exact_lines(b: dict | None) -> list[str]:
+    if b is None:
+        return []
+    lines = [f"TFLM vs LiteRT reference kernels: {b['mismatches']}/{b['values']} values "
+             f"differ (max {b['max_abs_diff']})"]
+    first = b.get("first_difference")
+    if first:
+        lines.append(f"  first differing op: #{first['op']} {first['opcode']} "
+                     f"({first['mismatches']}/{first['values']} values, max "
+                     f"{first['max_abs_diff']} LSB)")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -281,6 +367,6 @@ def run_tflite_report(target: str, *, boards: Sequence[Board] = (),
             check_labels(load(target), labels, len(images))
     report = build_report(target, boards, run_tflm, images, labels, emulate=emulate)
     if plot_path:
-        plot_plan(load(target), plot_path, report["boards"], Path(target).name)
-    print(json.dumps(report, indent=2, default=list) if as_json else render(report))
-    return 1 if report.get("errors") else fit_exit_code(report["boards"])
+        plot_plan(load(target), plot_path, to_record(report.boards), Path(target).name)
+    print(json.dumps(to_record(report), indent=2, default=list) if as_json else render(report))
+    return 1 if report.errors else fit_exit_code(report.boards)

@@ -25,12 +25,12 @@ def test_compaction_in_the_firmware_stage(models, tmp_path):
     result = evaluate_firmware(model, tmp_path / "fw", board=BOARDS.get("stm32f746"),
                                compact=True)
     record = result.compaction
-    assert record["portable"]["applied"] and record["tflm"]["applied"]
-    assert record["portable"]["verification"]["inputs"] == COMPACTION_INPUTS  # topped up
-    assert record["portable"]["verification"]["litert_reference_equal_to_original"]
+    assert record.portable.applied and record.tflm.applied
+    assert record.portable.verification.inputs == COMPACTION_INPUTS  # topped up
+    assert record.portable.verification.litert_reference_equal_to_original
     portable, tflm_only = model.read_bytes(), (tmp_path / "m_tflm.tflite").read_bytes()
     assert len(tflm_only) < len(portable) < len(original)
-    assert record["firmware_model_bytes"] == len(tflm_only) == _model_array_bytes(tmp_path / "fw")
+    assert record.firmware_model_bytes == len(tflm_only) == _model_array_bytes(tmp_path / "fw")
     assert result.model_bytes == len(portable)
     # the verdict's flash counts the model the firmware links, not the file on disk
     plain = evaluate_firmware(tmp_path / "m.tflite", tmp_path / "fw2",

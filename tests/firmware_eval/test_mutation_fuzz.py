@@ -14,6 +14,7 @@ import pytest
 from tinyexport.errors import UserError
 from tinyexport.firmware_eval.report import build_report
 from tinyexport.firmware_eval.tflm_runner import _explain, verify_models
+from tinyexport.json_record import to_record
 from tinyexport.tflite_graph.schema import schema
 
 DATA = Path(__file__).parent / "data"
@@ -72,7 +73,7 @@ def _same(report: dict, base: dict) -> bool:
 
 def _fuzz(source: Path, tmp_path: Path, seed: int) -> Counter:
     data = source.read_bytes()
-    base = build_report(str(source), verify=False)
+    base = to_record(build_report(str(source), verify=False))
     fields, rng = _fields(data), random.Random(seed)
     outcome: Counter = Counter()
     reports = {}
@@ -80,7 +81,7 @@ def _fuzz(source: Path, tmp_path: Path, seed: int) -> Counter:
         path = tmp_path / f"{source.stem}_{k}.tflite"
         path.write_bytes(_mutant(data, fields, rng))
         try:
-            reports[path] = build_report(str(path), verify=False)  # static checks
+            reports[path] = to_record(build_report(str(path), verify=False))  # static checks
         except UserError as exc:
             assert "\n" not in str(exc)
             outcome["static error"] += 1
@@ -171,4 +172,5 @@ def test_crash_message_names_the_signal_and_softmax_only_when_present():
 
 def test_report_of_a_valid_model_is_unchanged_by_verification():
     path = str(DATA / "hello_world_int8.tflite")
-    assert json.dumps(build_report(path)) == json.dumps(build_report(path, verify=False))
+    assert json.dumps(to_record(build_report(path))) == json.dumps(
+        to_record(build_report(path, verify=False)))

@@ -8,6 +8,7 @@ from tinyexport.benchmarks.report_cli import plot_model_report
 from tinyexport.firmware_eval.report import build_report, plot_plan
 from tinyexport.firmware_eval.tflm_readiness import load
 from tinyexport.firmware_eval.verdicts import resolve_boards
+from tinyexport.json_record import to_record
 
 DATA = Path(__file__).parent / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -15,7 +16,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_plot_plan_has_board_lines_and_names_the_peak(tmp_path, caplog):
     path = DATA / "hello_world_int8.tflite"
-    report = build_report(str(path), resolve_boards(["stm32f746", "nrf52840"]), verify=False)
+    report = to_record(build_report(str(path), resolve_boards(["stm32f746", "nrf52840"]),
+                                    verify=False))
     out = tmp_path / "plan.png"
     with caplog.at_level(logging.INFO):
         summary = plot_plan(load(path), str(out), report["boards"], path.name)

@@ -40,12 +40,12 @@ def test_offline_plan_lowers_measured_head_bit_identical(models, tmp_path):
     before = evaluate_firmware(model, tmp_path / "plain")
     after = evaluate_firmware(model, tmp_path / "bundle", optimize_options=OptimizeOptions())
     record = after.optimization
-    plan = next(s for s in record["steps"] if s["name"] == "offline plan")
+    plan = next(s for s in record.steps if s.name == "offline plan")
     assert before.measured["head"] > before.lower_bound  # greedy above the bound here
-    assert record["applied"] and plan["applied"]
-    assert record["verification"]["outputs_equal_to_original"]
+    assert record.applied and plan.applied
+    assert record.verification.outputs_equal_to_original
     assert after.measured["head"] < before.measured["head"]
-    assert after.measured["head"] == plan["details"]["head"] == after.arena["head"]
+    assert after.measured["head"] == plan.details["head"] == after.arena["head"]
     assert "OfflineMemoryAllocation" in load(model).metadata
     assert (tmp_path / "m_unoptimized.tflite").read_bytes() == models["int8"].read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "m.tflite",
