@@ -96,7 +96,8 @@ def compaction(label: str, path: Path, work: Path) -> tuple[Path, dict]:
     x, outputs = seeded_baseline(model, COMPACTION_INPUTS)
     compacted = compact_verified(model, x, outputs)
     linked = Path(compacted.firmware_model)
-    summary = {"bytes_before": compacted.bytes_before, "linked_bytes": linked.stat().st_size,
+    summary = {"bytes_before": compacted.bytes_before,
+               "linked_bytes": compacted.firmware_model_bytes,
                "linked": "TFLM-only" if compacted.tflm.applied else
                          "portable" if compacted.portable.applied else "as given"}
     for level in ("portable", "tflm"):

@@ -36,6 +36,7 @@ from tinyexport.firmware_eval.verdicts import (
     board_core,
     board_verdicts,
     fit_exit_code,
+    fits_word,
     resolve_boards,
     runtime_estimate,
     verdict_lines,
@@ -311,10 +312,9 @@ def render_zoo_table(table: ZooTable) -> str:
              f"{'latency':>9}  {'top-1 (published)':<26} {'verdict':<29} optimiser"]
     for r in rows:
         latency = f"{r.latency_ms:,} ms" if r.latency_ms is not None else "n/c"
-        word = "fits" if r.verdict.fits else f"DOES NOT FIT ({r.verdict.short_of})"
         lines.append(f"{r.model:<19} {r.resolution:>4} {r.macs / 1e6:>6.1f}M "
                      f"{r.arena_bytes:>9,} {r.flash_bytes:>10,} {latency:>9}  "
-                     f"{', '.join(r.top1) or '-':<26} {word:<29} "
+                     f"{', '.join(r.top1) or '-':<26} {fits_word(r.verdict):<29} "
                      + (f"patched, +{r.mac_overhead_percent:.1f} % MACs"
                         if r.optimiser.startswith("patched") else r.optimiser))
     bases = dict.fromkeys(r.arena_basis for r in rows)

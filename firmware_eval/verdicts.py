@@ -45,6 +45,7 @@ __all__ = ["RUNTIME_FRAMEWORK_BYTES", "RUNTIME_LIBC_BYTES",
            "ANALYTIC_COMPACTION", "firmware_graph", "predicted_verdict", "board_verdict",
            "board_verdicts", "measured_verdict", "board_core", "board_clock_hz",
            "CYCLES_PER_INSTRUCTION", "LATENCY_BASIS", "latency_ms", "latency_text", "budget_line",
+           "fits_word",
            "VERDICT_LAYOUTS", "verdict_lines", "check_consistent"]
 
 # Runtime code estimate, calibrated on the product image measured in QEMU (what a board flashes:
@@ -256,7 +257,7 @@ def budget_line(v: Verdict, width: int = 0) -> str:
             f"{v.flash_budget:>{width},} B (margin {v.flash_margin:+,})")
 
 
-def _fits_word(v: Verdict) -> str:
+def fits_word(v: Verdict) -> str:
     """``fits``, or ``DOES NOT FIT (SRAM)`` / ``(flash)`` / ``(SRAM and flash)``: the reason
     named, so a line with both figures does not leave the user to compare margins."""
     return "fits" if v.fits else f"DOES NOT FIT ({v.short_of})"
@@ -269,25 +270,25 @@ PREDICTED_BASIS = "predicted; SRAM = the TFLM arena only, without the firmware's
 
 
 def _export_lines(v: Verdict) -> list[str]:
-    lines = [f"{v.board}: {_fits_word(v)} — {budget_line(v)} ({v.basis or PREDICTED_BASIS})"]
+    lines = [f"{v.board}: {fits_word(v)} — {budget_line(v)} ({v.basis or PREDICTED_BASIS})"]
     if v.latency_ms is not None:
         lines.append(f"{v.board} latency: {latency_text(v)}")
     return lines
 
 
 def _tflite_report_lines(v: Verdict) -> list[str]:
-    return [f"{v.board:14s} {_fits_word(v):20s} SRAM {v.sram_needed:,}/{v.sram_budget:,} (margin "
+    return [f"{v.board:14s} {fits_word(v):20s} SRAM {v.sram_needed:,}/{v.sram_budget:,} (margin "
             f"{v.sram_margin:,}), flash {v.flash_needed:,}/{v.flash_budget:,} (margin "
             f"{v.flash_margin:,}) — {v.basis or PREDICTED_BASIS}"
             + (f"; {latency_text(v)}" if v.latency_ms is not None else "")]
 
 
 def _model_report_lines(v: Verdict) -> list[str]:
-    return [f"{v.board:<14} {_fits_word(v):<20} {budget_line(v, 9)}"]
+    return [f"{v.board:<14} {fits_word(v):<20} {budget_line(v, 9)}"]
 
 
 def _optimize_report_lines(v: Verdict) -> list[str]:
-    return [f"{v.board:<14} {_fits_word(v):<20} {budget_line(v)}"]
+    return [f"{v.board:<14} {fits_word(v):<20} {budget_line(v)}"]
 
 
 def _benchmark_table_cell(v: Verdict) -> list[str]:
@@ -295,7 +296,7 @@ def _benchmark_table_cell(v: Verdict) -> list[str]:
 
 
 def _markdown_lines(v: Verdict) -> list[str]:
-    return [f"- board {v.board}: {_fits_word(v)} (SRAM margin {v.sram_margin:+,} B, flash margin "
+    return [f"- board {v.board}: {fits_word(v)} (SRAM margin {v.sram_margin:+,} B, flash margin "
             f"{v.flash_margin:+,} B)"]
 
 

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyexport.errors import UserError
-from tinyexport.tflite_graph.edit import drop_unused_buffers, opcode_name, pack, unpack
+from tinyexport.tflite_graph.edit import (
+    TENSOR_TYPES,
+    drop_unused_buffers,
+    opcode_name,
+    pack,
+    unpack,
+)
 from tinyexport.tflite_graph.reader import parse_graph
 from tinyexport.tflite_graph.writer import OFFLINE_KEY
 
@@ -258,7 +264,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-_INT32 = 2  # schema.fbs TensorType INT32
+_INT32 = TENSOR_TYPES["int32"]
 
 _PORTABLE_STEPS: tuple[tuple[str, Callable, str], ...] = (
     ("bias quantization", _drop_bias_quantization,
