@@ -178,19 +178,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def out_folder_problem(text: str | os.PathLike) -> str | None:
-    """Why ``--out text`` cannot be a folder that is written and replaced as a whole (empty, the
-    file system's root, the current folder or one above it), or None."""
+def out_folder_problem(text: str | os.PathLike, allow_cwd: bool = False,
+                       what: str = "output folder",
+                       example: str = "exports/my-model") -> str | None:
+    """Why ``--out text`` cannot be a folder the tools write (empty, the file system's root, or,
+    unless ``allow_cwd``, the current folder or one above it: an export folder is replaced as a
+    whole), or None. ``what`` and ``example`` word the hint (``--out example``)."""
     if not str(text).strip():
-        return "--out is empty; name the output folder, e.g. --out exports/my-model"
+        return f"--out is empty; name the {what}, e.g. --out {example}"
     resolved = Path(text).resolve()
     if resolved.parent == resolved:
         return (f"--out {str(text)!r} is the file system's root; name a folder below it, e.g. "
-                "--out exports/my-model")
+                f"--out {example}")
     cwd = Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents:
+    if not allow_cwd and (resolved == cwd or resolved in cwd.parents):
         return (f"--out {str(text)!r} is the current folder (or one above it), which the output "
-                "folder would replace as a whole; name a new folder, e.g. --out exports/my-model")
+                f"folder would replace as a whole; name a new folder, e.g. --out {example}")
     return None
 
 

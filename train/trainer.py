@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tinyexport.atomic import FolderBusy, folder_lock, torch_save
+from tinyexport.atomic import FolderBusy, folder_lock, out_folder_problem, torch_save
 from tinyexport.errors import StageError, UserError, describe_os_error
 from tinyexport.train.metrics import EpochMeter, MetricsLog, ProgressReport, summary
 from tinyexport.train.optim import current_lr, optimizer_step
@@ -277,17 +277,6 @@ RUN_FILES = ("checkpoint.pt", "best.pt", "target.pt", "transfer.pt", "metrics.js
 WRITTEN_FILES = (*RUN_FILES, "config.yaml", "tensorboard")  # never a source of the same run
 
 
-def out_dir_problem(text: str) -> str | None:
-    """Why ``--out text`` cannot be a run folder (empty, or the file system's root), or None."""
-    if not str(text).strip():
-        return "--out is empty; name the run's folder, e.g. --out runs/exp1"
-    resolved = Path(text).resolve()
-    if resolved.parent == resolved:
-        return (f"--out {str(text)!r} is the file system's root; name a folder below it, e.g. "
-                "--out runs/exp1")
-    return None
-
-
 @contextlib.contextmanager
 def claim_out_dir(path: str | os.PathLike, resume: bool = False,
                   sources: dict[str, str | None] | None = None):
@@ -302,7 +291,7 @@ def claim_out_dir(path: str | os.PathLike, resume: bool = False,
     Raises:
         UserError: naming the folder, what is in the way and what to do.
     """
-    problem = out_dir_problem(str(path))
+    problem = out_folder_problem(path, allow_cwd=True, what="run's folder", example="runs/exp1")
     if problem:
         raise UserError(problem)
     _check_sources(Path(path), sources or {})  # before the folder is created
