@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import re
 import sys
 import tempfile
 from collections.abc import Iterator
+
+from tinyexport.errors import MAX_MESSAGE, printable
 
 _log = logging.getLogger(__name__)
 
@@ -21,6 +24,36 @@ def setup_logging(verbose: bool = False, rank: int | None = None) -> None:
     if rank != 0:
         level = logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(PrintableFormatter())
+
+
+class PrintableFormatter(logging.Formatter):
+    """``%(message)s`` with every control character escaped (issue 23, class 6: no input can make
+    a tool print a line the program did not write). A record's arguments are names and paths that
+    come from files and folders, so their text is escaped whole, newline included; in the message
+    around them only the line breaks the program wrote stay (tables, reports), while ESC, BEL, CR,
+    tabs and other non-printing characters become ``\\xNN`` escapes wherever they come from
+    (f-strings included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.args:
+            escaped = logging.makeLogRecord({**record.__dict__,
+                                             "args": _escaped_args(record.args)})
+            with contextlib.suppress(TypeError, ValueError):  # e.g. %d of a numpy bool: as given
+                escaped.getMessage()
+                record = escaped
+        text = super().format(record)
+        return "\n".join(printable(line, 10 * len(line) + 1) for line in text.split("\n"))
+
+
+def _escaped_args(args):
+    """Record arguments with their text escaped (numbers stay numbers for %d / %.4f)."""
+    def one(value):
+        return value if isinstance(value, numbers.Number) else printable(value, MAX_MESSAGE)
+    if isinstance(args, dict):
+        return {key: one(value) for key, value in args.items()}
+    return tuple(one(value) for value in args)
 
 
 @contextlib.contextmanager

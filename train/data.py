@@ -239,7 +239,7 @@ def log_unreadable(path: Path, exc: BaseException) -> None:
     """A warning for an image skipped because of a limit or a special file (they name it and
     the limit); a debug line for an ordinary corrupt image."""
     if isinstance(exc, (UserError, OverflowError, MemoryError)):
-        _warn_once(f"skipping image {path}: {str(exc).splitlines()[0][:300]}")
+        _warn_once(f"skipping image {str(path)!r}: {str(exc).splitlines()[0][:300]}")
     else:
         _log.debug("skipping unreadable image %s (%s)", path, exc)
 
@@ -266,7 +266,7 @@ def _image_files(folder: Path, limit: int, root: Path) -> list[Path]:
             raise UserError(f"data folder {str(root)!r} holds more than {MAX_FOLDER_IMAGES:,} "
                             "images, the limit per split; pass a smaller folder")
     for path in special:
-        _warn_once(f"skipping {path}: it is {_special_kind(path)}, not an image file")
+        _warn_once(f"skipping {str(path)!r}: it is {_special_kind(path)}, not an image file")
     return sorted(found)
 
 

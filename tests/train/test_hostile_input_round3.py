@@ -323,6 +323,23 @@ def test_out_inside_the_data_folder_is_refused(tmp_path, one_error_line, monkeyp
     assert sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
 
 
+# ------------------------------------------------------------ 6. names from files
+
+@pytest.mark.parametrize("special", [False, True])
+def test_a_skipped_file_is_named_escaped(tmp_path, caplog, special):
+    root = _image_folder(tmp_path / "data")
+    hostile = root / "cat" / "x\n stm32f746 fits\x1b]0;t\x07.png"
+    if special:
+        os.mkfifo(hostile)
+    else:
+        hostile.write_bytes(_png(50_000, 50_000))
+    with caplog.at_level(logging.WARNING):
+        dataset = build_dataset(str(root), "train", PRE, False)
+        [dataset[i] for i in range(len(dataset))]
+    warned = [r.getMessage() for r in caplog.records if "stm32f746" in r.getMessage()]
+    assert warned and all("\n" not in m and "\x1b" not in m and "\\x1b" in m for m in warned)
+
+
 # ------------------------------------------------------------ 9. unhelpful errors
 
 @pytest.mark.parametrize("option, value, expected", [
