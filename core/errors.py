@@ -87,22 +87,25 @@ def describe_os_error(exc: OSError) -> str:
     return f"cannot write or read{where}: {why}" + (f" ({hint})" if hint else "")
 
 
-def run_cli(body: Callable[[], int]) -> int:
+NOTHING_KEPT = "nothing of this run was kept (the previous result, if any, is as it was)"
+
+
+def run_cli(body: Callable[[], int], kept: str = NOTHING_KEPT) -> int:
     """Run a CLI body; turn user mistakes into a one-line error and an exit code.
 
     ``UserError``/``ValueError``/``FileNotFoundError``/``StageError`` become ``error: <message>``
-    on stderr; anything else is a bug and keeps its traceback.
+    on stderr; anything else is a bug and keeps its traceback. ``kept`` ends the line printed when
+    the run is stopped (Ctrl-C, SIGTERM, SIGHUP): what of it stays and what to do next.
     """
     try:
         with terminating_signals():
             return body()
     except Terminated as exc:
         name = signal.Signals(exc.signum).name
-        print(f"error: stopped by {name}; nothing of this run was kept (the previous result, "
-              "if any, is as it was)", file=sys.stderr)
+        print(f"error: stopped by {name}; {kept}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(f"error: interrupted; {kept}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -151,7 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     warn_renamed(args)
     run = transfer_cli.run if args.command == "transfer" else _train
-    return leave(run_cli(lambda: run(args)))
+    kept = transfer_cli.what_a_stop_keeps(args.out) if args.command == "transfer" else \
+        what_a_stop_keeps(args.out)
+    return leave(run_cli(lambda: run(args), kept=kept))
+
+
+def what_a_stop_keeps(out: str) -> str:
+    """The end of the line printed when a training run is stopped (Ctrl-C, SIGTERM): its folder
+    keeps every epoch it finished (checkpoint.pt is written after each, atomically)."""
+    return (f"the epochs it finished stay in {out!r} (checkpoint.pt after each): rerun the same "
+            "command with --resume to continue")
 
 
 if __name__ == "__main__":

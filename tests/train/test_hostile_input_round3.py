@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import re
+import signal
 import struct
 import zipfile
 import zlib
@@ -338,6 +339,36 @@ def test_a_skipped_file_is_named_escaped(tmp_path, caplog, special):
         [dataset[i] for i in range(len(dataset))]
     warned = [r.getMessage() for r in caplog.records if "stm32f746" in r.getMessage()]
     assert warned and all("\n" not in m and "\x1b" not in m and "\\x1b" in m for m in warned)
+
+
+# ------------------------------------------------------------ 8. signals
+
+@pytest.mark.parametrize("command", ["train", "transfer"])
+def test_a_stopped_run_says_what_it_kept_and_how_to_go_on(tmp_path, one_error_line, monkeypatch,
+                                                          command):
+    import tinyexport.train.cli as cli_module
+
+    out = tmp_path / "run"
+
+    def one_epoch_then_sigterm(*args, **kwargs):
+        (out / "checkpoint.pt").write_bytes(b"epoch 0")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("not stopped")
+
+    monkeypatch.setattr(cli_module, "run_training", one_epoch_then_sigterm)
+    monkeypatch.setattr(cli_module.transfer_cli, "run_transfer", one_epoch_then_sigterm)
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        argv = TINY if command == "train" else ["transfer", "--model", "mbv2-tiny", "--data",
+                                                 "synthetic:24", "--workers", "0"]
+        assert main(argv + ["--out", str(out)]) == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    line = one_error_line()
+    assert "stopped by SIGTERM" in line and "nothing of this run was kept" not in line, line
+    assert ("--resume to continue" in line) == (command == "train"), line
+    assert (out / "checkpoint.pt").read_bytes() == b"epoch 0"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]  # the lock is gone
 
 
 # ------------------------------------------------------------ 9. unhelpful errors

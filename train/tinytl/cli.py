@@ -123,12 +123,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def what_a_stop_keeps(out: str) -> str:
+    """The end of the line printed when a transfer is stopped (Ctrl-C, SIGTERM): its folder keeps
+    the epochs it finished, and a transfer has no --resume."""
+    return (f"the epochs it finished stay in {out!r} (checkpoint.pt, best.pt); a transfer does "
+            "not resume: rerun it with another --out")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     warn_renamed(args)
-    return run_cli(lambda: run(args))
+    return run_cli(lambda: run(args), kept=what_a_stop_keeps(args.out))
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
