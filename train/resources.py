@@ -24,6 +24,10 @@ from tinyexport.train.validation import check_int
 
 IN_MEMORY_DATA = frozenset({"digits", "synthetic", "fashion-mnist", "cifar10"})
 MAX_AUTO_WORKERS = 4
+# An explicit --threads / --workers above this many per usable core (and above 8) is a typo, not a
+# plan: oversubscribed threads only wait for each other (7x slower above), and each worker is a
+# process holding its own torch; 10^6 threads would reserve terabytes of stacks (issue 23, class 9).
+MAX_PER_CORE = 4
 CUDA_WORKERS = 4  # the default before the plan existed; a GPU wants its batches ready
 
 
@@ -47,6 +51,11 @@ def usable_cores(env: Mapping[str, str] | None = None) -> int:
     return max(cores // ranks, 1)
 
 
+def most_per_process(cores: int) -> int:
+    """The largest explicit ``--threads`` / ``--workers`` accepted on ``cores`` usable cores."""
+    return max(MAX_PER_CORE * cores, 8)
+
+
 def default_workers(data: str, device: str, cores: int) -> int:
     """0 for in-memory data on CPU, else ``min(4, cores // 2)``; 4 on CUDA."""
     if device == "cuda":
@@ -66,10 +75,16 @@ def plan_cpu(data: str, device: str, workers: int | None, threads: int | None,
         cores: :func:`usable_cores`.
 
     Raises:
-        ValueError: ``workers`` < 0 or ``threads`` < 1.
+        ValueError: ``workers`` < 0 or ``threads`` < 1, or either above :func:`most_per_process`.
     """
     check_int("workers (--workers)", workers, 0, optional=True)
     check_int("threads (--threads)", threads, 1, optional=True)
+    most = most_per_process(cores)
+    for name, value in (("workers (--workers)", workers), ("threads (--threads)", threads)):
+        if value is not None and value > most:
+            raise ValueError(f"{name} is {value:,}, above {most} ({MAX_PER_CORE} per usable core "
+                             f"of {cores}, at least 8): more only wait for each other; pass at "
+                             f"most {most}, or leave it out for the default")
     chosen = workers if workers is not None else default_workers(data, device, cores)
     why = "workers as given" if workers is not None else "default workers for this data"
     if threads is not None:

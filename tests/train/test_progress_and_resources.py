@@ -94,6 +94,17 @@ def test_cpu_plan(kw, expected):
     assert isinstance(plan, CpuPlan) and (plan.workers, plan.threads) == expected, plan
 
 
+@pytest.mark.parametrize("flag", ["workers", "threads"])
+def test_absurd_threads_or_workers_are_refused_before_any_is_started(flag):
+    assert plan_cpu("digits", "cpu", **{"workers": None, "threads": None, flag: 8}, env={},
+                    cores=2)
+    with pytest.raises(ValueError, match=rf"{flag} \(--{flag}\) is 1,000,000, above 8 \(4 per "
+                                         r"usable core of 2, at least 8\)"):
+        plan_cpu("digits", "cpu", **{"workers": None, "threads": None, flag: 10 ** 6}, env={},
+                 cores=2)
+    assert plan_cpu("digits", "cpu", None, 64, {}, cores=16).threads == 64
+
+
 def test_cores_are_shared_between_local_ranks():
     assert usable_cores({"LOCAL_WORLD_SIZE": "2"}) == max(usable_cores({}) // 2, 1)
 
