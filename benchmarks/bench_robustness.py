@@ -14,7 +14,11 @@ Four groups of cases, each case ending in exactly one outcome column (see :data:
 5. issue 23's third round on the export / report side, a family per class (5.1-5.9: bombs,
    special files, checkpoint metadata, lying data, --force, names from files, contradictory
    reports, signals, unhelpful errors), each fixture generated at run time, every refusal under
-   ``ulimit -v 3000000``.
+   ``ulimit -v 3000000``;
+6. the same third round on the training side (6.1-6.9 where the class reaches ``tinytrain``,
+   ``tinytrain transfer`` or the checkpoints they write: image, IDX, gzip and archive bombs,
+   FIFOs, checkpoint schemas, lying folders and labels, run folders, names from files, SIGTERM /
+   SIGHUP mid-run then ``--resume``, out-of-range settings).
 
 The mutants run in worker processes (:mod:`robustness_harness`: one process runs many cases
 and writes one JSON line per case), restarted after a native crash and killed after a per-case
@@ -23,7 +27,8 @@ timeout, so a crash or a hang is observed rather than fatal. Every child process
 ``benchmarks/results/robustness_results.json`` and ``robustness_results.md``.
 
 One module a case family: :mod:`robustness_files` (groups 1 and 2), :mod:`robustness_args`
-(group 3), :mod:`robustness_kills` (group 4), :mod:`robustness_round3` (group 5); the mutants
+(group 3), :mod:`robustness_kills` (group 4), :mod:`robustness_round3` (group 5),
+:mod:`robustness_round3_train` (group 6); the mutants
 are :mod:`robustness_mutants`. This module runs the groups and writes the report.
 """
 
@@ -44,6 +49,8 @@ from tinyexport.benchmarks.robustness_files import run_group_checkpoints, run_gr
 from tinyexport.benchmarks.robustness_harness import COLUMNS, RESULTS, Bench, Tally
 from tinyexport.benchmarks.robustness_kills import run_group_kill_export, run_group_kill_train
 from tinyexport.benchmarks.robustness_round3 import FAMILIES, run_group_round3
+from tinyexport.benchmarks.robustness_round3_train import FAMILIES as TRAIN_FAMILIES
+from tinyexport.benchmarks.robustness_round3_train import run_group_round3_train
 from tinyexport.config import package_versions
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +97,14 @@ DESCRIPTIONS = {
           "the file printed escaped (5.6), a previous export's foreign files moved to "
           "OUT.backup-N and a symlinked --out written through (5.5); every other case must be "
           "one `error:` line" for k, v in FAMILIES.items()},
+    **{k: f"Issue 23 on the training side, {v}: generated fixtures through the real `tinytrain`, "
+          "`tinytrain transfer` (and `tinyexport --checkpoint` for checkpoint bombs), each under "
+          "`ulimit -v 3000000` (robustness_round3_train.py). correct: exit 0 after a warning "
+          "naming the skipped file and the limit (an image bomb, a FIFO in a folder) or saying "
+          "validation uses the training images (a flat folder), every name from the data "
+          "printed escaped (6.6); a stopped run must say so in one line, leave no lock or child, "
+          "and finish with --resume (6.8); the user's run and data files must stay as they were "
+          "(6.5); every other case must be one `error:` line" for k, v in TRAIN_FAMILIES.items()},
 }
 
 
@@ -116,8 +131,8 @@ def render(doc: dict) -> str:
     problems = doc["problems"]
     lines += [f"- [{c['outcome']}] {c['group']} / {c['name']}: {c['detail']}  \n  repro: "
               f"`{c['repro']}`" for c in problems] or ["none"]
-    args = [c for c in doc["cases"] if c["group"].startswith(("3.", "4", "5."))]
-    lines += ["", "## Groups 3, 4 and 5, case by case", "", "| group | case | outcome | detail |",
+    args = [c for c in doc["cases"] if c["group"].startswith(("3.", "4", "5.", "6."))]
+    lines += ["", "## Groups 3 to 6, case by case", "", "| group | case | outcome | detail |",
               "|---|---|---|---|"]
     lines += [f"| {c['group'].split()[0].rstrip('.')} | {c['name'].replace('|', '/')} | "
               f"{c['outcome']} | "
@@ -140,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint mutants through the real tinyexport (group 2b)")
     p.add_argument("--kills", type=int, default=8)
     p.add_argument("--train-kills", type=int, default=4)
-    p.add_argument("--groups", default="12345", help="which groups to run (e.g. 13); a run of "
+    p.add_argument("--groups", default="123456", help="which groups to run (e.g. 13); a run of "
                    "some groups writes robustness_results_<groups>.*, not the full results")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--quick", action="store_true",
@@ -167,6 +182,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict:
         run_group_kill_train(bench, tally, args.train_kills)
     if "5" in args.groups:
         run_group_round3(bench, tally)
+    if "6" in args.groups:
+        run_group_round3_train(bench, tally)
     groups = sorted({c.group for c in tally.cases}, key=lambda g: (g.split(".")[0], g))
     return {"host": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                      "platform": platform.platform(), "cpus": os.cpu_count(),

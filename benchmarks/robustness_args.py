@@ -74,6 +74,8 @@ class ArgCase:
     timeout_s: float = 300.0
     # judge(run) -> (outcome, detail) overriding the generic verdict (None: generic)
     judge: Callable[[WorkerRun], tuple[str, str] | None] | None = None
+    cwd: Path | None = None  # where it runs, when not the group's folder
+    memory_limit: bool = True  # groups 5 and 6: under ulimit -v (TensorFlow's converter: False)
 
 
 def expect_error(run: WorkerRun) -> tuple[str, str] | None:

@@ -48,7 +48,7 @@ COLUMNS = ("clean error", "correct", "traceback", "crash", "hang", "wrong succes
 BAD = COLUMNS[2:]  # every column that should stay 0
 TRACEBACK = "Traceback (most recent call last)"
 # "error: ..." as run_cli prints it, or "PROG: error: ..." as argparse prints it.
-ERROR_LINE = re.compile(r"^(?:[\w.-]+: )?error: \S")
+ERROR_LINE = re.compile(r"^(?:[\w.-]+(?: [\w.-]+)?: )?error: \S")  # argparse: "PROG [SUB]: error:"
 TFLITE_KINDS = ("byte_flip", "int32_field", "truncate", "opcode_swap")
 CHECKPOINT_KINDS = ("byte_flip", "struct_flip", "int32_field", "truncate")
 INT32_LIMIT = 2 ** 31
@@ -333,6 +333,14 @@ class Bench:
             return WorkerRun(None, _text(exc.stdout), _text(exc.stderr), True, timeout_s)
         return WorkerRun(proc.returncode, proc.stdout, proc.stderr,
                          seconds=time.perf_counter() - start)
+
+
+def signals_as_a_shell_gives_them() -> None:
+    """``preexec_fn`` of a child the bench signals: SIGHUP and SIGINT at their defaults, as an
+    interactive shell starts a command, even when the bench itself runs under ``nohup`` or in the
+    background (an ignored signal stays ignored in the child: the tools keep it so)."""
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _text(value: bytes | str | None) -> str:

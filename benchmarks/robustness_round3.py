@@ -34,6 +34,7 @@ from tinyexport.benchmarks.robustness_harness import (
     classify,
     last_error,
     shell,
+    signals_as_a_shell_gives_them,
 )
 from tinyexport.benchmarks.robustness_kills import descendants, survivors, wait_for_line
 from tinyexport.tflite_graph import edit
@@ -56,7 +57,7 @@ FAMILIES = {
 Judge = Callable[[WorkerRun], "tuple[str, str] | None"]
 
 
-def _limited(argv: list[str]) -> list[str]:
+def limited(argv: list[str]) -> list[str]:
     """``argv`` run under ``ulimit -v`` (the venv's CLI named by ``argv[0]``)."""
     return ["bash", "-c", f'ulimit -v {MEMORY_KIB} && exec "$0" "$@"', str(BIN / argv[0]),
             *argv[1:]]
@@ -65,7 +66,7 @@ def _limited(argv: list[str]) -> list[str]:
 def run_limited(bench: Bench, argv: list[str], timeout_s: float, cwd: Path) -> WorkerRun:
     start = time.perf_counter()
     try:
-        proc = subprocess.run(_limited(argv), capture_output=True, text=True, timeout=timeout_s,
+        proc = subprocess.run(limited(argv), capture_output=True, text=True, timeout=timeout_s,
                               env=bench.env, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         return WorkerRun(None, str(exc.stdout or ""), str(exc.stderr or ""), True, timeout_s)
@@ -100,14 +101,20 @@ def does_not_fit_escaped(run: WorkerRun) -> tuple[str, str] | None:
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-def _npz_declaring(path: Path, size: int) -> None:
-    np.savez(path, images=np.zeros((1, 16, 16, 3), np.float32))
+def declare_member_sizes(path: Path, size: int) -> None:
+    """Set every member's uncompressed size in zip file ``path``'s central directory to ``size``
+    (a small archive that claims to unpack to ``size`` bytes a member)."""
     data = bytearray(path.read_bytes())
     at = data.find(b"PK\x01\x02")
-    while at >= 0:  # the central directory's uncompressed size of every member
+    while at >= 0:
         struct.pack_into("<I", data, at + 24, size)
         at = data.find(b"PK\x01\x02", at + 4)
     path.write_bytes(bytes(data))
+
+
+def _npz_declaring(path: Path, size: int) -> None:
+    np.savez(path, images=np.zeros((1, 16, 16, 3), np.float32))
+    declare_member_sizes(path, size)
 
 
 def _npy_declaring(path: Path, shape: tuple[int, ...]) -> None:
@@ -171,7 +178,7 @@ def zero_plan(path: Path) -> None:
     path.write_bytes(with_offline_plan(data, zeros))
 
 
-def _image_folder(root: Path, classes: list[str]) -> Path:
+def image_folder(root: Path, classes: list[str]) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -359,7 +366,8 @@ def signal_cases(bench: Bench, tally: Tally, group: str, root: Path) -> None:
         start = time.perf_counter()
         with open(log, "w") as f:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=f,
-                                    env=dict(bench.env, TMPDIR=str(tmp)), cwd=root)
+                                    env=dict(bench.env, TMPDIR=str(tmp)), cwd=root,
+                                    preexec_fn=signals_as_a_shell_gives_them)
             wait_for_line(proc, log, "onnx2tf float TFLite ...", 300)
             time.sleep(2.0)  # onnx2tf (and TensorFlow in it) has started
             kids = descendants(proc.pid)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import struct
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +17,13 @@ import torch
 
 from tinyexport import atomic, errors
 from tinyexport.benchmarks.report_cli import main as tinyreport
-from tinyexport.benchmarks.robustness_round3 import HOSTILE, MODEL, hostile_tflite, zero_plan
+from tinyexport.benchmarks.robustness_round3 import (
+    HOSTILE,
+    MODEL,
+    declare_member_sizes,
+    hostile_tflite,
+    zero_plan,
+)
 from tinyexport.errors import printable, run_cli
 from tinyexport.export.cli import _numerics_lines
 from tinyexport.export.cli import main as tinyexport
@@ -51,16 +56,6 @@ def one_error_line(capsys):
 # --- 1. unbounded resources ------------------------------------------------------------------
 
 
-def _patch_declared_size(path: Path, size: int) -> None:
-    """Set every member's uncompressed size in the zip's central directory to ``size``."""
-    data = bytearray(path.read_bytes())
-    at = data.find(b"PK\x01\x02")
-    while at >= 0:
-        struct.pack_into("<I", data, at + 24, size)
-        at = data.find(b"PK\x01\x02", at + 4)
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("kind, reason", [
     ("declared", "unpacks to 3.91 GiB, above the limit"),
     ("entries", "holds 17 arrays, above the limit of 16"),
@@ -71,7 +66,7 @@ def test_npz_bombs_are_refused_before_allocation(within, tmp_path, one_error_lin
     path = tmp_path / "bomb.npz"
     if kind == "declared":
         np.savez(path, images=np.zeros((1, 16, 16, 3), np.float32))
-        _patch_declared_size(path, 0xFA000000)
+        declare_member_sizes(path, 0xFA000000)
     elif kind == "entries":
         np.savez(path, **{f"a{i}": np.zeros(1) for i in range(17)})
     elif kind == "shape":

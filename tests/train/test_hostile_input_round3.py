@@ -5,15 +5,12 @@ with nothing of the user's touched."""
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import pickle
 import re
 import signal
-import struct
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
@@ -22,6 +19,7 @@ import torch
 import tinyexport.train.netaug.run as run_module
 import tinyexport.train.tinytl.transfer as transfer_module
 from tinyexport.atomic import folder_lock
+from tinyexport.benchmarks.robustness_round3_train import fashion_folder, idx, png_declaring
 from tinyexport.errors import UserError
 from tinyexport.train.checkpoint_format import make_payload, read_payload
 from tinyexport.train.cli import main
@@ -36,17 +34,6 @@ PRE = Preprocessing(32)
 
 def _must_not_run(*args, **kwargs):
     raise AssertionError("work started before the input was checked")
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png(width: int, height: int) -> bytes:
-    """A PNG whose header declares ``width`` x ``height`` RGB pixels (its data is a few bytes)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0"))
-            + _chunk(b"IEND", b""))
 
 
 def _good_png(path) -> None:
@@ -68,7 +55,7 @@ def _image_folder(root, classes=("cat", "dog")):
 def test_image_declaring_huge_size_is_skipped_with_a_warning(within, tmp_path, caplog, width, height):
     root = _image_folder(tmp_path / "data")
     bomb = root / "cat" / "bomb.png"
-    bomb.write_bytes(_png(width, height))
+    bomb.write_bytes(png_declaring(width, height))
     dataset = build_dataset(str(root), "train", PRE, False)
     with within(20), caplog.at_level(logging.WARNING):
         labels = [dataset[i][1] for i in range(len(dataset))]
@@ -77,37 +64,22 @@ def test_image_declaring_huge_size_is_skipped_with_a_warning(within, tmp_path, c
     assert warned and "limit" in warned[0], warned
 
 
-def _idx(dims: tuple[int, ...], payload: bytes | None = None) -> bytes:
-    header = bytes((0, 0, 8, len(dims))) + struct.pack(">" + "I" * len(dims), *dims)
-    return header + (payload if payload is not None else bytes(int(np.prod(dims))))
-
-
-def _fashion(folder, images: bytes, labels: bytes, compress=False) -> str:
-    folder.mkdir(exist_ok=True)
-    for stem, data in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
-        if compress:
-            (folder / f"{stem}.gz").write_bytes(gzip.compress(data, compresslevel=1))
-        else:
-            (folder / stem).write_bytes(data)
-    return f"fashion-mnist:{folder}"
-
-
 @pytest.mark.parametrize("images, labels, reason", [
-    (_idx((2, 0, 0), b""), _idx((2,)), "a dimension of 0"),
-    (_idx((1, 1, 1_000_000)), _idx((1,)), "outside the limits"),
-    (_idx((4_000_000_000, 28, 28), b""), _idx((1,)), "above the limit"),
-    (_idx((2, 28, 28)), _idx((2,), bytes((0, 200))), "label 200"),
+    (idx((2, 0, 0), b""), idx((2,)), "a dimension of 0"),
+    (idx((1, 1, 1_000_000)), idx((1,)), "outside the limits"),
+    (idx((4_000_000_000, 28, 28), b""), idx((1,)), "above the limit"),
+    (idx((2, 28, 28)), idx((2,), bytes((0, 200))), "label 200"),
 ])
 def test_bad_idx_files_are_one_error(within, tmp_path, images, labels, reason):
-    spec = _fashion(tmp_path / "fm", images, labels)
+    spec = fashion_folder(tmp_path / "fm", images, labels)
     with within(20), pytest.raises(UserError, match=reason):
         load_arrays(parse_data_spec(spec), "train")
 
 
 def test_gzip_bomb_is_refused_after_its_header(within, tmp_path):
     # the header says one 28x28 image; the stream inflates to 64 MB more
-    images = _idx((1, 28, 28), bytes(28 * 28 + 64 * 2**20))
-    spec = _fashion(tmp_path / "fm", images, _idx((1,)), compress=True)
+    images = idx((1, 28, 28), bytes(28 * 28 + 64 * 2**20))
+    spec = fashion_folder(tmp_path / "fm", images, idx((1,)), gz=True)
     with within(20), pytest.raises(UserError, match="more data than its header says"):
         load_arrays(parse_data_spec(spec), "train")
 
@@ -173,7 +145,7 @@ def test_fifo_data_file_is_named_for_what_it_is(within, tmp_path):
     folder = tmp_path / "fm"
     folder.mkdir()
     os.mkfifo(folder / "train-images-idx3-ubyte")
-    (folder / "train-labels-idx1-ubyte").write_bytes(_idx((1,)))
+    (folder / "train-labels-idx1-ubyte").write_bytes(idx((1,)))
     with within(20), pytest.raises(UserError, match="is a FIFO"):
         load_arrays(parse_data_spec(f"fashion-mnist:{folder}"), "train")
 
@@ -333,7 +305,7 @@ def test_a_skipped_file_is_named_escaped(tmp_path, caplog, special):
     if special:
         os.mkfifo(hostile)
     else:
-        hostile.write_bytes(_png(50_000, 50_000))
+        hostile.write_bytes(png_declaring(50_000, 50_000))
     with caplog.at_level(logging.WARNING):
         dataset = build_dataset(str(root), "train", PRE, False)
         [dataset[i] for i in range(len(dataset))]
