@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 import torch
 
 from tinyexport.errors import UserError
 from tinyexport.train import cli
+from tinyexport.train.bn_recalibration import reestimate_bn
+from tinyexport.train.evaluate import evaluate_top1
+from tinyexport.train.model_from_checkpoint import model_from_checkpoint
 from tinyexport.train.models import model_spec
 from tinyexport.train.netaug import layers
 from tinyexport.train.netaug.recipe import Recipe
-from tinyexport.train.netaug.run import run_training
+from tinyexport.train.netaug.run import bn_batches, build_loaders, run_training
 from tinyexport.train.netaug.supernet import build_supernet
 from tinyexport.train.netaug.task import NetAugSchedule, NetAugTask
 from tinyexport.train.task import TrainTask
@@ -117,20 +119,32 @@ def test_compile_runs_one_baseline_step(tmp_path):
     assert code == 0
 
 
-def test_baseline_bn_statistics_lag_after_a_short_high_lr_epoch(tmp_path):
-    """The finding behind the baseline's low val top-1 after one short high-LR epoch (issue 14):
-    its evaluation is right for the weights it evaluates, but the BN running statistics (EMA,
-    momentum 0.1) trail weights that moved fast; re-estimating them on train images (as NetAug
-    always does) raises the top-1 by several points. Measured here (2-core CPU, mbv2-tiny,
-    Fashion-MNIST subset, 32 px, LR 0.4): 1 epoch 20.5 → 27.6 %, at LR 0.05 30.7 → 45.0 %; after
-    3 epochs whose cosine reaches 0 the two agree (27.5 vs 27.2 %). ``--reestimate-bn`` reports
-    both numbers and writes the re-estimated statistics into best.pt."""
+def test_reestimate_bn_reports_both_top1s_and_best_pt_holds_the_evaluated_statistics(tmp_path):
+    """``--reestimate-bn`` for the baseline (issue 14): the epoch's record holds the top-1 with the
+    EMA running statistics and the top-1 after re-estimating them on train images (as NetAug
+    always does, docs/netaug.md §1.7); best.pt carries the re-estimated statistics, so evaluating
+    it gives the reported top-1 and re-estimating again changes nothing.
+
+    The finding behind the option is a measurement, not asserted here: after one short high-LR
+    epoch the EMA (momentum 0.1) trails weights that moved fast. On a 2-core AVX2 CPU (mbv2-tiny,
+    Fashion-MNIST subset, 32 px) re-estimating raised the top-1 from 20.5 to 27.6 % at LR 0.4 and
+    from 30.7 to 45.0 % at LR 0.05; at this test's LR 1.6 one epoch is chaotic enough that the gap
+    changes sign with the CPU's float kernels (+3 points with AVX2, -1.8 with
+    ATEN_CPU_CAPABILITY=default), so a fixed gap would test the machine, not the code."""
     recipe = Recipe(model="mbv2-tiny", data="fashion-mnist", resolution=32, epochs=1,
                     warmup_epochs=0, batch_size=64, lr=1.6, netaug=False, reestimate_bn=True,
                     limit_train=1536, limit_val=512, bn_images=512, workers=0)
-    start = time.perf_counter()
     result = run_training(recipe, TrainConfig(1, str(tmp_path), progress=False))
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert record["val_top1"] == result.best_top1
-    assert record["val_top1"] - record["val_top1_running_stats"] >= 3.0, record
-    assert time.perf_counter() - start < 120
+    assert 0 <= record["val_top1_running_stats"] <= 100
+
+    model, _ = model_from_checkpoint(tmp_path / "best.pt")
+    _, val_loader, train_set = build_loaders(recipe, 32)
+    assert evaluate_top1(model, val_loader, "cpu")["top1"] == pytest.approx(record["val_top1"])
+    stats = {k: v.clone() for k, v in model.named_buffers()
+             if k.endswith(("running_mean", "running_var"))}
+    again = reestimate_bn(model, bn_batches(train_set, recipe))
+    for name, buffer in again.named_buffers():
+        if name in stats:
+            torch.testing.assert_close(buffer, stats[name], rtol=1e-4, atol=1e-5)
