@@ -74,6 +74,18 @@ def run_limited(bench: Bench, argv: list[str], timeout_s: float, cwd: Path) -> W
                      seconds=time.perf_counter() - start)
 
 
+def run_arg_case(bench: Bench, group: str, case: ArgCase, root: Path) -> Case:
+    """One case of groups 5 and 6: its CLI run (in ``case.cwd`` or ``root``; under the memory
+    limit unless ``case.memory_limit`` is False) and judged."""
+    cwd = case.cwd or root
+    if case.memory_limit:
+        run, limit = run_limited(bench, case.argv, case.timeout_s, cwd), f"ulimit -v {MEMORY_KIB}; "
+    else:
+        run, limit = bench.cli(case.argv, case.timeout_s, cwd), ""
+    outcome, detail = judge_arg_case(case, run)
+    return Case(group, case.name, outcome, detail, limit + shell(case.argv), run.seconds)
+
+
 def no_control_characters(then: Judge | None = None) -> Judge:
     """A line the program did not write (a raw newline or terminal escape from a file's name) is a
     wrong success, whatever the exit."""
@@ -399,9 +411,6 @@ def run_group_round3(bench: Bench, tally: Tally) -> None:
     root = bench.work / "round3"
     root.mkdir(exist_ok=True)
     for family, case in argument_cases(root):
-        run = run_limited(bench, case.argv, case.timeout_s, root)
-        outcome, detail = judge_arg_case(case, run)
-        tally.add(Case(f"{family} {FAMILIES[family]}", case.name, outcome, detail,
-                       f"ulimit -v {MEMORY_KIB}; {shell(case.argv)}", run.seconds))
+        tally.add(run_arg_case(bench, f"{family} {FAMILIES[family]}", case, root))
     force_cases(bench, tally, f"5.5 {FAMILIES['5.5']}", root)
     signal_cases(bench, tally, f"5.8 {FAMILIES['5.8']}", root)

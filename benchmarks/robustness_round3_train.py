@@ -40,12 +40,12 @@ from tinyexport.benchmarks.robustness_harness import (
 from tinyexport.benchmarks.robustness_kills import descendants, survivors, wait_for_line
 from tinyexport.benchmarks.robustness_round3 import (
     HOSTILE,
-    MEMORY_KIB,
     Judge,
     declare_member_sizes,
     image_folder,
     limited,
     no_control_characters,
+    run_arg_case,
     run_limited,
     succeeds_escaped,
 )
@@ -130,16 +130,19 @@ def _weight(transform):
 
 def _set(key, value):
     def change(payload):
-        if value is KeyError:
-            del payload[key]
-        else:
-            payload[key] = value
+        payload[key] = value
+    return change
+
+
+def _without(key):
+    def change(payload):
+        del payload[key]
     return change
 
 
 BAD_PAYLOADS = {
-    "no num_classes": _set("num_classes", KeyError),
-    "no model": _set("model", KeyError),
+    "no num_classes": _without("num_classes"),
+    "no model": _without("model"),
     "kind a list": _set("kind", ["base"]),
     "model an int": _set("model", 7),
     "model a list": _set("model", ["mbv2-tiny"]),
@@ -453,12 +456,6 @@ def run_group_round3_train(bench: Bench, tally: Tally) -> None:
     for family, case in all_argument_cases(root):
         for out in SCRATCH_OUTS:  # each case starts from a new --out
             shutil.rmtree(root / out, ignore_errors=True)
-        cwd = case.cwd or root
-        run = run_limited(bench, case.argv, case.timeout_s, cwd) if case.memory_limit else \
-            bench.cli(case.argv, case.timeout_s, cwd)
-        outcome, detail = judge_arg_case(case, run)
-        limit = f"ulimit -v {MEMORY_KIB}; " if case.memory_limit else ""
-        tally.add(Case(f"{family} {FAMILIES[family]}", case.name, outcome, detail,
-                       limit + shell(case.argv), run.seconds))
+        tally.add(run_arg_case(bench, f"{family} {FAMILIES[family]}", case, root))
     run_folder_cases(bench, tally, f"6.5 {FAMILIES['6.5']}", root)
     signal_cases(bench, tally, f"6.8 {FAMILIES['6.8']}", root)

@@ -58,13 +58,13 @@ _OS_HINTS = {
 MAX_PRINTED = 200  # characters of one name from a file, as printed
 
 
-def printable(text: object, limit: int = MAX_PRINTED) -> str:
+def printable(text: object, limit: int | None = MAX_PRINTED) -> str:
     """``text`` safe to print on one line of a terminal, a table or a Markdown report: control
     characters (newline, ESC of an ANSI sequence, BEL, ...), line / paragraph separators and
     other non-printing code points are written as ``\\xNN`` / ``\\uNNNN`` escapes, and it is cut
     to ``limit`` characters. The one escaper for every name a file brings (op, tensor, signature
     and metadata names, class folder names) and for error messages: no input can make a report
-    print a line the program did not write."""
+    print a line the program did not write. ``limit`` None: no cut."""
     out = []
     for char in str(text):
         if char.isprintable() or char == " ":
@@ -76,7 +76,7 @@ def printable(text: object, limit: int = MAX_PRINTED) -> str:
         else:
             out.append(f"\\U{ord(char):08x}")
     joined = "".join(out)
-    return joined if len(joined) <= limit else joined[:limit] + "..."
+    return joined if limit is None or len(joined) <= limit else joined[:limit] + "..."
 
 
 def describe_os_error(exc: OSError) -> str:

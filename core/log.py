@@ -44,7 +44,7 @@ class PrintableFormatter(logging.Formatter):
                 escaped.getMessage()
                 record = escaped
         text = super().format(record)
-        return "\n".join(printable(line, 10 * len(line) + 1) for line in text.split("\n"))
+        return "\n".join(printable(line, limit=None) for line in text.split("\n"))
 
 
 def _escaped_args(args):

@@ -151,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     warn_renamed(args)
     run = transfer_cli.run if args.command == "transfer" else _train
-    kept = transfer_cli.what_a_stop_keeps(args.out) if args.command == "transfer" else \
-        what_a_stop_keeps(args.out)
-    return leave(run_cli(lambda: run(args), kept=kept))
+    keeps = transfer_cli.what_a_stop_keeps if args.command == "transfer" else what_a_stop_keeps
+    return leave(run_cli(lambda: run(args), kept=keeps(args.out)))
 
 
 def what_a_stop_keeps(out: str) -> str:

@@ -6,9 +6,9 @@ import struct
 import zipfile
 from pathlib import Path
 
-from tinyexport.benchmarks.robustness_args import judge_arg_case
+from tinyexport.benchmarks.robustness_args import ArgCase, judge_arg_case
 from tinyexport.benchmarks.robustness_harness import Bench, WorkerRun, classify
-from tinyexport.benchmarks.robustness_round3 import run_limited
+from tinyexport.benchmarks.robustness_round3 import run_arg_case, run_limited
 from tinyexport.benchmarks.robustness_round3_train import (
     FAMILIES,
     all_argument_cases,
@@ -60,3 +60,12 @@ def test_runs_and_warns_judge():
     silent = WorkerRun(0, "", "best top-1 50%\n")
     assert runs_and_warns("skipping image", "limit")(silent)[0] == "wrong success"
     assert runs_and_warns("x")(WorkerRun(2, "", "error: no\n")) is None
+
+
+def test_one_runner_for_the_cases_of_groups_5_and_6(tmp_path):
+    bench = Bench(tmp_path, 0)
+    argv = ["tinytrain", "--data", "digits", "--out", str(tmp_path / "o"), "--seed", "-1"]
+    limited = run_arg_case(bench, "6.9 x", ArgCase("seed -1", argv, 60), tmp_path)
+    free = run_arg_case(bench, "6.9 x", ArgCase("seed -1", argv, 60, memory_limit=False), tmp_path)
+    assert limited.outcome == free.outcome == "clean error", (limited, free)
+    assert limited.repro.startswith("ulimit -v ") and free.repro.startswith("tinytrain ")
